@@ -1,0 +1,1 @@
+"""registry-mirror: a local mirror and index of a cloud Container Registry."""

@@ -1,0 +1,182 @@
+"""The project's errors, one hierarchy.
+
+    MirrorError
+    ├── ConfigError            bad settings; the CLI prints its one line and exits 2
+    ├── ApiError               carries a gRPC status code; rendered as the upstream's error JSON
+    │   ├── InvalidArgument    400
+    │   ├── Unauthenticated    401
+    │   ├── PermissionDenied   403
+    │   ├── NotFound           404
+    │   ├── AlreadyExists      409
+    │   ├── ResourceExhausted  429
+    │   ├── Internal           500
+    │   ├── Unimplemented      501
+    │   ├── Unavailable        503
+    │   └── DeadlineExceeded   504
+    └── UpstreamError          the upstream failed in a way retries did not cure
+        └── UpstreamStatusError  it answered with an error status (keeps its ApiError)
+
+Low-level errors (asyncpg, aiohttp, aiokafka) are translated at the edge with
+``raise ... from exc``; the API middleware turns any ``ApiError`` into
+``{"code", "message", "details"}`` with the cloud's HTTP status.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, ClassVar
+
+
+class GrpcCode(IntEnum):
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# The cloud's HTTP status for each gRPC code (the gRPC-gateway mapping).
+HTTP_STATUS: dict[GrpcCode, int] = {
+    GrpcCode.OK: 200,
+    GrpcCode.CANCELLED: 499,
+    GrpcCode.UNKNOWN: 500,
+    GrpcCode.INVALID_ARGUMENT: 400,
+    GrpcCode.DEADLINE_EXCEEDED: 504,
+    GrpcCode.NOT_FOUND: 404,
+    GrpcCode.ALREADY_EXISTS: 409,
+    GrpcCode.PERMISSION_DENIED: 403,
+    GrpcCode.RESOURCE_EXHAUSTED: 429,
+    GrpcCode.FAILED_PRECONDITION: 400,
+    GrpcCode.ABORTED: 409,
+    GrpcCode.OUT_OF_RANGE: 400,
+    GrpcCode.UNIMPLEMENTED: 501,
+    GrpcCode.INTERNAL: 500,
+    GrpcCode.UNAVAILABLE: 503,
+    GrpcCode.DATA_LOSS: 500,
+    GrpcCode.UNAUTHENTICATED: 401,
+}
+
+REQUEST_INFO_TYPE = "type.googleapis.com/google.rpc.RequestInfo"
+
+
+class MirrorError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(MirrorError):
+    """A setting is missing or malformed. The message names the setting, never its secret value."""
+
+
+class ApiError(MirrorError):
+    """An error with a gRPC status code, as the upstream reports it."""
+
+    code: ClassVar[GrpcCode] = GrpcCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def to_json(self, request_id: str) -> dict[str, Any]:
+        """The upstream's error body."""
+        return {
+            "code": int(self.code),
+            "message": self.message,
+            "details": [{"@type": REQUEST_INFO_TYPE, "requestId": request_id}],
+        }
+
+    @staticmethod
+    def from_code(code: int, message: str) -> ApiError:
+        """The ApiError subclass for a numeric gRPC code (unknown codes become Unknown)."""
+        cls = _BY_CODE.get(code, ApiError)
+        return cls(message)
+
+
+class InvalidArgument(ApiError):
+    code = GrpcCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ApiError):
+    code = GrpcCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ApiError):
+    code = GrpcCode.PERMISSION_DENIED
+
+
+class NotFound(ApiError):
+    code = GrpcCode.NOT_FOUND
+
+
+class AlreadyExists(ApiError):
+    code = GrpcCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ApiError):
+    code = GrpcCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ApiError):
+    code = GrpcCode.RESOURCE_EXHAUSTED
+
+
+class Internal(ApiError):
+    code = GrpcCode.INTERNAL
+
+
+class Unimplemented(ApiError):
+    code = GrpcCode.UNIMPLEMENTED
+
+
+class Unavailable(ApiError):
+    code = GrpcCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ApiError):
+    code = GrpcCode.DEADLINE_EXCEEDED
+
+
+_BY_CODE: dict[int, type[ApiError]] = {
+    int(cls.code): cls
+    for cls in (
+        InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        ResourceExhausted,
+        Internal,
+        Unimplemented,
+        Unavailable,
+        DeadlineExceeded,
+    )
+}
+
+
+class UpstreamError(MirrorError):
+    """The upstream could not be reached or kept failing after retries."""
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error; ``error`` is that error as an ApiError."""
+
+    def __init__(self, error: ApiError, http_status: int) -> None:
+        super().__init__(f"upstream answered {http_status}: {error.message}")
+        self.error = error
+        self.http_status = http_status

@@ -1,0 +1,190 @@
+"""Domain types: plain, frozen, no I/O.
+
+The JSON shape is the upstream's (camelCase, int64 as strings, empty fields
+omitted); ``to_json`` / ``from_json`` are the only places that know it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from mirror.errors import ConfigError
+
+# The cloud's patterns and limits (../shared/seeds).
+REPOSITORY_NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(/([a-z0-9]+(?:[._-][a-z0-9]+)*))*")
+ID_MAX_LEN = 50
+IMAGE_ID_LEN = 20
+IMAGE_ID_PREFIX = "crp"
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    id: str
+    digest: str
+    size: int
+    urls: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.id:
+            out["id"] = self.id
+        if self.digest:
+            out["digest"] = self.digest
+        if self.size:
+            out["size"] = str(self.size)
+        if self.urls:
+            out["urls"] = list(self.urls)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Blob:
+        return cls(
+            id=d.get("id", ""),
+            digest=d.get("digest", ""),
+            size=int(d.get("size", 0)),
+            urls=tuple(d.get("urls", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A Docker image as the upstream describes it.
+
+    ``name`` is ``<registryId>/<repository path>``, i.e. the repository name;
+    ``created_at`` is kept as the upstream's RFC 3339 text (it may carry nanoseconds).
+    """
+
+    id: str
+    name: str
+    digest: str
+    compressed_size: int
+    config: Blob | None
+    layers: tuple[Blob, ...]
+    tags: tuple[str, ...]
+    created_at: str
+
+    @property
+    def registry_id(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    @property
+    def blobs(self) -> tuple[Blob, ...]:
+        """Config first, then the layers in order."""
+        return ((self.config,) if self.config else ()) + self.layers
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id}
+        if self.name:
+            out["name"] = self.name
+        if self.digest:
+            out["digest"] = self.digest
+        if self.compressed_size:
+            out["compressedSize"] = str(self.compressed_size)
+        if self.config is not None:
+            out["config"] = self.config.to_json()
+        if self.layers:
+            out["layers"] = [layer.to_json() for layer in self.layers]
+        if self.tags:
+            out["tags"] = list(self.tags)
+        if self.created_at:
+            out["createdAt"] = self.created_at
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Image:
+        config = d.get("config")
+        return cls(
+            id=d["id"],
+            name=d.get("name", ""),
+            digest=d.get("digest", ""),
+            compressed_size=int(d.get("compressedSize", 0)),
+            config=Blob.from_json(config) if config else None,
+            layers=tuple(Blob.from_json(x) for x in d.get("layers", ())),
+            tags=tuple(d.get("tags", ())),
+            created_at=d.get("createdAt", ""),
+        )
+
+
+class ScopeKind(StrEnum):
+    FOLDER = "folder"
+    REGISTRY = "registry"
+    REPOSITORY = "repository"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Scope:
+    """What one walk covers: a folder, a registry or a repository (``kind:ID``)."""
+
+    kind: ScopeKind
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.id}"
+
+    @property
+    def list_params(self) -> dict[str, str]:
+        """The upstream List query parameters that select this scope."""
+        key = {
+            ScopeKind.FOLDER: "folderId",
+            ScopeKind.REGISTRY: "registryId",
+            ScopeKind.REPOSITORY: "repositoryName",
+        }[self.kind]
+        return {key: self.id}
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        kind, sep, ident = text.strip().partition(":")
+        if not sep or not ident:
+            raise ConfigError(
+                f"scope {text!r} is not kind:ID (kinds: folder, registry, repository)"
+            )
+        try:
+            scope_kind = ScopeKind(kind.strip())
+        except ValueError:
+            raise ConfigError(
+                f"scope {text!r} has unknown kind {kind!r} (kinds: folder, registry, repository)"
+            ) from None
+        ident = ident.strip()
+        if scope_kind is ScopeKind.REPOSITORY:
+            if not REPOSITORY_NAME_RE.fullmatch(ident):
+                raise ConfigError(
+                    f"scope {text!r}: repository name does not match the cloud's pattern"
+                )
+        elif len(ident) > ID_MAX_LEN or not re.fullmatch(r"[A-Za-z0-9_-]+", ident):
+            raise ConfigError(
+                f"scope {text!r}: id must be 1-{ID_MAX_LEN} letters, digits, '-' or '_'"
+            )
+        return cls(scope_kind, ident)
+
+
+class EventType(StrEnum):
+    IMAGE_CREATED = "registry.image.created"
+    IMAGE_UPDATED = "registry.image.updated"
+    IMAGE_DELETED = "registry.image.deleted"
+    BLOB_ADDED = "registry.blob.added"
+    BLOB_ORPHANED = "registry.blob.orphaned"
+
+    @property
+    def topic(self) -> str:
+        """The topic suffix: ``images`` or ``blobs`` (the relay adds the prefix)."""
+        return "blobs" if self.value.startswith("registry.blob.") else "images"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change to publish: written to the outbox in the transaction of the change.
+
+    ``subject`` is the image id or the blob digest and is also the Kafka key.
+    """
+
+    type: EventType
+    subject: str
+    data: dict[str, Any]
+    source: str = "/registry-mirror/ingest"
+
+    @property
+    def topic(self) -> str:
+        return self.type.topic

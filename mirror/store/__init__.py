@@ -1,0 +1,1 @@
+"""The PostgreSQL side: the pool, migrations, the embedded server and every SQL statement."""

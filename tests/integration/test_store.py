@@ -1,0 +1,101 @@
+"""The migrator and the pool against real PostgreSQL."""
+
+import asyncpg
+import pytest
+
+from mirror.model import Event, EventType
+from mirror.store.migrate import apply_migrations, find_migrations, pending_migrations
+from mirror.store.outbox import append_events
+from tests.postgres_fixture import dsn_with_database, new_database_name
+
+
+@pytest.fixture
+async def empty_database(postgres_dsn: str):  # type: ignore[no-untyped-def]
+    name = new_database_name("empty")
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield dsn_with_database(postgres_dsn, name)
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def test_server_is_postgresql_18(postgres_dsn: str) -> None:
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        version = await conn.fetchval("SHOW server_version_num")
+    finally:
+        await conn.close()
+    assert int(version) >= 180000
+
+
+async def test_migrator_from_empty_then_idempotent(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        applied = await apply_migrations(conn)
+        assert [m.version for m in applied] == [m.version for m in find_migrations()]
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
+        assert {"images", "image_blobs", "blobs", "outbox", "scopes", "sync_runs"} <= tables
+        versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == [m.version for m in applied]
+        assert await apply_migrations(conn) == []
+        assert await pending_migrations(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrators_apply_each_file_once(empty_database: str) -> None:
+    import asyncio
+
+    conns = [await asyncpg.connect(empty_database) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(apply_migrations(c) for c in conns))
+        assert sum(len(r) for r in results) == len(find_migrations())
+        count = await conns[0].fetchval("SELECT count(*) FROM schema_migrations")
+        assert count == len(find_migrations())
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_failed_migration_leaves_nothing_behind(empty_database: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "001_ok.sql").write_text("CREATE TABLE a (x int);")
+    (tmp_path / "002_bad.sql").write_text("CREATE TABLE b (x int); SELECT * FROM nowhere;")
+    conn = await asyncpg.connect(empty_database)
+    try:
+        from mirror.store.migrate import MigrationError
+
+        with pytest.raises(MigrationError, match="002_bad"):
+            await apply_migrations(conn, tmp_path)
+        assert await conn.fetchval("SELECT to_regclass('b')") is None
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+    finally:
+        await conn.close()
+
+
+async def test_pool_decodes_json_with_orjson(db_pool: asyncpg.Pool) -> None:
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT $1::jsonb", {"a": [1, "2"]}) == {"a": [1, "2"]}
+        # ready JSON text passes through untouched
+        assert await conn.fetchval("SELECT $1::json::text", b'{"b":1}') == '{"b":1}'
+
+
+async def test_outbox_append_needs_a_transaction(db_pool: asyncpg.Pool) -> None:
+    event = Event(EventType.IMAGE_CREATED, "crp00000000000000001", {"id": "crp00000000000000001"})
+    async with db_pool.acquire() as conn:
+        with pytest.raises(RuntimeError):
+            await append_events(conn, [event])
+        async with conn.transaction():
+            await append_events(
+                conn, [event, Event(EventType.BLOB_ADDED, "sha256:aa", {"size": "1"})]
+            )
+        rows = await conn.fetch("SELECT topic, key, type, data FROM outbox ORDER BY id")
+    assert [(r["topic"], r["key"], r["type"]) for r in rows] == [
+        ("images", "crp00000000000000001", "registry.image.created"),
+        ("blobs", "sha256:aa", "registry.blob.added"),
+    ]
+    assert rows[0]["data"] == {"id": "crp00000000000000001"}
