@@ -8,6 +8,7 @@ Each file runs in its own transaction together with its row in
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from mirror.errors import MirrorError
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# A source checkout keeps migrations in ./sql; an installed image points MIRROR_SQL_DIR at them.
+SQL_DIR = Path(os.environ.get("MIRROR_SQL_DIR") or Path(__file__).resolve().parents[2] / "sql")
 MIGRATION_LOCK_KEY = 0x6D69_7272_6F72_0001  # "mirror" + 1: any fixed bigint the app owns
 _NAME_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
