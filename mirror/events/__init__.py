@@ -1,0 +1,1 @@
+"""Change events: the CloudEvents envelope, the outbox relay to Kafka, subscriber helpers."""
