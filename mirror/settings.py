@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +79,11 @@ class Settings:
     kafka_bootstrap: str | None = field(default=None, metadata={"env": "MIRROR_KAFKA_BOOTSTRAP"})
     kafka_topic_prefix: str = field(
         default="registry-mirror", metadata={"env": "MIRROR_KAFKA_TOPIC_PREFIX"}
+    )
+    kafka_partitions: int = field(default=3, metadata={"env": "MIRROR_KAFKA_PARTITIONS"})
+    kafka_replication: int = field(default=1, metadata={"env": "MIRROR_KAFKA_REPLICATION"})
+    events_retention: timedelta = field(
+        default=timedelta(days=7), metadata={"env": "MIRROR_EVENTS_RETENTION"}
     )
     api_tokens: Mapping[Secret, str] = field(
         default_factory=dict, metadata={"env": "MIRROR_API_TOKENS"}
@@ -224,6 +230,17 @@ def _topic_prefix(raw: str, name: str) -> str:
     return raw
 
 
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(raw: str, name: str) -> timedelta:
+    match = _DURATION_RE.match(raw.strip().lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"{name} must be a positive duration like 90s, 30m, 12h, 7d; got {raw!r}")
+    return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
 def _api_tokens(raw: str, name: str) -> dict[Secret, str]:
     tokens: dict[Secret, str] = {}
     for i, pair in enumerate(raw.split(","), start=1):
@@ -261,6 +278,9 @@ _PARSERS: dict[str, Any] = {
     "scopes": _scopes,
     "kafka_bootstrap": _bootstrap,
     "kafka_topic_prefix": _topic_prefix,
+    "kafka_partitions": _positive_int,
+    "kafka_replication": _positive_int,
+    "events_retention": _duration,
     "api_tokens": _api_tokens,
     "log_level": _log_level,
 }
