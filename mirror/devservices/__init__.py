@@ -1,0 +1,1 @@
+"""Real backing services for tests and development, run as local processes (no Docker)."""
