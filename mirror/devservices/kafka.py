@@ -612,12 +612,15 @@ def main(argv: list[str] | None = None) -> int:
     stop = commands.add_parser("stop", help="stop the broker started with the same --state-dir")
     stop.add_argument("--state-dir", type=Path, required=True)
     stop.add_argument("--wipe", action="store_true", help="also delete the broker's data")
+    commands.add_parser("fetch", help="resolve the broker's jars from Maven Central (once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="kafka: %(message)s")
     try:
-        if args.command == "start":
+        if args.command == "fetch":
+            print(f"kafka: jars ready in {ensure_kafka_jars()}")
+        elif args.command == "start":
             args.state_dir.mkdir(parents=True, exist_ok=True)
-            print(f"MIRROR_KAFKA_BOOTSTRAP={_start_detached(args.state_dir, args.port)}")
+            print(f"export MIRROR_KAFKA_BOOTSTRAP={_start_detached(args.state_dir, args.port)}")
         else:
             stopped = _stop_detached(args.state_dir, wipe=args.wipe)
             print("kafka: stopped" if stopped else "kafka: was not running")
