@@ -1,0 +1,303 @@
+"""The REST client of the cloud ImageService (List, Get, Delete) and the Operation service.
+
+The client takes its ``aiohttp.ClientSession`` (its owner opens and closes it)
+and adds what the cloud needs: a bearer token, retries with backoff on 429,
+5xx, timeouts and dropped connections (honouring ``Retry-After``), a global
+rate limit and concurrency cap. Errors leave it as ``mirror.errors`` types:
+``UpstreamStatusError`` (carrying the upstream's ``ApiError``) when the upstream
+answered with an error, ``UpstreamError`` when it could not be reached.
+
+Pages keep the upstream's image objects as parsed dicts, untouched, so the
+ingest can store them as the exact JSON it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from mirror.errors import (
+    HTTP_STATUS,
+    ApiError,
+    GrpcCode,
+    NotFound,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from mirror.model import Scope
+from mirror.settings import Settings
+from mirror.upstream.auth import Credentials, credentials_from_settings
+from mirror.upstream.retry import (
+    RETRYABLE_STATUSES,
+    RETRYABLE_STATUSES_UNSAFE,
+    RetryPolicy,
+    parse_retry_after,
+)
+from mirror.upstream.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+IMAGES_PATH = "/container-registry/v1/images"
+OPERATIONS_PATH = "/operations"
+MAX_PAGE_SIZE = 1000
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+# For error answers without a gRPC body (a proxy's 502 page): the usual code of each status.
+_STATUS_TO_CODE = {
+    status: code
+    for code, status in HTTP_STATUS.items()
+    if code
+    not in (
+        GrpcCode.UNKNOWN,
+        GrpcCode.DATA_LOSS,
+        GrpcCode.FAILED_PRECONDITION,
+        GrpcCode.OUT_OF_RANGE,
+        GrpcCode.ABORTED,
+    )
+}
+# Transport failures worth another attempt: refused/reset/dropped connections,
+# truncated bodies and timeouts.
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One List answer: the image objects as the upstream sent them, and the next token ('' = last)."""
+
+    images: list[dict[str, Any]]
+    next_page_token: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    retry_after: float | None
+
+
+class UpstreamClient:
+    """ImageService List/Get/Delete and Operation Get over REST, with auth, retries and throttling."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        credentials: Credentials | None = None,
+        retry: RetryPolicy | None = None,
+        throttle: Throttle | None = None,
+        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._session = session
+        self._base = settings.upstream_url.rstrip("/")
+        self._operations = settings.operation_url.rstrip("/")
+        self._credentials = credentials or credentials_from_settings(settings, session)
+        self._retry = retry or RetryPolicy()
+        self._throttle = throttle or Throttle(settings.upstream_rps, settings.upstream_concurrency)
+        self._timeout = timeout
+
+    # -- ImageService ---------------------------------------------------------
+
+    async def list_page(
+        self,
+        scope: Scope,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+        page_token: str = "",
+        filter: str | None = None,
+        order_by: str | None = None,
+    ) -> Page:
+        """One List call for ``scope``."""
+        params: dict[str, str] = dict(scope.list_params)
+        params["pageSize"] = str(min(max(page_size, 1), MAX_PAGE_SIZE))
+        if page_token:
+            params["pageToken"] = page_token
+        if filter:
+            params["filter"] = filter
+        if order_by:
+            params["orderBy"] = order_by
+        body = await self._call("GET", self._base + IMAGES_PATH, params=params)
+        try:
+            data = orjson.loads(body)
+            images = data.get("images", [])
+            token = data.get("nextPageToken", "")
+            if not isinstance(images, list) or not isinstance(token, str):
+                raise TypeError
+        except (orjson.JSONDecodeError, TypeError, AttributeError):
+            raise UpstreamError("upstream List answered with a malformed body") from None
+        return Page(images=images, next_page_token=token, size_bytes=len(body))
+
+    async def iter_pages(
+        self,
+        scope: Scope,
+        page_size: int = MAX_PAGE_SIZE,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+    ) -> AsyncIterator[Page]:
+        """Every page of ``scope``, in order, until the upstream gives no next token."""
+        token = ""
+        seen_tokens: set[str] = set()
+        while True:
+            page = await self.list_page(
+                scope, page_size=page_size, page_token=token, filter=filter, order_by=order_by
+            )
+            yield page
+            token = page.next_page_token
+            if not token:
+                return
+            if token in seen_tokens:
+                # A token loop would make the walk endless; the walk fails instead.
+                raise UpstreamError(f"upstream List repeated a page token while paging {scope}")
+            seen_tokens.add(token)
+            if len(seen_tokens) > 4096:
+                seen_tokens.clear()  # only loops short enough to matter are caught; memory stays flat
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None:
+        """The image as the upstream describes it, or None when it answers NOT_FOUND."""
+        try:
+            body = await self._call("GET", f"{self._base}{IMAGES_PATH}/{quote(image_id, safe='')}")
+        except UpstreamStatusError as exc:
+            if isinstance(exc.error, NotFound):
+                return None
+            raise
+        return _json_object(body, "Get")
+
+    async def delete_image(self, image_id: str) -> dict[str, Any]:
+        """Ask the upstream to delete an image; returns its Operation."""
+        body = await self._call(
+            "DELETE", f"{self._base}{IMAGES_PATH}/{quote(image_id, safe='')}", idempotent=False
+        )
+        return _json_object(body, "Delete")
+
+    async def get_operation(self, operation_id: str) -> dict[str, Any]:
+        """An Operation's current state, from the Operation service."""
+        body = await self._call(
+            "GET", f"{self._operations}{OPERATIONS_PATH}/{quote(operation_id, safe='')}"
+        )
+        return _json_object(body, "Operation Get")
+
+    # -- one request, with retries --------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> bytes:
+        retryable = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_UNSAFE
+        started = time.monotonic()
+        attempt = 0
+        refreshed_auth = False
+        while True:
+            attempt += 1
+            failure: str
+            retry_after: float | None = None
+            answer: _Answer | None = None
+            try:
+                answer = await self._send(method, url, params)
+            except _TRANSIENT as exc:
+                # A request that never got an answer may or may not have been acted
+                # upon; only a refused connection proves it was not.
+                if not idempotent and not isinstance(exc, aiohttp.ClientConnectorError):
+                    raise UpstreamError(f"upstream {method} failed: {_describe(exc)}") from None
+                failure = _describe(exc)
+            else:
+                if answer.status < 400:
+                    return answer.body
+                if answer.status == 401 and not refreshed_auth:
+                    # The token may have been rotated or expired early: fetch a fresh one once.
+                    refreshed_auth = True
+                    await self._credentials.token(refresh=True)
+                    continue
+                if answer.status not in retryable:
+                    raise UpstreamStatusError(_api_error(answer), answer.status)
+                failure = f"HTTP {answer.status}"
+                retry_after = answer.retry_after
+                if answer.status == 429 and retry_after is not None:
+                    self._throttle.pause(retry_after)
+            delay = self._retry.delay(attempt, retry_after)
+            elapsed = time.monotonic() - started
+            if not self._retry.should_retry(attempt, elapsed, delay):
+                log.warning(
+                    "upstream %s %s failed after %d attempt(s) in %.1fs: %s",
+                    method,
+                    _path(url),
+                    attempt,
+                    elapsed,
+                    failure,
+                )
+                if answer is not None:
+                    raise UpstreamStatusError(_api_error(answer), answer.status)
+                raise UpstreamError(
+                    f"upstream {method} {_path(url)} failed after {attempt} attempt(s): {failure}"
+                )
+            log.info(
+                "upstream %s %s: %s; attempt %d, retrying in %.2fs",
+                method,
+                _path(url),
+                failure,
+                attempt,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+    ) -> _Answer:
+        headers = {"Accept": "application/json", "X-Request-Id": str(uuid.uuid4())}
+        token = await self._credentials.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with (
+            self._throttle.slot(),
+            self._session.request(
+                method, url, params=params, headers=headers, timeout=self._timeout
+            ) as resp,
+        ):
+            body = await resp.read()
+            return _Answer(resp.status, body, parse_retry_after(resp.headers.get("Retry-After")))
+
+
+def _api_error(answer: _Answer) -> ApiError:
+    """The upstream's error body as an ApiError (its code wins over the HTTP status)."""
+    try:
+        data = orjson.loads(answer.body)
+        return ApiError.from_code(int(data["code"]), str(data.get("message", "")))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        code = _STATUS_TO_CODE.get(answer.status, GrpcCode.UNKNOWN)
+        return ApiError.from_code(int(code), f"HTTP {answer.status}")
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"upstream {what} answered with a malformed body") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"upstream {what} answered with a malformed body")
+    return data
+
+
+def _describe(exc: BaseException) -> str:
+    # The class name says enough and cannot leak a header or a token.
+    return type(exc).__name__
+
+
+def _path(url: str) -> str:
+    return URL(url).path

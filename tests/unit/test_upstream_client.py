@@ -1,0 +1,253 @@
+"""The upstream client against small in-process aiohttp servers: paging, errors, retries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from mirror.errors import InvalidArgument, PermissionDenied, UpstreamError, UpstreamStatusError
+from mirror.model import Scope
+from mirror.settings import Secret, Settings
+from mirror.upstream.client import UpstreamClient
+from mirror.upstream.retry import RetryPolicy
+from mirror.upstream.throttle import Throttle
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FAST_RETRY = RetryPolicy(max_attempts=6, base_delay=0.001, max_delay=0.01, max_retry_after=0.05)
+
+
+def image(n: int) -> dict[str, Any]:
+    return {"id": f"crp{n:017d}", "name": "reg1/app", "digest": f"sha256:{n:064x}"}
+
+
+def error_body(code: int, message: str) -> bytes:
+    return orjson.dumps({"code": code, "message": message, "details": []})
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def make_client(session: aiohttp.ClientSession, url: str, **settings: Any) -> UpstreamClient:
+    s = Settings.load(env={}, upstream_url=url, operation_url=url, **settings)
+    return UpstreamClient(
+        session, s, retry=FAST_RETRY, throttle=Throttle(rate=10_000, concurrency=4)
+    )
+
+
+async def test_iter_pages_follows_tokens_and_sends_scope_params(serve, session) -> None:  # type: ignore[no-untyped-def]
+    seen: list[dict[str, str]] = []
+
+    async def list_images(request: web.Request) -> web.Response:
+        seen.append(dict(request.query))
+        token = request.query.get("pageToken", "")
+        start = int(token or 0)
+        images = [image(n) for n in range(start, min(start + 2, 5))]
+        body: dict[str, Any] = {"images": images}
+        if start + 2 < 5:
+            body["nextPageToken"] = str(start + 2)
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images", list_images)
+    client = make_client(session, await serve(app))
+    pages = [p async for p in client.iter_pages(Scope.parse("registry:reg1"), page_size=2)]
+    assert [len(p.images) for p in pages] == [2, 2, 1]
+    assert [img["id"] for p in pages for img in p.images] == [image(n)["id"] for n in range(5)]
+    assert pages[-1].next_page_token == ""
+    assert seen[0] == {"registryId": "reg1", "pageSize": "2"}
+    assert seen[1]["pageToken"] == "2"
+
+
+async def test_empty_list_answer_is_one_empty_page(serve, session) -> None:  # type: ignore[no-untyped-def]
+    async def list_images(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images", list_images)
+    client = make_client(session, await serve(app))
+    pages = [p async for p in client.iter_pages(Scope.parse("folder:f1"))]
+    assert len(pages) == 1 and pages[0].images == []
+
+
+async def test_repeated_page_token_fails_instead_of_looping(serve, session) -> None:  # type: ignore[no-untyped-def]
+    async def list_images(request: web.Request) -> web.Response:
+        return web.json_response({"images": [image(1)], "nextPageToken": "same"})
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images", list_images)
+    client = make_client(session, await serve(app))
+    with pytest.raises(UpstreamError, match="repeated a page token"):
+        async for _ in client.iter_pages(Scope.parse("folder:f1")):
+            pass
+
+
+async def test_get_image_returns_none_on_not_found(serve, session) -> None:  # type: ignore[no-untyped-def]
+    async def get(request: web.Request) -> web.Response:
+        if request.match_info["id"] == "crp00000000000000001":
+            return web.json_response(image(1))
+        return web.Response(status=404, body=error_body(5, "Image not found"))
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    assert (await client.get_image("crp00000000000000001")) == image(1)
+    assert await client.get_image("crp00000000000000002") is None
+
+
+async def test_client_errors_are_translated_and_not_retried(serve, session) -> None:  # type: ignore[no-untyped-def]
+    calls = 0
+
+    async def get(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if request.match_info["id"] == "bad":
+            return web.Response(status=400, body=error_body(3, "bad id"))
+        return web.Response(status=403, body=error_body(7, "denied"))
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    with pytest.raises(UpstreamStatusError) as info:
+        await client.get_image("bad")
+    assert isinstance(info.value.error, InvalidArgument) and info.value.http_status == 400
+    with pytest.raises(UpstreamStatusError) as info:
+        await client.get_image("other")
+    assert isinstance(info.value.error, PermissionDenied)
+    assert calls == 2
+
+
+async def test_retries_5xx_and_429_with_retry_after_then_succeeds(serve, session) -> None:  # type: ignore[no-untyped-def]
+    answers = [
+        web.Response(status=503, body=error_body(14, "unavailable")),
+        web.Response(status=429, body=error_body(8, "slow down"), headers={"Retry-After": "0"}),
+        web.Response(status=502, text="<html>bad gateway</html>"),
+    ]
+
+    async def get(request: web.Request) -> web.Response:
+        if answers:
+            return answers.pop(0)
+        return web.json_response(image(7))
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    assert await client.get_image("x") == image(7)
+    assert answers == []
+
+
+async def test_gives_up_after_the_retry_budget_with_the_upstream_error(serve, session) -> None:  # type: ignore[no-untyped-def]
+    calls = 0
+
+    async def get(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=500, body=error_body(13, "boom"))
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    with pytest.raises(UpstreamStatusError) as info:
+        await client.get_image("x")
+    assert info.value.http_status == 500 and info.value.error.message == "boom"
+    assert calls == FAST_RETRY.max_attempts
+
+
+async def test_dropped_connections_are_retried(serve, session) -> None:  # type: ignore[no-untyped-def]
+    calls = 0
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            assert request.transport is not None
+            request.transport.close()  # the connection drops without an answer
+            return web.Response()
+        return web.json_response(image(3))
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    assert await client.get_image("x") == image(3)
+    assert calls == 3
+
+
+async def test_unreachable_upstream_is_an_upstream_error(session) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(session, "http://127.0.0.1:9")
+    with pytest.raises(UpstreamError) as info:
+        await client.get_image("x")
+    assert not isinstance(info.value, UpstreamStatusError)
+
+
+async def test_delete_is_not_retried_on_500_but_is_on_429(serve, session) -> None:  # type: ignore[no-untyped-def]
+    calls: list[str] = []
+
+    async def delete(request: web.Request) -> web.Response:
+        calls.append(request.match_info["id"])
+        if request.match_info["id"] == "a":
+            return web.Response(status=500, body=error_body(13, "boom"))
+        if len(calls) == 2:
+            return web.Response(status=429, body=error_body(8, "slow"))
+        op = {"id": "op1", "done": False, "metadata": {"imageId": request.match_info["id"]}}
+        return web.json_response(op)
+
+    async def operation(request: web.Request) -> web.Response:
+        return web.json_response({"id": request.match_info["id"], "done": True})
+
+    app = web.Application()
+    app.router.add_delete("/container-registry/v1/images/{id}", delete)
+    app.router.add_get("/operations/{id}", operation)
+    client = make_client(session, await serve(app))
+    with pytest.raises(UpstreamStatusError):
+        await client.delete_image("a")
+    assert calls == ["a"]
+    op = await client.delete_image("b")
+    assert op["id"] == "op1" and calls == ["a", "b", "b"]
+    assert (await client.get_operation("op1"))["done"] is True
+
+
+async def test_token_sent_as_bearer_and_never_logged(serve, session, caplog) -> None:  # type: ignore[no-untyped-def]
+    secret = "t1.very-secret-iam-token"
+    auth_headers: list[str] = []
+    failures = [500, 401]
+
+    async def get(request: web.Request) -> web.Response:
+        auth_headers.append(request.headers.get("Authorization", ""))
+        if failures:
+            return web.Response(status=failures.pop(0), body=error_body(13, "nope"))
+        return web.Response(status=403, body=error_body(7, "denied"))
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app), upstream_token=Secret(secret))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(UpstreamStatusError) as info:
+        await client.get_image("x")
+    assert set(auth_headers) == {f"Bearer {secret}"}
+    assert len(auth_headers) == 3  # 500 retried, 401 retried once with a refreshed token
+    assert secret not in caplog.text
+    assert secret not in str(info.value) and secret not in repr(info.value)
