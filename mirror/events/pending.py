@@ -1,0 +1,92 @@
+"""The relay's view of the outbox: unsent rows in id order, marking them sent, retention.
+
+Writers append in commit order (``mirror.store.outbox``), so the unsent rows read in
+``id`` order are the events in the order their changes committed. Only the active
+relay (the holder of ``RELAY_LOCK_KEY``) calls the writing functions here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+
+from mirror.events.envelope import OutboxEvent
+
+# Session advisory lock of the one active relay ("mirror" + 3; the migrator uses
+# + 1 and the outbox writers + 2). Advisory locks are per database.
+RELAY_LOCK_KEY = 0x6D69_7272_6F72_0003
+OUTBOX_CHANNEL = "mirror_outbox"  # mirror.store.outbox.append_events notifies it
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+UNLOCK = "SELECT pg_advisory_unlock($1)"
+# data::text: the stored JSON goes to Kafka byte for byte, never parsed and re-dumped.
+CLAIM_BATCH = """
+SELECT id, event_id, topic, key, type, source, time, data::text AS data
+FROM outbox
+WHERE sent_at IS NULL
+ORDER BY id
+LIMIT $1
+"""
+# The batch is a run of consecutive unsent ids (nothing can commit inside it later:
+# ids follow commit order), so a range marks exactly the rows that were sent.
+MARK_SENT = """
+UPDATE outbox SET sent_at = now()
+WHERE id BETWEEN $1 AND $2 AND sent_at IS NULL
+"""
+OLDEST_UNSENT_AGE = """
+SELECT extract(epoch FROM clock_timestamp() - time)::float8
+FROM outbox
+WHERE sent_at IS NULL
+ORDER BY id
+LIMIT 1
+"""
+# In slices, so a large backlog of expired rows never holds locks for long.
+DELETE_EXPIRED = """
+DELETE FROM outbox
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE sent_at IS NOT NULL AND sent_at < now() - $1::interval
+    ORDER BY sent_at
+    LIMIT $2
+)
+"""
+DELETE_SLICE = 10_000
+
+
+async def try_lock_relay(conn: asyncpg.Connection) -> bool:
+    """Take the active-relay lock on this session if nobody holds it."""
+    return bool(await conn.fetchval(TRY_LOCK, RELAY_LOCK_KEY))
+
+
+async def unlock_relay(conn: asyncpg.Connection) -> None:
+    await conn.fetchval(UNLOCK, RELAY_LOCK_KEY)
+
+
+async def claim_outbox_batch(conn: asyncpg.Connection, limit: int) -> list[OutboxEvent]:
+    """The oldest unsent events, at most ``limit``, in commit order."""
+    rows = await conn.fetch(CLAIM_BATCH, limit)
+    return [OutboxEvent.from_row(row) for row in rows]
+
+
+async def mark_sent(conn: asyncpg.Connection, first_id: int, last_id: int) -> int:
+    """Mark the unsent rows ``first_id..last_id`` sent; returns how many were."""
+    status = await conn.execute(MARK_SENT, first_id, last_id)
+    return int(status.split()[-1])
+
+
+async def oldest_unsent_age(conn: asyncpg.Connection) -> float:
+    """Seconds since the oldest unsent event was written; 0 when none waits."""
+    age = await conn.fetchval(OLDEST_UNSENT_AGE)
+    return max(0.0, float(age)) if age is not None else 0.0
+
+
+async def delete_expired(conn: asyncpg.Connection, retention: timedelta) -> int:
+    """Delete events sent longer than ``retention`` ago; returns how many were deleted."""
+    total = 0
+    while True:
+        status = await conn.execute(DELETE_EXPIRED, retention, DELETE_SLICE)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < DELETE_SLICE:
+            return total

@@ -1,0 +1,133 @@
+"""The Kafka side of the relay: the producer's settings and the topics it writes.
+
+aiokafka is confined to this module, ``relay.py`` and ``subscriber.py``; its
+errors are translated to ``KafkaUnavailableError`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.codec import has_lz4, has_zstd
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from mirror.errors import MirrorError
+from mirror.events.envelope import kafka_topic
+from mirror.model import EventType
+from mirror.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOPICS = tuple(sorted({t.topic for t in EventType}))  # ("blobs", "images")
+LINGER_MS = 5
+# Large batches: an image event is ~1 KB and a relay batch holds a thousand of them.
+MAX_BATCH_BYTES = 1 << 20
+REQUEST_TIMEOUT_MS = 30_000
+CLIENT_ID = "registry-mirror-relay"
+
+
+class KafkaUnavailableError(MirrorError):
+    """Kafka could not be reached, or refused to create the topics."""
+
+
+def compression_type() -> str:
+    """lz4 when its codec is installed (``pip install 'aiokafka[lz4]'``), else gzip.
+
+    aiokafka takes lz4 and zstd from the optional ``cramjam`` package; gzip needs
+    nothing beyond the standard library.
+    """
+    if has_lz4():
+        return "lz4"
+    if has_zstd():
+        return "zstd"
+    return "gzip"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int
+
+    @property
+    def configs(self) -> dict[str, str]:
+        # acks=all waits for the in-sync replicas; with replicas to spare, insist on
+        # two of them so an acknowledged event survives the loss of one broker.
+        if self.replication > 1:
+            return {"min.insync.replicas": str(min(2, self.replication))}
+        return {}
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """``<prefix>.blobs`` and ``<prefix>.images`` with the configured partitions and replicas."""
+    return [
+        TopicSpec(
+            kafka_topic(settings.kafka_topic_prefix, suffix),
+            settings.kafka_partitions,
+            settings.kafka_replication,
+        )
+        for suffix in TOPICS
+    ]
+
+
+def create_producer(bootstrap: str) -> AIOKafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (not started yet).
+
+    Idempotence keeps a retried batch from being written twice or out of order
+    within a partition; aiokafka then retries a failed send until it succeeds.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=CLIENT_ID,
+        enable_idempotence=True,
+        acks="all",
+        compression_type=compression_type(),
+        linger_ms=LINGER_MS,
+        max_batch_size=MAX_BATCH_BYTES,
+        max_request_size=MAX_BATCH_BYTES + (64 << 10),
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+
+
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=CLIENT_ID,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, s.replication, topic_configs=s.configs)
+                for s in missing
+            ],
+            timeout_ms=REQUEST_TIMEOUT_MS,
+        )
+        created = []
+        for name, code, *rest in response.topic_errors:
+            error = for_code(code)
+            if code == 0:
+                created.append(name)
+            elif error is not TopicAlreadyExistsError:  # a racing relay created it: fine
+                message = rest[0] if rest and rest[0] else error.__name__
+                raise KafkaUnavailableError(f"cannot create Kafka topic {name}: {message}")
+        for spec in missing:
+            if spec.name in created:
+                log.info(
+                    "created Kafka topic %s (%d partitions, replication %d)",
+                    spec.name, spec.partitions, spec.replication,
+                )  # fmt: skip
+        return created
+    except KafkaError as exc:
+        raise KafkaUnavailableError(f"Kafka at {bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()

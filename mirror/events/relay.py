@@ -1,0 +1,370 @@
+"""The outbox relay: publishes committed change events to Kafka, in commit order, at least once.
+
+How it keeps ARCHITECTURE.md's invariants 2 and 3:
+
+* **One active relay.** The active relay holds a session advisory lock
+  (``RELAY_LOCK_KEY``) on one connection for as long as it publishes, and does all
+  its outbox work on that connection. Standbys poll ``pg_try_advisory_lock``; a
+  relay that dies takes its session, and so its lock, with it, and a standby
+  takes over within ``lock_poll_interval``.
+* **Acknowledged, then marked.** A batch is the oldest unsent rows in ``id``
+  (= commit) order, sent through one idempotent producer (``acks=all``). Only
+  when Kafka has acknowledged records is the acknowledged *prefix* of the batch
+  marked sent, in one UPDATE. A failure stops the prefix at the first
+  unacknowledged row and the next round starts there: nothing is skipped, and a
+  row sent twice carries the same ``ce_id``.
+* **Order per key.** One producer sends in ``id`` order and the key (image id or
+  digest) picks the partition, so one key's events are appended to one partition
+  in commit order.
+
+The relay wakes on ``LISTEN mirror_outbox`` (``append_events`` notifies it on
+commit) and polls every ``poll_interval`` as a fallback. It also deletes sent
+rows older than ``MIRROR_EVENTS_RETENTION``, so ``/mirror/v1/events`` keeps that
+much history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+
+from mirror.errors import ConfigError
+from mirror.events.envelope import OutboxEvent, to_kafka_record
+from mirror.events.pending import (
+    OUTBOX_CHANNEL,
+    claim_outbox_batch,
+    delete_expired,
+    mark_sent,
+    oldest_unsent_age,
+    try_lock_relay,
+    unlock_relay,
+)
+from mirror.events.producer import (
+    KafkaUnavailableError,
+    compression_type,
+    create_producer,
+    ensure_topics,
+    topic_specs,
+)
+from mirror.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PUBLISHED = Counter(
+    "mirror_relay_events_published_total",
+    "Outbox events acknowledged by Kafka and marked sent.",
+    ["topic"],
+)
+BATCHES = Counter(
+    "mirror_relay_batches_total",
+    "Relay batches: published (every record acknowledged) or failed (retried).",
+    ["outcome"],
+)
+EVENTS_EXPIRED = Counter(
+    "mirror_relay_events_expired_total",
+    "Sent outbox events deleted after the retention period.",
+)
+LAG = Gauge(
+    "mirror_relay_lag_seconds",
+    "Age of the oldest unsent outbox event (0 when the outbox is drained).",
+)
+ACTIVE = Gauge(
+    "mirror_relay_active",
+    "1 while this process is the active relay, 0 while it is a standby or stopped.",
+)
+
+# Errors that mean "the database went away", after which the relay starts over
+# as a standby: its session, and so its lock, may be gone.
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+ProducerFactory = Callable[[str], AIOKafkaProducer]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    """Tuning knobs; the defaults suit production."""
+
+    batch_size: int = 1000
+    poll_interval: float = 1.0  # fallback when a NOTIFY is missed
+    lock_poll_interval: float = 1.0  # how often a standby tries to take over
+    retention_interval: float = 300.0  # how often expired sent rows are deleted
+    retry_backoff: float = 0.5  # first pause after a failure, doubled up to the max
+    max_retry_backoff: float = 10.0
+    ack_warn_interval: float = 10.0  # log while Kafka keeps a batch waiting this long
+    shutdown_timeout: float = 10.0  # for flushing the producer when stopping
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    published: int  # events acknowledged and marked sent by this relay
+    was_active: bool  # False when another relay held the lock throughout (``once``)
+
+
+class Relay:
+    """Publishes the outbox to Kafka while this process is the active relay.
+
+    ``run`` returns when ``stop`` is set or, with ``once``, when the outbox has been
+    drained (or another relay was found active).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        options: RelayOptions | None = None,
+        producer_factory: ProducerFactory = create_producer,
+    ) -> None:
+        if settings.kafka_bootstrap is None:
+            raise ConfigError(
+                "MIRROR_KAFKA_BOOTSTRAP is not set: events stay in PostgreSQL "
+                "(readable at /mirror/v1/events) and no relay runs"
+            )
+        self._pool = pool
+        self._settings = settings
+        self._bootstrap = settings.kafka_bootstrap
+        self._options = options or RelayOptions()
+        self._producer_factory = producer_factory
+        self._identity = f"mirror-relay {socket.gethostname()} pid {os.getpid()}"
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event, *, once: bool = False) -> RelayResult:
+        backoff = self._options.retry_backoff
+        standby_logged = False
+        was_active = False
+        while not stop.is_set():
+            try:
+                async with self._pool.acquire() as conn:
+                    if await try_lock_relay(conn):
+                        was_active = True
+                        standby_logged = False
+                        try:
+                            await self._lead(conn, stop, once=once)
+                        finally:
+                            ACTIVE.set(0)
+                            with contextlib.suppress(*DATABASE_ERRORS):
+                                await unlock_relay(conn)
+                        if once:
+                            break
+                        backoff = self._options.retry_backoff
+                        continue
+            except DATABASE_ERRORS as exc:
+                log.warning("relay: database error (%r); retrying in %.1fs", exc, backoff)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, self._options.max_retry_backoff)
+                continue
+            if once:
+                log.info("another relay is active and publishes the outbox; nothing to do")
+                break
+            if not standby_logged:
+                log.info(
+                    "standby: another relay is active; trying to take over every %.1fs",
+                    self._options.lock_poll_interval,
+                )
+                standby_logged = True
+            await _wait(stop, self._options.lock_poll_interval)
+        return RelayResult(self.published, was_active)
+
+    # -- the active relay
+
+    async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event, *, once: bool) -> None:
+        ACTIVE.set(1)
+        await conn.execute("SELECT set_config('application_name', $1, false)", self._identity)
+        log.info(
+            "active relay (%s): publishing to %s, topics %s.{images,blobs}, compression %s",
+            self._identity, self._bootstrap, self._settings.kafka_topic_prefix, compression_type(),
+        )  # fmt: skip
+        wake = asyncio.Event()
+
+        def on_notify(*_: object) -> None:
+            wake.set()
+
+        await conn.add_listener(OUTBOX_CHANNEL, on_notify)
+        try:
+            producer = await self._start_producer(stop, once=once)
+            if producer is None:
+                return
+            try:
+                await self._publish_loop(conn, producer, stop, wake, once=once)
+            finally:
+                await self._stop_producer(producer)
+        finally:
+            if not conn.is_closed():
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
+
+    async def _publish_loop(
+        self,
+        conn: asyncpg.Connection,
+        producer: AIOKafkaProducer,
+        stop: asyncio.Event,
+        wake: asyncio.Event,
+        *,
+        once: bool,
+    ) -> None:
+        next_retention = 0.0
+        while not stop.is_set():
+            wake.clear()  # before draining: a NOTIFY during the drain wakes the next wait
+            drained = await self._drain(conn, producer, stop)
+            LAG.set(await oldest_unsent_age(conn))
+            if time.monotonic() >= next_retention or (once and drained):
+                await self._expire(conn)
+                next_retention = time.monotonic() + self._options.retention_interval
+            if once and drained:
+                return
+            await _wait(stop, self._options.poll_interval, wake)
+
+    async def _drain(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> bool:
+        """Publish batches until the outbox is empty (True) or ``stop`` is set (False)."""
+        backoff = self._options.retry_backoff
+        while not stop.is_set():
+            events = await claim_outbox_batch(conn, self._options.batch_size)
+            if not events:
+                return True
+            acked = await self._publish(producer, events, stop)
+            if acked:
+                await mark_sent(conn, events[0].id, events[acked - 1].id)
+                self.published += acked
+                for topic, count in Tally(e.topic for e in events[:acked]).items():
+                    EVENTS_PUBLISHED.labels(topic).inc(count)
+            if acked < len(events):
+                BATCHES.labels("failed").inc()
+                if stop.is_set():
+                    return False
+                log.warning(
+                    "relay: %d of %d events acknowledged; retrying from outbox id %d in %.1fs",
+                    acked, len(events), events[acked].id, backoff,
+                )  # fmt: skip
+                LAG.set(await oldest_unsent_age(conn))
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, self._options.max_retry_backoff)
+                continue
+            BATCHES.labels("published").inc()
+            backoff = self._options.retry_backoff
+            if len(events) < self._options.batch_size:
+                return True
+        return False
+
+    async def _publish(
+        self, producer: AIOKafkaProducer, events: Sequence[OutboxEvent], stop: asyncio.Event
+    ) -> int:
+        """Send ``events`` in order; return how many, from the first, Kafka acknowledged."""
+        prefix = self._settings.kafka_topic_prefix
+        futures: list[asyncio.Future[object]] = []
+        for event in events:
+            record = to_kafka_record(event, prefix)
+            try:
+                futures.append(
+                    await producer.send(
+                        record.topic, record.value, key=record.key, headers=list(record.headers)
+                    )
+                )
+            except KafkaError as exc:
+                # Later events must not overtake this one: send no more of the batch.
+                log.warning("relay: Kafka refused outbox id %d: %r", event.id, exc)
+                break
+        pending: set[asyncio.Future[object]] = set(futures)
+        waited = 0.0
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=self._options.ack_warn_interval)
+            if pending:
+                waited += self._options.ack_warn_interval
+                log.warning(
+                    "relay: Kafka has not acknowledged %d of %d events after %.0fs; waiting",
+                    len(pending), len(futures), waited,
+                )  # fmt: skip
+                if stop.is_set():
+                    break
+        acked = 0
+        for future in futures:
+            if not future.done() or future.cancelled():
+                break
+            error = future.exception()
+            if error is not None:
+                log.warning("relay: Kafka failed outbox id %d: %r", events[acked].id, error)
+                break
+            acked += 1
+        return acked
+
+    async def _expire(self, conn: asyncpg.Connection) -> None:
+        deleted = await delete_expired(conn, self._settings.events_retention)
+        if deleted:
+            EVENTS_EXPIRED.inc(deleted)
+            log.info(
+                "deleted %d events sent more than %s ago", deleted, self._settings.events_retention
+            )
+
+    async def _start_producer(self, stop: asyncio.Event, *, once: bool) -> AIOKafkaProducer | None:
+        """A started producer, with the topics in place; None if stopped while waiting for Kafka."""
+        backoff = self._options.retry_backoff
+        while not stop.is_set():
+            producer = self._producer_factory(self._bootstrap)
+            try:
+                await ensure_topics(self._bootstrap, topic_specs(self._settings))
+                await producer.start()
+                return producer
+            except (KafkaError, KafkaUnavailableError) as exc:
+                with contextlib.suppress(KafkaError):
+                    await producer.stop()
+                if once:
+                    raise KafkaUnavailableError(
+                        f"Kafka at {self._bootstrap} is unavailable: {exc}"
+                    ) from exc
+                log.warning("relay: Kafka unavailable (%s); retrying in %.1fs", exc, backoff)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, self._options.max_retry_backoff)
+        return None
+
+    async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), self._options.shutdown_timeout)
+        except TimeoutError:
+            log.warning(
+                "relay: Kafka producer did not flush in %.0fs; unacknowledged events stay unsent",
+                self._options.shutdown_timeout,
+            )
+        except KafkaError as exc:
+            log.warning("relay: stopping the Kafka producer failed: %r", exc)
+
+
+async def run_relay(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    once: bool = False,
+    options: RelayOptions | None = None,
+) -> RelayResult:
+    """Run the relay on ``pool`` until ``stop`` is set (or, with ``once``, the outbox is drained).
+
+    Raises ``ConfigError`` when ``settings.kafka_bootstrap`` is unset: without Kafka
+    the events stay in PostgreSQL and the caller should not start a relay.
+    """
+    return await Relay(pool, settings, options=options).run(stop, once=once)
+
+
+async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    """Sleep up to ``seconds``; return early when ``stop`` (or ``wake``) is set."""
+    events = [stop] if wake is None else [stop, wake]
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,329 @@
+"""Reacting to registry-mirror events from Kafka: a small helper for services.
+
+::
+
+    from mirror.events.subscriber import EventSubscriber
+
+    async def on_event(event):          # a ReceivedEvent
+        await cache.invalidate(event.subject)
+
+    async with EventSubscriber(
+        "kafka:9092", group="cache-invalidator", types=["registry.image.deleted"]
+    ) as subscriber:
+        await subscriber.run(on_event, stop=stop)   # or: async for event in subscriber: ...
+
+What it does for you:
+
+* **consumer group**: instances sharing ``group`` split the partitions; ``group=None``
+  reads every partition and commits nothing (an ephemeral reader, like ``tail -f``);
+* **commit after handling**: an event's offset is committed only once the handler
+  returned (with ``async for``: once you ask for the next event), every
+  ``commit_interval`` seconds, on a rebalance and on close. A crash replays the
+  uncommitted events: delivery is at least once, so handlers must be idempotent;
+* **duplicates dropped**: the relay may publish an event again after a crash, always
+  with the same ``ce_id``; the last ``dedup_capacity`` ids seen are remembered (an
+  LRU) and a repeat is skipped;
+* **types**: only the listed CloudEvent types reach the handler, and only their
+  topics are read;
+* **order**: events of one subject (image id or blob digest) arrive in the order
+  they were committed; there is no order across subjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from mirror.events.envelope import (
+    CONTENT_TYPE,
+    SPECVERSION,
+    EnvelopeError,
+    kafka_topic,
+    structured_from_kafka,
+)
+from mirror.events.producer import TOPICS, KafkaUnavailableError
+from mirror.model import EventType
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC_PREFIX = "registry-mirror"
+DEFAULT_DEDUP_CAPACITY = 100_000
+POLL_TIMEOUT_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    """One CloudEvent read from Kafka, with where it was read from."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: datetime | None
+    data: Any
+    topic: str
+    partition: int
+    offset: int
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The structured CloudEvents JSON form (as ``/mirror/v1/events`` serves it)."""
+        out: dict[str, Any] = {"specversion": SPECVERSION}
+        out.update(self.attributes)
+        out.setdefault("datacontenttype", CONTENT_TYPE)
+        out["data"] = self.data
+        return out
+
+
+def received_event(
+    topic: str,
+    partition: int,
+    offset: int,
+    headers: Iterable[tuple[str, bytes | None]],
+    value: bytes | None,
+) -> ReceivedEvent:
+    """Decode a binary-mode CloudEvents Kafka record; ``EnvelopeError`` if it is not one."""
+    attributes = structured_from_kafka(headers, value)
+    data = attributes.pop("data", None)
+    raw_time = attributes.get("time")
+    try:
+        moment = datetime.fromisoformat(raw_time) if raw_time else None
+    except ValueError:
+        raise EnvelopeError(f"ce_time {raw_time!r} is not RFC 3339") from None
+    return ReceivedEvent(
+        id=attributes["id"],
+        type=attributes["type"],
+        source=attributes["source"],
+        subject=attributes.get("subject", ""),
+        time=moment,
+        data=data,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        attributes=attributes,
+    )
+
+
+class SeenIds:
+    """The most recent ``capacity`` event ids, least recently seen evicted first."""
+
+    def __init__(self, capacity: int = DEFAULT_DEDUP_CAPACITY) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self._capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, event_id: str) -> bool:
+        """Remember ``event_id``; True if it was not seen (within the window) before."""
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def topics_for(types: Collection[str] | None, prefix: str) -> list[str]:
+    """The Kafka topics that carry ``types`` (all of ours when None)."""
+    if not types:
+        return [kafka_topic(prefix, t) for t in TOPICS]
+    try:
+        suffixes = sorted({EventType(t).topic for t in types})
+    except ValueError as exc:
+        known = ", ".join(t.value for t in EventType)
+        raise ValueError(f"unknown event type ({exc}); known types: {known}") from None
+    return [kafka_topic(prefix, s) for s in suffixes]
+
+
+@dataclass
+class SubscriberStats:
+    delivered: int = 0  # handed to you
+    duplicates: int = 0  # dropped: ce_id seen before
+    filtered: int = 0  # dropped: a type you did not ask for
+    invalid: int = 0  # dropped: not a CloudEvent (logged)
+
+
+class EventSubscriber:
+    """A Kafka consumer of registry-mirror events; see the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        group: str | None,
+        types: Collection[str] | None = None,
+        topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+        from_beginning: bool = False,
+        dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
+        commit_interval: float = 1.0,
+        client_id: str = "registry-mirror-subscriber",
+    ) -> None:
+        self.topics = topics_for(types, topic_prefix)
+        self._types = frozenset(types) if types else None
+        self._group = group
+        self._seen = SeenIds(dedup_capacity)
+        self._commit_interval = commit_interval
+        self._handled: dict[TopicPartition, int] = {}  # next offset to commit
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self.stats = SubscriberStats()
+        self._bootstrap = bootstrap
+        # With a group, `from_beginning` applies where the group has no committed
+        # offset yet (as kafka-console-consumer does); without one, always.
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(KafkaError):
+                await self._consumer.stop()
+            raise KafkaUnavailableError(f"Kafka at {self._bootstrap}: {exc!r}") from exc
+        self._consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+
+    async def stop(self) -> None:
+        """Commit what was handled, then leave the group and close."""
+        try:
+            await self.commit()
+        finally:
+            await self._consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __aiter__(self) -> AsyncIterator[ReceivedEvent]:
+        return self.events()
+
+    async def events(self) -> AsyncIterator[ReceivedEvent]:
+        """Every new event, duplicates and unwanted types dropped.
+
+        An event counts as handled (and its offset may be committed) once you ask
+        for the next one; leaving the loop leaves the current one uncommitted.
+        """
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            for tp, records in batches.items():
+                for record in records:
+                    event = self._accept(record.topic, record.partition, record.offset, record)
+                    if event is not None:
+                        self.stats.delivered += 1
+                        yield event
+                    self._handled[tp] = record.offset + 1
+            if time.monotonic() - self._last_commit >= self._commit_interval:
+                await self.commit()
+
+    async def run(
+        self,
+        handler: Callable[[ReceivedEvent], Awaitable[None]],
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Call ``handler`` for each event until ``stop`` is set; its exceptions propagate
+        (the event stays uncommitted and is delivered again after a restart)."""
+        stop = stop or asyncio.Event()
+        events = self.events()
+        try:
+            while not stop.is_set():
+                next_event = asyncio.ensure_future(anext(events))
+                stopping = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({next_event, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                if not next_event.done():
+                    next_event.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await next_event
+                    break
+                await handler(next_event.result())
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the offsets of the handled events (no-op without a group)."""
+        self._last_commit = time.monotonic()
+        if self._group is None:
+            return
+        wanted = set(partitions) if partitions is not None else None
+        offsets = {
+            tp: offset
+            for tp, offset in self._handled.items()
+            if self._committed.get(tp) != offset and (wanted is None or tp in wanted)
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # At least once: the events are delivered again, the LRU drops what it remembers.
+            log.warning("could not commit offsets (%r); they will be delivered again", exc)
+            return
+        self._committed.update(offsets)
+
+    def _accept(self, topic: str, partition: int, offset: int, record: Any) -> ReceivedEvent | None:
+        try:
+            event = received_event(topic, partition, offset, record.headers, record.value)
+        except (EnvelopeError, ValueError) as exc:
+            self.stats.invalid += 1
+            log.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
+            return None
+        if not self._seen.add(event.id):
+            self.stats.duplicates += 1
+            return None
+        if self._types is not None and event.type not in self._types:
+            self.stats.filtered += 1
+            return None
+        return event
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._handled.pop(tp, None)
+            self._committed.pop(tp, None)
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit what was handled before partitions move to another group member."""
+
+    def __init__(self, subscriber: EventSubscriber) -> None:
+        self._subscriber = subscriber
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
+        await self._subscriber.commit(revoked)
+        self._subscriber._forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None
