@@ -1,0 +1,152 @@
+"""`mirror ingest`: walk the upstream List API for every configured scope into the index."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+
+import aiohttp
+import click
+import orjson
+
+from mirror.cli_options import async_command, database_options, load_settings
+from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
+from mirror.ingest.progress import WalkProgress, progress_for
+from mirror.ingest.summary import IngestSummary
+from mirror.settings import Settings
+from mirror.store.database import open_database
+from mirror.upstream.client import UpstreamClient
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and the first Ctrl-C set ``stop`` (the current page transaction finishes);
+    a second Ctrl-C interrupts at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_sigint() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def upstream_session(settings: Settings) -> aiohttp.ClientSession:
+    """The HTTP session for the upstream client (its owner closes it)."""
+    connector = aiohttp.TCPConnector(limit=max(4, settings.upstream_concurrency * 2))
+    return aiohttp.ClientSession(connector=connector, raise_for_status=False)
+
+
+def _print_summary(summary: IngestSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(summary.to_json()).decode())
+        return
+    for r in summary.scopes:
+        line = (
+            f"{r.scope}: {r.status.value}, {r.pages} page(s), {r.images} image(s), "
+            f"{r.created} created, {r.updated} updated, {r.deleted} deleted"
+        )
+        if r.anomalies:
+            line += f", {r.anomalies} paging anomal{'y' if r.anomalies == 1 else 'ies'}"
+        if r.error:
+            line += f" — {r.error}"
+        click.echo(line)
+    rate = summary.images / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"total: {summary.images} image(s) in {summary.seconds:.1f}s ({rate:,.0f} images/s), "
+        f"{summary.errors} error(s)"
+    )
+
+
+@click.command("ingest")
+@click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_INTERVAL_S,
+    show_default=True,
+    help="Seconds between the starts of two passes (continuous mode).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each pass's summary as one JSON line.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="KIND:ID",
+    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
+)
+@click.option(
+    "--upstream-url",
+    default=None,
+    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
+)
+@database_options
+@async_command
+async def ingest_command(
+    once: bool,
+    interval: float,
+    as_json: bool,
+    scopes: tuple[str, ...],
+    upstream_url: str | None,
+    database_url: str | None,
+    data_dir: str | None,
+    log_level: str | None,
+) -> None:
+    """Walk the upstream List API for every configured scope into the index.
+
+    Changes are written with their events in the same transaction; an image is
+    deleted only after a complete walk missed it and the upstream confirmed it
+    gone. Exits non-zero if a scope failed (with --once). SIGTERM finishes the
+    current page and exits cleanly.
+    """
+    settings = load_settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        log_level=log_level,
+        upstream_url=upstream_url,
+        scopes=",".join(scopes) if scopes else None,
+    )
+    if not settings.scopes:
+        click.echo(
+            "mirror: configuration error: no scope to ingest: set MIRROR_SCOPES or pass --scope",
+            err=True,
+        )
+        sys.exit(2)
+    stop = asyncio.Event()
+    failed = False
+    terminal = progress_for(sys.stderr)
+    with stop_on_signals(stop), terminal or contextlib.nullcontext():
+        progress: WalkProgress | None = terminal
+        async with open_database(settings) as pool, upstream_session(settings) as session:
+            client = UpstreamClient(session, settings)
+            if once:
+                summary = await ingest_once(
+                    pool, client, settings.scopes, stop=stop, progress=progress
+                )
+                _print_summary(summary, as_json)
+                failed = summary.failed
+            else:
+
+                def on_pass(summary: IngestSummary) -> None:
+                    _print_summary(summary, as_json)
+
+                await run_ingest_loop(
+                    pool,
+                    client,
+                    settings,
+                    interval=interval,
+                    stop=stop,
+                    progress=progress,
+                    on_pass=on_pass,
+                )
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,322 @@
+"""Merging List pages into the index: COPY into staging tables, set-based SQL that
+returns what changed, and the change events in the same transaction.
+
+A walk owns one connection and a ``PageWriter`` on it. Per page:
+
+1. one statement compares the page's ``(id, content_hash)`` with the index and
+   records the ids as seen in this walk (``ingest_walk_seen``, a temporary
+   table: no WAL, gone with the session). An unchanged page ends here, having
+   written nothing to the index: re-walking an unchanged registry is read-only.
+2. the changed images go by ``COPY`` into ``ingest_stage_images`` and are
+   upserted in one statement whose ``RETURNING old.*`` (PostgreSQL 18) says which
+   rows were created and which really changed. The upsert's ``WHERE`` is a
+   compare-and-set on ``content_hash``: a concurrent writer that got there first
+   leaves nothing for the second to do, so no event is written twice.
+3. the blobs of new images (and of updated images whose blob list changed) go by
+   ``COPY`` into ``ingest_stage_blobs``; one statement inserts them into
+   ``image_blobs``, applies the per-digest reference deltas to ``blobs`` and
+   returns the digests that gained their first or lost their last reference.
+4. the events go to the outbox (``append_events``), and the transaction commits.
+
+Row locks are always taken in key order (ids, then digests) so that concurrent
+writers queue rather than deadlock; a deadlock that still happens is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from mirror.ingest.changes import (
+    BlobTransition,
+    MergeResult,
+    blob_events,
+    image_created,
+    image_deleted,
+    image_updated,
+)
+from mirror.ingest.staging import (
+    BLOB_COLUMNS,
+    IMAGE_COLUMNS,
+    PageImage,
+    blob_records,
+    blob_signature,
+    image_record,
+    registry_of,
+)
+from mirror.model import Event
+from mirror.store.outbox import append_events
+
+log = logging.getLogger(__name__)
+
+DEADLOCK_RETRIES = 5
+
+CREATE_WALK_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
+    id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
+    created_at text, tags text[], doc text, content_hash bytea
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS ingest_stage_blobs (
+    image_id text, registry_id text, position smallint, kind text, digest text, blob_id text,
+    size bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
+TRUNCATE ingest_walk_seen;
+"""
+DROP_WALK_SEEN = "DROP TABLE IF EXISTS ingest_walk_seen"
+
+# $1 ids, $2 content hashes of the page; $3 the folder of a folder walk (else NULL).
+# Records the ids as seen; returns those the index lacks or holds differently.
+COMPARE_PAGE = """
+WITH page AS (
+    SELECT * FROM unnest($1::text[], $2::bytea[]) AS p (id, content_hash)
+), seen AS (
+    INSERT INTO ingest_walk_seen (id) SELECT id FROM page
+)
+SELECT p.id
+FROM page AS p
+LEFT JOIN images AS i ON i.id = p.id
+WHERE i.id IS NULL
+   OR i.content_hash <> p.content_hash
+   OR ($3::text IS NOT NULL AND i.folder_id IS DISTINCT FROM $3::text)
+"""
+
+# A folder walk stamps folder_id; other walks keep what a folder walk learned,
+# and new images inherit their registry's folder when it is known.
+UPSERT_IMAGES = """
+INSERT INTO images AS i (
+    id, name, registry_id, folder_id, digest, compressed_size, created_at, tags, doc, content_hash
+)
+SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
+       s.compressed_size, s.created_at::timestamptz, s.tags, s.doc::json, s.content_hash
+FROM ingest_stage_images AS s
+LEFT JOIN registries AS r ON r.registry_id = s.registry_id
+ORDER BY s.id
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name,
+    registry_id = EXCLUDED.registry_id,
+    folder_id = COALESCE(EXCLUDED.folder_id, i.folder_id),
+    digest = EXCLUDED.digest,
+    compressed_size = EXCLUDED.compressed_size,
+    created_at = EXCLUDED.created_at,
+    tags = EXCLUDED.tags,
+    doc = EXCLUDED.doc,
+    content_hash = EXCLUDED.content_hash,
+    updated_at = now()
+WHERE i.content_hash <> EXCLUDED.content_hash
+   OR (EXCLUDED.folder_id IS NOT NULL AND i.folder_id IS DISTINCT FROM EXCLUDED.folder_id)
+RETURNING new.id,
+          old.id IS NULL AS created,
+          old.id IS NOT NULL AND old.content_hash <> new.content_hash AS changed,
+          CASE WHEN old.content_hash <> new.content_hash THEN old.doc END AS old_doc
+"""
+
+DELETE_IMAGE_BLOBS = """
+DELETE FROM image_blobs WHERE image_id = ANY($1::text[])
+RETURNING image_id, digest, size
+"""
+
+# Per-digest reference deltas applied in digest order; returns the digests whose
+# reference count crossed zero, with the image that caused it.
+_APPLY_DELTA = """
+, delta AS (
+    SELECT digest, max(size) AS size, sum(d)::bigint AS d,
+           min(image_id) FILTER (WHERE d > 0) AS gained_by,
+           min(image_id) FILTER (WHERE d < 0) AS lost_by
+    FROM refs
+    GROUP BY digest
+    HAVING sum(d) <> 0
+), applied AS (
+    INSERT INTO blobs AS b (digest, size, ref_count)
+    SELECT digest, size, d FROM delta ORDER BY digest
+    ON CONFLICT (digest) DO UPDATE SET
+        ref_count = b.ref_count + EXCLUDED.ref_count,
+        orphaned_at = CASE WHEN b.ref_count + EXCLUDED.ref_count = 0 THEN now() END
+    RETURNING new.digest, new.size, COALESCE(old.ref_count, 0) AS before, new.ref_count AS after
+)
+SELECT a.digest, a.size, a.after > 0 AS added,
+       CASE WHEN a.after > 0 THEN d.gained_by ELSE d.lost_by END AS image_id
+FROM applied AS a
+JOIN delta AS d USING (digest)
+WHERE (a.before = 0) <> (a.after = 0)
+ORDER BY a.digest
+"""
+
+# The staged blob rows become image_blobs (+1 each); $1..$3 are removed rows (-1 each).
+MERGE_BLOBS = (
+    """
+WITH inserted AS (
+    INSERT INTO image_blobs (image_id, registry_id, position, kind, digest, blob_id, size)
+    SELECT image_id, registry_id, position, kind, digest, blob_id, size FROM ingest_stage_blobs
+), refs AS (
+    SELECT digest, size, image_id, 1 AS d FROM ingest_stage_blobs
+    UNION ALL
+    SELECT digest, size, image_id, -1
+    FROM unnest($1::text[], $2::bigint[], $3::text[]) AS r (digest, size, image_id)
+)"""
+    + _APPLY_DELTA
+)
+
+# Removed rows only ($1..$3): usable on any connection (no staging table needed).
+REMOVE_BLOB_REFS = (
+    """
+WITH refs AS (
+    SELECT digest, size, image_id, -1 AS d
+    FROM unnest($1::text[], $2::bigint[], $3::text[]) AS r (digest, size, image_id)
+)"""
+    + _APPLY_DELTA
+)
+
+LOCK_IMAGES_FOR_DELETE = """
+SELECT id, doc FROM images WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+"""
+DELETE_IMAGES = "DELETE FROM images WHERE id = ANY($1::text[])"
+
+KNOWN_REGISTRIES = """
+SELECT registry_id FROM registries WHERE registry_id = ANY($1::text[]) AND folder_id = $2
+"""
+UPSERT_REGISTRIES = """
+INSERT INTO registries (registry_id, folder_id)
+SELECT unnest($1::text[]), $2
+ON CONFLICT (registry_id) DO UPDATE SET folder_id = EXCLUDED.folder_id
+"""
+
+
+def _transitions(rows: Sequence[asyncpg.Record]) -> list[BlobTransition]:
+    return [BlobTransition(r["digest"], r["size"], r["image_id"] or "", r["added"]) for r in rows]
+
+
+def _removed_arrays(rows: Sequence[asyncpg.Record]) -> tuple[list[str], list[int], list[str]]:
+    return (
+        [r["digest"] for r in rows],
+        [r["size"] for r in rows],
+        [r["image_id"] for r in rows],
+    )
+
+
+async def delete_images(
+    conn: asyncpg.Connection, image_ids: Sequence[str], reason: str
+) -> MergeResult:
+    """Remove images from the index with their events, inside the caller's transaction.
+
+    Emits ``registry.image.deleted`` (the last known image and ``reason``) for each
+    image that was still indexed, and ``registry.blob.orphaned`` for each digest
+    left without a reference. Images already gone are skipped silently, so two
+    deleters racing write each event once.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("delete_images must run inside a transaction")
+    result = MergeResult()
+    locked = await conn.fetch(LOCK_IMAGES_FOR_DELETE, list(image_ids))
+    if not locked:
+        return result
+    ids = [r["id"] for r in locked]
+    removed = await conn.fetch(DELETE_IMAGE_BLOBS, ids)
+    await conn.execute(DELETE_IMAGES, ids)
+    transitions = _transitions(await conn.fetch(REMOVE_BLOB_REFS, *_removed_arrays(removed)))
+    events: list[Event] = [image_deleted(r["doc"], reason) for r in locked]
+    events += blob_events(transitions)
+    await append_events(conn, events)
+    result.deleted = len(locked)
+    result.blobs_orphaned = sum(1 for t in transitions if not t.added)
+    result.events = events
+    return result
+
+
+class PageWriter:
+    """Merges the pages of one walk on the walk's own connection."""
+
+    def __init__(self, conn: asyncpg.Connection, *, folder_id: str | None = None) -> None:
+        self.conn = conn
+        self.folder_id = folder_id
+        self._known_registries: set[str] = set()
+
+    async def prepare(self) -> None:
+        """Create (or empty) the walk's temporary tables on this connection."""
+        await self.conn.execute(CREATE_WALK_TABLES)
+
+    async def close(self) -> None:
+        """Drop the walk's seen-ids table (the staging tables stay, empty, for the next walk)."""
+        await self.conn.execute(DROP_WALK_SEEN)
+
+    async def apply(self, items: Sequence[PageImage]) -> MergeResult:
+        """Record the page as seen and merge what differs from the index (one transaction)."""
+        if not items:
+            return MergeResult()
+        changed_rows = await self.conn.fetch(
+            COMPARE_PAGE, [i.id for i in items], [i.content_hash for i in items], self.folder_id
+        )
+        if self.folder_id is not None:
+            await self._remember_registries(items)
+        if not changed_rows:
+            return MergeResult()
+        changed_ids = {r["id"] for r in changed_rows}
+        changed = [i for i in items if i.id in changed_ids]
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                async with self.conn.transaction():
+                    return await self._merge(changed)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_RETRIES:
+                    raise
+                log.info("page merge deadlocked with another writer; retrying (%d)", attempt)
+        raise AssertionError("unreachable")
+
+    async def _remember_registries(self, items: Sequence[PageImage]) -> None:
+        registries = {registry_of(i.image) for i in items} - self._known_registries
+        registries.discard("")
+        if not registries:
+            return
+        wanted = sorted(registries)
+        known = {
+            r["registry_id"]
+            for r in await self.conn.fetch(KNOWN_REGISTRIES, wanted, self.folder_id)
+        }
+        missing = [r for r in wanted if r not in known]
+        if missing:
+            await self.conn.execute(UPSERT_REGISTRIES, missing, self.folder_id)
+        self._known_registries |= registries
+
+    async def _merge(self, changed: Sequence[PageImage]) -> MergeResult:
+        conn = self.conn
+        result = MergeResult()
+        await conn.copy_records_to_table(
+            "ingest_stage_images",
+            records=[image_record(i, self.folder_id) for i in changed],
+            columns=IMAGE_COLUMNS,
+        )
+        by_id = {i.id: i for i in changed}
+        events: list[Event] = []
+        gained: list[PageImage] = []  # images whose blob rows are (re)written
+        replaced: list[str] = []  # updated images whose blob list changed
+        for row in await conn.fetch(UPSERT_IMAGES):
+            item = by_id[row["id"]]
+            if row["created"]:
+                events.append(image_created(item.image))
+                gained.append(item)
+                result.created += 1
+            elif row["changed"]:
+                old: dict[str, Any] = row["old_doc"]
+                events.append(image_updated(old, item.image))
+                result.updated += 1
+                if blob_signature(old) != blob_signature(item.image):
+                    gained.append(item)
+                    replaced.append(item.id)
+            # else: only folder_id was filled in; not an upstream change, no event
+        removed = await conn.fetch(DELETE_IMAGE_BLOBS, replaced) if replaced else []
+        if gained or removed:
+            records = [r for item in gained for r in blob_records(item)]
+            if records:
+                await conn.copy_records_to_table(
+                    "ingest_stage_blobs", records=records, columns=BLOB_COLUMNS
+                )
+            transitions = _transitions(await conn.fetch(MERGE_BLOBS, *_removed_arrays(removed)))
+            events += blob_events(transitions)
+            result.blobs_added = sum(1 for t in transitions if t.added)
+            result.blobs_orphaned = len(transitions) - result.blobs_added
+        await append_events(conn, events)
+        result.events = events
+        return result

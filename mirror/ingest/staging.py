@@ -1,0 +1,147 @@
+"""A List page turned into rows: the image documents, their content hashes, and the
+records that ``COPY`` loads into the staging tables.
+
+Pure logic, no I/O. An image's ``doc`` is the upstream's JSON object serialised
+compactly with its key order kept (orjson), so the local API serves the same
+JSON; ``content_hash`` (BLAKE2b-128 of those bytes) tells an unchanged image
+without comparing documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+CONTENT_HASH_BYTES = 16
+
+# Column order of the staging tables (sql in mirror.ingest.merge).
+IMAGE_COLUMNS = (
+    "id",
+    "name",
+    "registry_id",
+    "folder_id",
+    "digest",
+    "compressed_size",
+    "created_at",
+    "tags",
+    "doc",
+    "content_hash",
+)
+BLOB_COLUMNS = ("image_id", "registry_id", "position", "kind", "digest", "blob_id", "size")
+
+ImageRecord = tuple[str, str, str, str | None, str, int, str | None, list[str], str, bytes]
+BlobRecord = tuple[str, str, int, str, str, str | None, int]
+
+
+class MalformedImage(ValueError):
+    """An image object the upstream sent that cannot be indexed (no id, bad size…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageImage:
+    """One image of a page: the parsed object, its serialised doc and content hash."""
+
+    id: str
+    image: dict[str, Any]
+    doc: bytes
+    content_hash: bytes
+
+
+def content_hash(doc: bytes) -> bytes:
+    return hashlib.blake2b(doc, digest_size=CONTENT_HASH_BYTES).digest()
+
+
+def page_images(images: list[dict[str, Any]]) -> list[PageImage]:
+    """The page's images keyed by id, each once (the last wins), sorted by id.
+
+    Sorting makes every writer take row locks in the same order; duplicates occur
+    when an offset-token page shifts under concurrent inserts.
+    """
+    by_id: dict[str, PageImage] = {}
+    for image in images:
+        image_id = image.get("id") if isinstance(image, dict) else None
+        if not isinstance(image_id, str) or not image_id:
+            raise MalformedImage("an image without an id")
+        doc = orjson.dumps(image)
+        by_id[image_id] = PageImage(image_id, image, doc, content_hash(doc))
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def registry_of(image: dict[str, Any]) -> str:
+    """The registry id: the first segment of ``name`` (``<registryId>/<repository path>``)."""
+    return str(image.get("name", "")).split("/", 1)[0]
+
+
+def _size(value: Any, image_id: str) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        raise MalformedImage(f"image {image_id}: size {value!r} is not an int64") from None
+
+
+def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
+    image = item.image
+    return (
+        item.id,
+        str(image.get("name", "")),
+        registry_of(image),
+        folder_id,
+        str(image.get("digest", "")),
+        _size(image.get("compressedSize"), item.id),
+        image.get("createdAt") or None,
+        [str(t) for t in image.get("tags", ())],
+        item.doc.decode(),
+        item.content_hash,
+    )
+
+
+def blob_records(item: PageImage) -> list[BlobRecord]:
+    """Position 0 is the config, layers follow from 1; blobs without a digest are not indexed."""
+    image = item.image
+    registry_id = registry_of(image)
+    rows: list[BlobRecord] = []
+    config = image.get("config")
+    if isinstance(config, dict) and config.get("digest"):
+        rows.append(
+            (
+                item.id,
+                registry_id,
+                0,
+                "c",
+                str(config["digest"]),
+                config.get("id") or None,
+                _size(config.get("size"), item.id),
+            )
+        )
+    for position, layer in enumerate(image.get("layers", ()), start=1):
+        if isinstance(layer, dict) and layer.get("digest"):
+            rows.append(
+                (
+                    item.id,
+                    registry_id,
+                    position,
+                    "l",
+                    str(layer["digest"]),
+                    layer.get("id") or None,
+                    _size(layer.get("size"), item.id),
+                )
+            )
+    return rows
+
+
+def blob_signature(image: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """What the image_blobs rows of an image are made of: equal signatures, equal rows."""
+    out: list[tuple[str, str, str]] = []
+    config = image.get("config")
+    blobs = ([config] if isinstance(config, dict) else []) + [
+        layer for layer in image.get("layers", ()) if isinstance(layer, dict)
+    ]
+    for i, blob in enumerate(blobs):
+        kind = "c" if i == 0 and isinstance(config, dict) else "l"
+        out.append(
+            (kind + str(blob.get("digest", "")), str(blob.get("id", "")), str(blob.get("size", "")))
+        )
+    return tuple(out)

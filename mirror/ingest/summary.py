@@ -1,0 +1,106 @@
+"""What a pass did: one ``ScopeResult`` per scope, added up into an ``IngestSummary``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class WalkStatus(StrEnum):
+    COMPLETE = "complete"  # every page seen; deletions confirmed
+    FAILED = "failed"  # the walk or a deletion check failed; nothing deleted by the failure
+    CANCELLED = "cancelled"  # stopped (SIGTERM) between pages; nothing deleted
+    SKIPPED = "skipped"  # another ingest process holds the scope's lease
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeResult:
+    scope: str
+    status: WalkStatus
+    pages: int = 0
+    images: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    anomalies: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scope": self.scope,
+            "status": self.status.value,
+            "pages": self.pages,
+            "images": self.images,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "anomalies": self.anomalies,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    scopes: tuple[ScopeResult, ...] = field(default=())
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, results: Sequence[ScopeResult], seconds: float) -> IngestSummary:
+        return cls(tuple(results), seconds)
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(r, name) for r in self.scopes)
+
+    @property
+    def images(self) -> int:
+        return self._sum("images")
+
+    @property
+    def created(self) -> int:
+        return self._sum("created")
+
+    @property
+    def updated(self) -> int:
+        return self._sum("updated")
+
+    @property
+    def deleted(self) -> int:
+        return self._sum("deleted")
+
+    @property
+    def pages(self) -> int:
+        return self._sum("pages")
+
+    @property
+    def anomalies(self) -> int:
+        return self._sum("anomalies")
+
+    @property
+    def errors(self) -> int:
+        return self._sum("errors")
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status is WalkStatus.FAILED for r in self.scopes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "pages": self.pages,
+            "seconds": round(self.seconds, 3),
+            "errors": self.errors,
+            "anomalies": self.anomalies,
+            "imagesPerSecond": round(self.images / self.seconds, 1) if self.seconds > 0 else 0.0,
+            "scopes": [r.to_json() for r in self.scopes],
+        }

@@ -1,0 +1,254 @@
+"""Walking one scope: page after page into the index, then deletion detection.
+
+``walk_scope`` takes the scope's lease, streams the List pages (the next page
+is fetched while the current one is merged; at most ``PREFETCH`` pages wait in
+memory, whatever the registry's size), merges each page in its own
+transaction, and only when the walk saw the last page does it look for
+deletions. A failure or a stop anywhere before that deletes nothing.
+
+A stop request (SIGTERM) is honoured between pages: a page merge that started
+finishes and commits, then the walk ends as ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from mirror.errors import UpstreamError
+from mirror.ingest import metrics
+from mirror.ingest.changes import MergeResult
+from mirror.ingest.deletions import DeletionOutcome, confirm_and_delete
+from mirror.ingest.leases import (
+    DEFAULT_LEASE_S,
+    LeaseLost,
+    RunOutcome,
+    ScopeLease,
+    expected_images,
+)
+from mirror.ingest.merge import PageWriter
+from mirror.ingest.progress import NullProgress, WalkProgress
+from mirror.ingest.staging import MalformedImage, page_images
+from mirror.ingest.summary import ScopeResult, WalkStatus
+from mirror.model import Scope, ScopeKind
+from mirror.upstream.client import MAX_PAGE_SIZE, Page
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 2
+
+
+class PageSource(Protocol):
+    """What the walker needs from the upstream (``UpstreamClient`` is one)."""
+
+    def iter_pages(self, scope: Scope, page_size: int = ...) -> AsyncIterator[Page]: ...
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None: ...
+
+
+@dataclass(slots=True)
+class WalkOptions:
+    owner: str
+    page_size: int = MAX_PAGE_SIZE
+    lease_s: float = DEFAULT_LEASE_S
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: WalkProgress = field(default_factory=NullProgress)
+
+
+@dataclass(slots=True)
+class _Counts:
+    pages: int = 0
+    images: int = 0
+    merged: MergeResult = field(default_factory=MergeResult)
+
+
+class _Stopped(Exception):
+    pass
+
+
+async def _prefetch(
+    pages: AsyncIterator[Page], queue: asyncio.Queue[Page | BaseException | None]
+) -> None:
+    try:
+        async for page in pages:
+            await queue.put(page)
+        await queue.put(None)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # handed to the consumer, which raises it
+        await queue.put(exc)
+
+
+async def _next_page(
+    queue: asyncio.Queue[Page | BaseException | None], stop: asyncio.Event
+) -> Page | None:
+    """The next page, None after the last; raises _Stopped when a stop comes first."""
+    if stop.is_set():
+        raise _Stopped
+    getter = asyncio.ensure_future(queue.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not getter.done():
+        getter.cancel()
+        raise _Stopped
+    item = getter.result()
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+async def walk_scope(
+    pool: asyncpg.Pool, client: PageSource, scope: Scope, options: WalkOptions
+) -> ScopeResult:
+    """Walk one scope into the index; never raises for an upstream or database failure
+    (the result says ``failed``), so that other scopes' walks carry on."""
+    name = str(scope)
+    started = time.monotonic()
+    async with pool.acquire() as conn:
+        lease = await ScopeLease.take(conn, scope, options.owner, lease_s=options.lease_s)
+        if lease is None:
+            log.info("%s: another ingest process holds the lease; skipped", name)
+            metrics.WALKS.labels(name, WalkStatus.SKIPPED.value).inc()
+            return ScopeResult(name, WalkStatus.SKIPPED)
+        options.progress.start(name, await expected_images(conn, scope))
+        counts = _Counts()
+        deletions = DeletionOutcome()
+        status = WalkStatus.COMPLETE
+        error: str | None = None
+        writer = PageWriter(conn, folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None)
+        try:
+            await writer.prepare()
+            await _walk_pages(client, scope, writer, lease, options, counts)
+            deletions = await confirm_and_delete(
+                conn, scope, client.get_image, keep_lease=lease.keep, stop=options.stop
+            )
+            if deletions.errors:
+                status = WalkStatus.FAILED
+                error = f"{deletions.errors} deletion check(s) failed upstream"
+            elif options.stop.is_set():
+                status = WalkStatus.CANCELLED
+        except _Stopped:
+            status = WalkStatus.CANCELLED
+        except (UpstreamError, LeaseLost, MalformedImage, asyncpg.PostgresError) as exc:
+            status = WalkStatus.FAILED
+            error = str(exc) or type(exc).__name__
+            log.warning("%s: walk failed after %d page(s): %s", name, counts.pages, error)
+        except Exception as exc:
+            # A bug must not stop the other scopes' walks; it is logged with its traceback.
+            status = WalkStatus.FAILED
+            error = f"internal error: {type(exc).__name__}"
+            log.exception("%s: walk failed after %d page(s)", name, counts.pages)
+        seconds = time.monotonic() - started
+        result = ScopeResult(
+            scope=name,
+            status=status,
+            pages=counts.pages,
+            images=counts.images,
+            created=counts.merged.created,
+            updated=counts.merged.updated,
+            deleted=deletions.deleted,
+            anomalies=deletions.anomalies,
+            errors=deletions.errors
+            + (1 if status is WalkStatus.FAILED and not deletions.errors else 0),
+            seconds=seconds,
+            error=error,
+        )
+        await _record(conn, writer, lease, result)
+    options.progress.finish(name, status.value)
+    log.info(
+        "%s: %s — %d page(s), %d image(s), %d created, %d updated, %d deleted, %d anomalies in %.1fs",
+        name,
+        status.value,
+        result.pages,
+        result.images,
+        result.created,
+        result.updated,
+        result.deleted,
+        result.anomalies,
+        seconds,
+    )
+    return result
+
+
+async def _walk_pages(
+    client: PageSource,
+    scope: Scope,
+    writer: PageWriter,
+    lease: ScopeLease,
+    options: WalkOptions,
+    counts: _Counts,
+) -> None:
+    name = str(scope)
+    queue: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(maxsize=PREFETCH)
+    producer = asyncio.create_task(_prefetch(client.iter_pages(scope, options.page_size), queue))
+    try:
+        while (page := await _next_page(queue, options.stop)) is not None:
+            items = page_images(page.images)
+            merged = await writer.apply(items)
+            counts.pages += 1
+            counts.images += len(page.images)
+            counts.merged.add(merged)
+            metrics.PAGES.labels(name).inc()
+            metrics.IMAGES.labels(name).inc(len(page.images))
+            _count_changes(merged)
+            options.progress.advance(name, len(page.images))
+            await lease.keep()
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
+def _count_changes(merged: MergeResult) -> None:
+    for kind, n in (
+        ("created", merged.created),
+        ("updated", merged.updated),
+        ("deleted", merged.deleted),
+        ("blob_added", merged.blobs_added),
+        ("blob_orphaned", merged.blobs_orphaned),
+    ):
+        if n:
+            metrics.CHANGES.labels(kind).inc(n)
+
+
+async def _record(
+    conn: asyncpg.Connection, writer: PageWriter, lease: ScopeLease, result: ScopeResult
+) -> None:
+    """Write the run's outcome and release the lease; failures here are logged, not raised."""
+    name = result.scope
+    metrics.WALKS.labels(name, result.status.value).inc()
+    if result.errors:
+        metrics.ERRORS.labels(name).inc(result.errors)
+    if result.anomalies:
+        metrics.ANOMALIES.labels(name).inc(result.anomalies)
+    if result.deleted:
+        metrics.CHANGES.labels("deleted").inc(result.deleted)
+    if result.status is WalkStatus.COMPLETE:
+        metrics.walk_completed(name, result.seconds)
+    outcome = RunOutcome(
+        status=result.status.value,
+        pages=result.pages,
+        images=result.images,
+        created=result.created,
+        updated=result.updated,
+        deleted=result.deleted,
+        anomalies=result.anomalies,
+        seconds=result.seconds,
+        error=result.error,
+    )
+    try:
+        await writer.close()
+        await lease.finish(outcome)
+    except (asyncpg.PostgresError, OSError) as exc:
+        # The lease expires by itself and the next walker marks this run failed.
+        log.warning("%s: could not record the walk's outcome: %s", name, exc)
