@@ -1,0 +1,303 @@
+"""Serving the dedup figures from the aggregates that sql/040_stats.sql keeps current.
+
+Every function is one or a few indexed lookups: the scope totals are a keyed
+read (a base row plus the few pending rows of concurrent writers), per-image
+answers look at that image's blobs only, top layers and reclaimable blobs
+walk an index on ``blobs`` from its best end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import asyncpg
+
+from mirror.model import Scope, ScopeKind
+from mirror.stats.figures import (
+    DedupStats,
+    ImageUsage,
+    LayerReport,
+    LayerSavings,
+    ReclaimableBlob,
+    RelatedImage,
+    scope_label,
+)
+
+DEFAULT_LAYERS = 10
+DEFAULT_RECLAIMABLE = 10
+DEFAULT_RELATED = 100
+REPOSITORIES_PER_LAYER = 10
+CHAIN_PART_BYTES = 8
+
+SELECT_TOTALS = """
+SELECT coalesce(sum(images), 0)::bigint AS images,
+       coalesce(sum(compressed), 0)::bigint AS compressed,
+       coalesce(sum(logical), 0)::bigint AS logical,
+       coalesce(sum(blobs), 0)::bigint AS blobs,
+       coalesce(sum(stored), 0)::bigint AS stored,
+       coalesce(sum(reclaimable_blobs), 0)::bigint AS reclaimable_blobs,
+       coalesce(sum(reclaimable_bytes), 0)::bigint AS reclaimable_bytes
+FROM (
+    SELECT images, compressed, logical, blobs, stored, reclaimable_blobs, reclaimable_bytes
+    FROM stats_totals WHERE scope_key = $1
+    UNION ALL
+    SELECT images, compressed, logical, blobs, stored, reclaimable_blobs, reclaimable_bytes
+    FROM stats_totals_pending WHERE scope_key = $1
+) t
+"""
+
+SELECT_TOP_LAYERS = """
+SELECT b.digest, b.size, b.ref_count,
+       (SELECT count(*) FROM stats_repository_refs r
+        WHERE r.digest = b.digest AND r.refs > 0) AS repository_count,
+       ARRAY(SELECT r.repository FROM stats_repository_refs r
+             WHERE r.digest = b.digest AND r.refs > 0
+             ORDER BY r.repository LIMIT $2) AS repositories
+FROM blobs b
+WHERE b.ref_count > 1
+ORDER BY (b.ref_count - 1) * b.size DESC, b.digest
+LIMIT $1
+"""
+
+SELECT_RECLAIMABLE = """
+SELECT digest, size, orphaned_at FROM blobs
+WHERE ref_count = 0
+ORDER BY size DESC, digest
+LIMIT $1
+"""
+
+# The image's distinct digests, each with how many rows of the image carry it and
+# how many rows of the scope do ($2: all / registry / folder / repository, $3: its id).
+SELECT_IMAGE_DIGESTS = """
+SELECT x.digest, x.size, x.rows,
+       coalesce(CASE $2::text
+           WHEN 'all' THEN (SELECT b.ref_count FROM blobs b WHERE b.digest = x.digest)
+           WHEN 'registry' THEN (SELECT r.refs FROM stats_registry_refs r
+                                 WHERE r.registry_id = $3 AND r.digest = x.digest)
+           WHEN 'folder' THEN (SELECT f.refs FROM stats_folder_refs f
+                               WHERE f.folder_id = $3 AND f.digest = x.digest)
+           WHEN 'repository' THEN (SELECT p.refs FROM stats_repository_refs p
+                                   WHERE p.digest = x.digest AND p.repository = $3)
+       END, 0) AS scope_refs
+FROM (SELECT digest, count(*) AS rows, max(size) AS size
+      FROM image_blobs WHERE image_id = $1 GROUP BY digest) x
+"""
+
+SELECT_IMAGE = """
+SELECT s.name, s.registry_id, s.layer_count, s.chain,
+       (SELECT m.folder_id FROM stats_registry_folders m WHERE m.registry_id = s.registry_id)
+           AS folder_id,
+       coalesce(ARRAY(SELECT b.digest FROM image_blobs b
+                      WHERE b.image_id = s.image_id AND b.kind = 'l' ORDER BY b.position),
+                '{}') AS layers
+FROM stats_images s WHERE s.image_id = $1
+"""
+
+# Scope filter on stats_images s; $k kind, $k+1 id.
+_IN_SCOPE = """
+    ({k}::text = 'all'
+     OR ({k} = 'registry' AND s.registry_id = {i})
+     OR ({k} = 'repository' AND s.name = {i})
+     OR ({k} = 'folder' AND EXISTS (SELECT 1 FROM stats_registry_folders m
+                                    WHERE m.registry_id = s.registry_id AND m.folder_id = {i})))
+"""
+
+_LAYERS_OF_S = """
+    coalesce((SELECT array_agg(b.digest ORDER BY b.position) FROM image_blobs b
+              WHERE b.image_id = s.image_id AND b.kind = 'l'), '{}')
+"""
+
+SELECT_BASE_IMAGES = f"""
+SELECT s.image_id, s.name, s.layer_count, i.digest, i.tags
+FROM stats_images s JOIN images i ON i.id = s.image_id
+WHERE s.chain = ANY($1::bytea[]) AND s.layer_count < $2 AND s.image_id <> $3
+  AND {_IN_SCOPE.format(k="$5", i="$6")}
+  AND {_LAYERS_OF_S} = ($4::text[])[1:s.layer_count]
+ORDER BY s.layer_count DESC, s.image_id
+LIMIT $7
+"""
+
+SELECT_DERIVED_IMAGES = f"""
+SELECT s.image_id, s.name, s.layer_count, i.digest, i.tags
+FROM stats_images s JOIN images i ON i.id = s.image_id
+WHERE s.chain >= $1 AND ($2::bytea IS NULL OR s.chain < $2)
+  AND s.layer_count > $3 AND s.image_id <> $4
+  AND {_IN_SCOPE.format(k="$6", i="$7")}
+  AND ({_LAYERS_OF_S})[1:$3] = $5::text[]
+ORDER BY s.chain, s.image_id
+LIMIT $8
+"""
+
+
+def scope_key(scope: Scope | None) -> str:
+    """The aggregate key of a scope: ``all`` or ``kind:ID``."""
+    return scope_label(scope)
+
+
+def _scope_params(scope: Scope | None) -> tuple[str, str]:
+    if scope is None:
+        return "all", ""
+    return scope.kind.value, scope.id
+
+
+async def fetch_stats(conn: asyncpg.Connection | asyncpg.Pool, scope: Scope | None) -> DedupStats:
+    """The dedup figures of the whole index (``scope=None``) or one folder/registry/repository."""
+    row = await conn.fetchrow(SELECT_TOTALS, scope_key(scope))
+    assert row is not None
+    return DedupStats(
+        scope=scope,
+        images=row["images"],
+        blobs=row["blobs"],
+        logical_bytes=row["logical"],
+        compressed_bytes=row["compressed"],
+        stored_bytes=row["stored"],
+        reclaimable_blobs=row["reclaimable_blobs"],
+        reclaimable_bytes=row["reclaimable_bytes"],
+    )
+
+
+async def fetch_layer_report(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    limit: int = DEFAULT_LAYERS,
+    reclaimable_limit: int = DEFAULT_RECLAIMABLE,
+    repositories_per_layer: int = REPOSITORIES_PER_LAYER,
+) -> LayerReport:
+    """The whole index's top shared layers by bytes saved and its largest reclaimable blobs."""
+    layers = await conn.fetch(SELECT_TOP_LAYERS, limit, repositories_per_layer)
+    reclaimable = await conn.fetch(SELECT_RECLAIMABLE, reclaimable_limit)
+    totals = await fetch_stats(conn, None)
+    return LayerReport(
+        layers=tuple(
+            LayerSavings(
+                digest=r["digest"],
+                size=r["size"],
+                ref_count=r["ref_count"],
+                repository_count=r["repository_count"],
+                repositories=tuple(r["repositories"]),
+            )
+            for r in layers
+        ),
+        reclaimable=tuple(
+            ReclaimableBlob(
+                digest=r["digest"],
+                size=r["size"],
+                orphaned_at=_rfc3339(r["orphaned_at"]),
+            )
+            for r in reclaimable
+        ),
+        reclaimable_blobs=totals.reclaimable_blobs,
+        reclaimable_bytes=totals.reclaimable_bytes,
+    )
+
+
+async def fetch_image_usage(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    image_id: str,
+    scope: Scope | None = None,
+    *,
+    related_limit: int = DEFAULT_RELATED,
+) -> ImageUsage | None:
+    """One image's unique and shared bytes and its base and derived images within a scope.
+
+    ``None`` when the index has no such image.
+    """
+    image = await conn.fetchrow(SELECT_IMAGE, image_id)
+    if image is None:
+        return None
+    kind, ident = _scope_params(scope)
+    in_scope = _image_in_scope(scope, image["name"], image["registry_id"], image["folder_id"])
+    unique = shared = 0
+    for row in await conn.fetch(SELECT_IMAGE_DIGESTS, image_id, kind, ident):
+        others = row["scope_refs"] - (row["rows"] if in_scope else 0)
+        if others > 0:
+            shared += row["size"]
+        else:
+            unique += row["size"]
+
+    layers: list[str] = list(image["layers"])
+    chain: bytes = image["chain"]
+    count: int = image["layer_count"]
+    bases = await conn.fetch(
+        SELECT_BASE_IMAGES,
+        base_chain_keys(chain, count),
+        count,
+        image_id,
+        layers,
+        kind,
+        ident,
+        related_limit,
+    )
+    derived = await conn.fetch(
+        SELECT_DERIVED_IMAGES,
+        chain,
+        chain_successor(chain),
+        count,
+        image_id,
+        layers,
+        kind,
+        ident,
+        related_limit,
+    )
+    return ImageUsage(
+        image_id=image_id,
+        scope=scope,
+        unique_bytes=unique,
+        shared_bytes=shared,
+        base_images=tuple(_related(r) for r in bases),
+        derived_images=tuple(_related(r) for r in derived),
+    )
+
+
+def _image_in_scope(
+    scope: Scope | None, name: str, registry_id: str, folder_id: str | None
+) -> bool:
+    if scope is None:
+        return True
+    if scope.kind is ScopeKind.REPOSITORY:
+        return name == scope.id
+    if scope.kind is ScopeKind.REGISTRY:
+        return registry_id == scope.id
+    return folder_id == scope.id
+
+
+def _related(row: asyncpg.Record) -> RelatedImage:
+    return RelatedImage(
+        id=row["image_id"],
+        name=row["name"],
+        digest=row["digest"],
+        layer_count=row["layer_count"],
+        tags=tuple(row["tags"] or ()),
+    )
+
+
+def chain_part(digest: str) -> bytes:
+    """The 8-byte key of one layer digest (as ``stats_chain_part`` in SQL)."""
+    return hashlib.md5(digest.encode(), usedforsecurity=False).digest()[:CHAIN_PART_BYTES]
+
+
+def base_chain_keys(chain: bytes, layer_count: int) -> list[bytes]:
+    """The chain keys a base of an image with this chain may have: each proper prefix.
+
+    A chain holds at most 256 layers; for a longer image, its whole (truncated)
+    chain is a candidate too, the layer count and digests settle it.
+    """
+    parts = len(chain) // CHAIN_PART_BYTES
+    top = parts if parts < layer_count else layer_count - 1
+    return [chain[: k * CHAIN_PART_BYTES] for k in range(top + 1)]
+
+
+def chain_successor(chain: bytes) -> bytes | None:
+    """The smallest key greater than every key that starts with ``chain`` (None: no bound)."""
+    stripped = chain.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _rfc3339(value: object) -> str:
+    if value is None:
+        return ""
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
