@@ -26,6 +26,9 @@ LINGER_MS = 5
 # Large batches: an image event is ~1 KB and a relay batch holds a thousand of them.
 MAX_BATCH_BYTES = 1 << 20
 REQUEST_TIMEOUT_MS = 30_000
+# aiokafka retries a failed send every retry_backoff_ms (forever, being idempotent):
+# a quarter second keeps a Kafka outage from flooding the log and the network.
+RETRY_BACKOFF_MS = 250
 CLIENT_ID = "registry-mirror-relay"
 
 
@@ -89,6 +92,7 @@ def create_producer(bootstrap: str) -> AIOKafkaProducer:
         max_batch_size=MAX_BATCH_BYTES,
         max_request_size=MAX_BATCH_BYTES + (64 << 10),
         request_timeout_ms=REQUEST_TIMEOUT_MS,
+        retry_backoff_ms=RETRY_BACKOFF_MS,
     )
 
 

@@ -17,7 +17,7 @@ What it does for you:
 * **consumer group**: instances sharing ``group`` split the partitions; ``group=None``
   reads every partition and commits nothing (an ephemeral reader, like ``tail -f``);
 * **commit after handling**: an event's offset is committed only once the handler
-  returned (with ``async for``: once you ask for the next event), every
+  returned (with ``async for``: once you ask for the next event); commits go out every
   ``commit_interval`` seconds, on a rebalance and on close. A crash replays the
   uncommitted events: delivery is at least once, so handlers must be idempotent;
 * **duplicates dropped**: the relay may publish an event again after a crash, always
@@ -35,14 +35,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from mirror.events.envelope import (
@@ -182,6 +182,8 @@ class EventSubscriber:
         self._seen = SeenIds(dedup_capacity)
         self._commit_interval = commit_interval
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit
+        self._buffer: deque[ConsumerRecord[bytes, bytes]] = deque()  # fetched, not yet returned
+        self._current: ConsumerRecord[bytes, bytes] | None = None  # returned, not yet handled
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self.stats = SubscriberStats()
@@ -224,26 +226,31 @@ class EventSubscriber:
     ) -> None:
         await self.stop()
 
-    def __aiter__(self) -> AsyncIterator[ReceivedEvent]:
-        return self.events()
+    def __aiter__(self) -> Self:
+        return self
 
-    async def events(self) -> AsyncIterator[ReceivedEvent]:
-        """Every new event, duplicates and unwanted types dropped.
+    async def __anext__(self) -> ReceivedEvent:
+        """The next new event, duplicates and unwanted types dropped.
 
-        An event counts as handled (and its offset may be committed) once you ask
-        for the next one; leaving the loop leaves the current one uncommitted.
+        The event returned before counts as handled now (its offset may be
+        committed): leaving the loop leaves the current event uncommitted.
         """
+        self._mark_handled()
         while True:
-            batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            for tp, records in batches.items():
-                for record in records:
-                    event = self._accept(record.topic, record.partition, record.offset, record)
-                    if event is not None:
-                        self.stats.delivered += 1
-                        yield event
-                    self._handled[tp] = record.offset + 1
-            if time.monotonic() - self._last_commit >= self._commit_interval:
-                await self.commit()
+            if not self._buffer:
+                if time.monotonic() - self._last_commit >= self._commit_interval:
+                    await self.commit()
+                batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                for records in batches.values():
+                    self._buffer.extend(records)
+                continue
+            record = self._buffer.popleft()
+            self._current = record
+            event = self._accept(record)
+            if event is not None:
+                self.stats.delivered += 1
+                return event
+            self._mark_handled()  # nothing to handle in a skipped record
 
     async def run(
         self,
@@ -251,26 +258,24 @@ class EventSubscriber:
         *,
         stop: asyncio.Event | None = None,
     ) -> None:
-        """Call ``handler`` for each event until ``stop`` is set; its exceptions propagate
-        (the event stays uncommitted and is delivered again after a restart)."""
+        """Call ``handler`` for each event until ``stop`` is set. An event is handled
+        when its handler returns; an exception propagates and leaves it uncommitted
+        (it is delivered again after a restart)."""
         stop = stop or asyncio.Event()
-        events = self.events()
+        stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                next_event = asyncio.ensure_future(anext(events))
-                stopping = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait({next_event, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stopping.cancel()
+                next_event = asyncio.ensure_future(self.__anext__())
+                await asyncio.wait({next_event, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not next_event.done():
                     next_event.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    with contextlib.suppress(asyncio.CancelledError):
                         await next_event
                     break
                 await handler(next_event.result())
+                self._mark_handled()
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            stopping.cancel()
 
     async def commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Commit the offsets of the handled events (no-op without a group)."""
@@ -293,12 +298,18 @@ class EventSubscriber:
             return
         self._committed.update(offsets)
 
-    def _accept(self, topic: str, partition: int, offset: int, record: Any) -> ReceivedEvent | None:
+    def _mark_handled(self) -> None:
+        record, self._current = self._current, None
+        if record is not None:
+            self._handled[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    def _accept(self, record: ConsumerRecord[bytes, bytes]) -> ReceivedEvent | None:
+        where = (record.topic, record.partition, record.offset)
         try:
-            event = received_event(topic, partition, offset, record.headers, record.value)
+            event = received_event(*where, record.headers, record.value)
         except (EnvelopeError, ValueError) as exc:
             self.stats.invalid += 1
-            log.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
+            log.warning("skipping %s[%d]@%d: %s", *where, exc)
             return None
         if not self._seen.add(event.id):
             self.stats.duplicates += 1
@@ -309,9 +320,14 @@ class EventSubscriber:
         return event
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
+        gone = set(partitions)
+        for tp in gone:
             self._handled.pop(tp, None)
             self._committed.pop(tp, None)
+        # Fetched records of partitions now owned by another member are theirs to handle.
+        self._buffer = deque(
+            r for r in self._buffer if TopicPartition(r.topic, r.partition) not in gone
+        )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

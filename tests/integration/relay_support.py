@@ -83,6 +83,13 @@ async def wait_all_sent(pool: asyncpg.Pool, limit: float = WAIT) -> None:
     await wait_until(drained, "every outbox row is marked sent", limit)
 
 
+async def wait_sent_above(pool: asyncpg.Pool, count: int, limit: float = WAIT) -> None:
+    async def above() -> bool:
+        return await sent_count(pool) > count
+
+    await wait_until(above, f"more than {count} rows are marked sent", limit)
+
+
 @dataclass(frozen=True)
 class Delivered:
     topic: str
