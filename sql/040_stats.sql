@@ -347,14 +347,21 @@ BEGIN
                                    FROM image_blobs b
                                    WHERE b.image_id = t.image_id AND b.kind = 'l'),
                                   ''::bytea) FROM 1 FOR 2048) AS chain
-        FROM touched t
-        WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.image_id = t.image_id)
-          AND EXISTS (SELECT 1 FROM stats_images s WHERE s.image_id = t.image_id)
+        FROM touched t JOIN stats_images s ON s.image_id = t.image_id
+        WHERE s.blob_rows + t.n > 0
+          AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.image_id = t.image_id)
+    ),
+    emptied AS (
+        -- all its blob rows gone (an image being deleted, or rewritten): nothing to read
+        SELECT t.image_id, 0::bigint AS layers, ''::bytea AS chain
+        FROM touched t JOIN stats_images s ON s.image_id = t.image_id
+        WHERE s.blob_rows + t.n <= 0
     )
     UPDATE stats_images s
     SET blob_rows = s.blob_rows + t.n, layer_count = k.layers, chain = k.chain
-    FROM touched t JOIN (SELECT * FROM fresh UNION ALL SELECT * FROM recomputed) k
-         ON k.image_id = t.image_id
+    FROM touched t
+    JOIN (SELECT * FROM fresh UNION ALL SELECT * FROM recomputed UNION ALL SELECT * FROM emptied) k
+        ON k.image_id = t.image_id
     WHERE s.image_id = t.image_id
     $q$, changed);
     PERFORM stats_fold_pending();
