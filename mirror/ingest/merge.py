@@ -54,7 +54,11 @@ log = logging.getLogger(__name__)
 
 DEADLOCK_RETRIES = 5
 
+# The walk's session commits without waiting for the WAL flush: a crash can lose
+# the last few page merges, but each with its events (same transaction), and the
+# next walk redoes them. Reset when the connection goes back to the pool.
 CREATE_WALK_TABLES = """
+SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
     created_at text, tags text[], doc text, content_hash bytea

@@ -1,0 +1,89 @@
+"""Pages turned into rows: docs, content hashes, blob records, dedup within a page."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from mirror.ingest.staging import (
+    MalformedImage,
+    blob_records,
+    blob_signature,
+    content_hash,
+    image_record,
+    page_images,
+)
+
+IMAGE = {
+    "id": "crpb",
+    "name": "reg1/team/app",
+    "digest": "sha256:ff",
+    "compressedSize": "300",
+    "config": {"id": "c1", "digest": "sha256:c", "size": "10"},
+    "layers": [
+        {"id": "l1", "digest": "sha256:1", "size": "100"},
+        {"digest": "sha256:2", "size": "200"},
+    ],
+    "tags": ["latest"],
+    "createdAt": "2024-01-01T00:00:00.123456789Z",
+}
+
+
+def test_doc_keeps_the_upstream_json_and_key_order() -> None:
+    raw = orjson.dumps(IMAGE)
+    [item] = page_images([orjson.loads(raw)])
+    assert item.doc == raw
+    assert item.content_hash == content_hash(raw) and len(item.content_hash) == 16
+
+
+def test_page_images_dedupes_and_sorts_by_id() -> None:
+    a = IMAGE | {"id": "crpz"}
+    b1 = IMAGE | {"id": "crpa", "tags": ["old"]}
+    b2 = IMAGE | {"id": "crpa", "tags": ["new"]}
+    items = page_images([a, b1, b2])
+    assert [i.id for i in items] == ["crpa", "crpz"]
+    assert items[0].image["tags"] == ["new"]
+
+
+def test_malformed_images_are_refused() -> None:
+    with pytest.raises(MalformedImage):
+        page_images([{"name": "x"}])
+    [item] = page_images([IMAGE | {"compressedSize": "lots"}])
+    with pytest.raises(MalformedImage):
+        image_record(item, None)
+
+
+def test_image_record_columns() -> None:
+    [item] = page_images([IMAGE])
+    record = image_record(item, "f1")
+    assert record[:8] == (
+        "crpb",
+        "reg1/team/app",
+        "reg1",
+        "f1",
+        "sha256:ff",
+        300,
+        "2024-01-01T00:00:00.123456789Z",
+        ["latest"],
+    )
+    assert record[8] == item.doc.decode() and record[9] == item.content_hash
+    [bare] = page_images([{"id": "crpc", "name": "reg2/x"}])
+    assert image_record(bare, None)[5:8] == (0, None, [])
+
+
+def test_blob_records_config_first_then_layers() -> None:
+    [item] = page_images([IMAGE])
+    assert blob_records(item) == [
+        ("crpb", "reg1", 0, "c", "sha256:c", "c1", 10),
+        ("crpb", "reg1", 1, "l", "sha256:1", "l1", 100),
+        ("crpb", "reg1", 2, "l", "sha256:2", None, 200),
+    ]
+    [no_config] = page_images([{k: v for k, v in IMAGE.items() if k != "config"}])
+    assert [r[2] for r in blob_records(no_config)] == [1, 2]
+
+
+def test_blob_signature_tells_blob_changes_from_tag_changes() -> None:
+    assert blob_signature(IMAGE) == blob_signature(IMAGE | {"tags": ["x"]})
+    assert blob_signature(IMAGE) != blob_signature(IMAGE | {"layers": IMAGE["layers"][:1]})
+    moved = IMAGE | {"layers": list(reversed(IMAGE["layers"]))}
+    assert blob_signature(IMAGE) != blob_signature(moved)
