@@ -47,6 +47,17 @@ FROM (
 ) t
 """
 
+# The folders or registries ($1: 'folder:' / 'registry:') that hold images now.
+SELECT_SCOPE_KEYS = """
+SELECT scope_key FROM (
+    SELECT scope_key, images FROM stats_totals WHERE starts_with(scope_key, $1)
+    UNION ALL
+    SELECT scope_key, images FROM stats_totals_pending WHERE starts_with(scope_key, $1)
+) t
+GROUP BY scope_key HAVING sum(images) > 0
+ORDER BY scope_key
+"""
+
 SELECT_TOP_LAYERS = """
 SELECT b.digest, b.size, b.ref_count,
        (SELECT count(*) FROM stats_repository_refs r
@@ -155,6 +166,12 @@ async def fetch_stats(conn: asyncpg.Connection | asyncpg.Pool, scope: Scope | No
         reclaimable_blobs=row["reclaimable_blobs"],
         reclaimable_bytes=row["reclaimable_bytes"],
     )
+
+
+async def fetch_scopes(conn: asyncpg.Connection | asyncpg.Pool, kind: ScopeKind) -> list[Scope]:
+    """The folders (or registries, repositories) that hold images, by id."""
+    rows = await conn.fetch(SELECT_SCOPE_KEYS, f"{kind.value}:")
+    return [Scope(kind, r["scope_key"].split(":", 1)[1]) for r in rows]
 
 
 async def fetch_layer_report(
