@@ -8,6 +8,7 @@ faithful fake; this one exists to stage precise races.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -53,6 +54,7 @@ class FakeUpstream:
         # before answering a List request: may mutate self.images or return a response
         self.before_list: Callable[[int], web.Response | None] | None = None
         self.before_get: Callable[[str], web.Response | None] | None = None
+        self.list_delay = 0.0  # seconds before each List answer (to catch a walk mid-way)
         self.url = ""
 
     def put(self, *images: dict[str, Any]) -> None:
@@ -73,6 +75,8 @@ class FakeUpstream:
 
     async def list_images(self, request: web.Request) -> web.Response:
         self.list_calls += 1
+        if self.list_delay:
+            await asyncio.sleep(self.list_delay)
         if self.before_list is not None:
             answer = self.before_list(self.list_calls)
             if answer is not None:

@@ -1,0 +1,200 @@
+"""`mirror ingest` as a process: --once --json, SIGTERM mid-walk, a killed walker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from mirror.ingest.loop import ingest_once
+from mirror.model import Scope
+from mirror.settings import Settings
+from mirror.upstream.client import UpstreamClient
+from mirror.upstream.throttle import Throttle
+from tests.integration.ingest_fake_upstream import FakeUpstream, make_image, serving
+
+FOLDER = Scope.parse("folder:f1")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with serving(FakeUpstream()) as upstream:
+        for i in range(3300):
+            upstream.put(make_image(i, registry=("reg1", "reg2", "reg3")[i % 3]))
+        yield upstream
+
+
+def child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+
+
+async def start_ingest(
+    fake: FakeUpstream, database_url: str, *args: str
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirror",
+        "ingest",
+        "--scope",
+        "folder:f1",
+        "--upstream-url",
+        fake.url,
+        "--database-url",
+        database_url,
+        "--log-level",
+        "WARNING",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
+
+
+async def index_ids(db_pool: asyncpg.Pool) -> set[str]:
+    async with db_pool.acquire() as conn:
+        return {r["id"] for r in await conn.fetch("SELECT id FROM images")}
+
+
+async def sync_in_process(db_pool: asyncpg.Pool, fake: FakeUpstream) -> None:
+    settings = Settings.load(env={}, upstream_url=fake.url)
+    async with aiohttp.ClientSession() as session:
+        client = UpstreamClient(session, settings, throttle=Throttle(10_000, 8))
+        summary = await ingest_once(db_pool, client, [FOLDER])
+    assert not summary.failed
+
+
+def in_f1(fake: FakeUpstream) -> set[str]:
+    return {k for k, v in fake.images.items() if v["name"].split("/")[0] in ("reg1", "reg2")}
+
+
+async def test_ingest_once_json_prints_the_summary_and_exits_zero(
+    fake, database_url, db_pool
+) -> None:  # type: ignore[no-untyped-def]
+    proc = await start_ingest(fake, database_url, "--once", "--json")
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()
+    summary = orjson.loads(out.splitlines()[-1])
+    assert {
+        "images",
+        "created",
+        "updated",
+        "deleted",
+        "pages",
+        "seconds",
+        "errors",
+    } <= summary.keys()
+    assert summary["images"] == summary["created"] == len(in_f1(fake))
+    assert (summary["pages"], summary["errors"]) == (3, 0)
+    assert await index_ids(db_pool) == in_f1(fake)
+
+
+async def test_ingest_once_exits_non_zero_when_a_scope_fails(database_url) -> None:  # type: ignore[no-untyped-def]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirror",
+        "ingest",
+        "--once",
+        "--json",
+        "--scope",
+        "registry:r1",
+        "--upstream-url",
+        "http://127.0.0.1:9",
+        "--database-url",
+        database_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env() | {"MIRROR_UPSTREAM_RPS": "1000"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=400)
+    assert proc.returncode == 1
+    summary = orjson.loads(out.splitlines()[-1])
+    assert summary["errors"] == 1 and summary["scopes"][0]["status"] == "failed"
+
+
+async def test_ingest_without_scopes_is_a_configuration_error(database_url) -> None:  # type: ignore[no-untyped-def]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirror",
+        "ingest",
+        "--once",
+        "--database-url",
+        database_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2 and b"MIRROR_SCOPES" in err
+
+
+async def wait_for_pages(db_pool: asyncpg.Pool, fake: FakeUpstream, calls: int) -> None:
+    for _ in range(600):
+        if fake.list_calls >= calls:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the ingest process never listed")
+
+
+async def test_sigterm_mid_walk_finishes_the_page_and_exits_cleanly(
+    fake, database_url, db_pool
+) -> None:  # type: ignore[no-untyped-def]
+    await sync_in_process(db_pool, fake)
+    gone = sorted(in_f1(fake))[0]
+    fake.delete(gone)
+    fake.list_calls = 0
+    fake.list_delay = 0.5
+    proc = await start_ingest(fake, database_url, "--once", "--json")
+    await wait_for_pages(db_pool, fake, 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    summary = orjson.loads(out.splitlines()[-1])
+    assert summary["scopes"][0]["status"] == "cancelled" and summary["deleted"] == 0
+    assert gone in await index_ids(db_pool)
+    async with db_pool.acquire() as conn:
+        run = await conn.fetchrow("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1")
+        assert run["status"] == "cancelled"
+        assert await conn.fetchval("SELECT lease_owner FROM scopes") is None
+
+
+async def test_invariant_1_killed_ingest_process_deletes_nothing_and_next_run_converges(
+    fake, database_url, db_pool
+) -> None:  # type: ignore[no-untyped-def]
+    await sync_in_process(db_pool, fake)
+    gone = sorted(in_f1(fake))[-1]
+    fake.delete(gone)
+    fake.put(make_image(99_999, registry="reg1"))
+    fake.list_calls = 0
+    fake.list_delay = 0.5
+    proc = await start_ingest(fake, database_url, "--once")
+    await wait_for_pages(db_pool, fake, 2)
+    proc.kill()
+    await asyncio.wait_for(proc.wait(), timeout=30)
+    assert gone in await index_ids(db_pool)
+    async with db_pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1")
+            == "running"
+        )
+        # the dead walker's lease runs out
+        await conn.execute("UPDATE scopes SET lease_until = now() - interval '1 second'")
+    fake.list_delay = 0
+    await sync_in_process(db_pool, fake)
+    assert await index_ids(db_pool) == in_f1(fake)
+    async with db_pool.acquire() as conn:
+        statuses = [
+            r["status"] for r in await conn.fetch("SELECT status FROM sync_runs ORDER BY id")
+        ]
+        assert statuses == ["complete", "failed", "complete"]
+        deleted = await conn.fetch("SELECT key FROM outbox WHERE type = 'registry.image.deleted'")
+        assert [r["key"] for r in deleted] == [gone]
