@@ -1,0 +1,226 @@
+"""``mirror simulate``: the upstream simulator as a server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+
+import click
+
+from mirror.model import Scope, ScopeKind
+from mirror.upstream.simulator.config import PageTokenStyle, SimulatorConfig
+from mirror.upstream.simulator.runtime import Simulator
+from mirror.upstream.simulator.server import start_simulator
+
+DEFAULT_PORT = 9090
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise click.BadParameter("must be between 0 and 1")
+    return value
+
+
+@click.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port (0: any free one)."
+)
+@click.option(
+    "--images",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Generated images (10 to 10,000,000; a million is ready in well under a second).",
+)
+@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
+@click.option("--folders", default=2, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--registries-per-folder", default=2, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--churn",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Changes a second: pushes 40%, tag moves 35%, deletions 25%.",
+)
+@click.option(
+    "--latency-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Mean added latency per request (log-normal).",
+)
+@click.option(
+    "--latency-sigma", default=0.5, show_default=True, type=click.FloatRange(0), help="Its spread."
+)
+@click.option(
+    "--error-rate",
+    default=0.0,
+    show_default=True,
+    callback=_rate,
+    type=float,
+    help="Share of 500/503 answers.",
+)
+@click.option(
+    "--throttle-rate",
+    default=0.0,
+    show_default=True,
+    callback=_rate,
+    type=float,
+    help="Share of 429 answers (with Retry-After).",
+)
+@click.option(
+    "--retry-after",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Retry-After seconds.",
+)
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    show_default=True,
+    callback=_rate,
+    type=float,
+    help="Share of dropped connections.",
+)
+@click.option(
+    "--token",
+    default=None,
+    envvar="MIRROR_SIMULATOR_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (missing: 401, wrong: 403).  [env MIRROR_SIMULATOR_TOKEN]",
+)
+@click.option(
+    "--page-token-style",
+    type=click.Choice([s.value for s in PageTokenStyle]),
+    default=PageTokenStyle.OFFSET.value,
+    show_default=True,
+    help="offset: pages shift when images are deleted mid-walk; cursor: keyset, stable.",
+)
+@click.option(
+    "--operation-delay",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds until a Delete operation is done.",
+)
+@click.option(
+    "--fault-seed", default=None, type=int, help="Seed the fault draws (reproducible faults)."
+)
+def simulate_command(
+    host: str,
+    port: int,
+    images: int,
+    seed: int,
+    folders: int,
+    registries_per_folder: int,
+    churn: float,
+    latency_ms: float,
+    latency_sigma: float,
+    error_rate: float,
+    throttle_rate: float,
+    retry_after: float,
+    drop_rate: float,
+    token: str | None,
+    page_token_style: str,
+    operation_delay: float,
+    fault_seed: int | None,
+) -> None:
+    """Serve a faithful fake of the cloud ImageService REST API over a generated registry.
+
+    The same paths, parameters, JSON and errors as the cloud (List, Get, Delete
+    and the Operation service) on one port, plus an admin API under /_simulator
+    to push, re-tag and delete images and to switch faults at run time.
+    See docs/SIMULATOR.md.
+    """
+    try:
+        config = SimulatorConfig(
+            images=images,
+            seed=seed,
+            folders=folders,
+            registries_per_folder=registries_per_folder,
+            churn=churn,
+            latency_ms=latency_ms,
+            latency_sigma=latency_sigma,
+            error_rate=error_rate,
+            throttle_rate=throttle_rate,
+            retry_after=retry_after,
+            drop_rate=drop_rate,
+            token=token,
+            page_token_style=PageTokenStyle(page_token_style),
+            operation_delay=operation_delay,
+            fault_seed=fault_seed,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config, host, port))
+
+
+async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+    started = time.perf_counter()
+    simulator = Simulator.from_config(config)
+    ready = time.perf_counter() - started
+    try:
+        running = await start_simulator(host=host, port=port, simulator=simulator)
+    except OSError as exc:
+        click.echo(f"mirror simulate: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        sys.exit(1)
+    _print_banner(running.url, simulator, ready)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await running.close()
+        click.echo("simulator stopped", err=True)
+
+
+def _print_banner(url: str, simulator: Simulator, ready_s: float) -> None:
+    config, registry = simulator.config, simulator.registry
+    model = registry.model
+    echo = click.echo
+    echo(
+        f"registry simulator: {config.images:,} images, {model.repository_count:,} repositories, "
+        f"{len(model.registry_ids)} registries in {len(model.folder_ids)} folders "
+        f"(seed {config.seed}), ready in {ready_s:.2f} s"
+    )
+    echo(f"  images API:  {url}/container-registry/v1/images")
+    echo(f"  operations:  {url}/operations/{{operationId}}")
+    echo(f"  admin API:   {url}/_simulator/state")
+    for folder, folder_id in enumerate(model.folder_ids[:20]):
+        registries = ", ".join(model.registry_ids[r] for r in model.folder_registries(folder))
+        count = registry.count(Scope(ScopeKind.FOLDER, folder_id))
+        echo(f"  folder {folder_id}: {count:,} images; registries {registries}")
+    if len(model.folder_ids) > 20:
+        echo(f"  ... and {len(model.folder_ids) - 20} more folders (GET /_simulator/state)")
+    faults = simulator.faults
+    extras = [f"page tokens: {faults.page_token_style.value}"]
+    if config.churn:
+        extras.append(f"churn {config.churn:g}/s")
+    if faults.latency_ms:
+        extras.append(f"latency ~{faults.latency_ms:g} ms")
+    for name, rate in (
+        ("errors", faults.error_rate),
+        ("429s", faults.throttle_rate),
+        ("drops", faults.drop_rate),
+    ):
+        if rate:
+            extras.append(f"{name} {rate:.1%}")
+    if faults.token:
+        extras.append("bearer token required")
+    echo("  " + ", ".join(extras))
+    scopes = ",".join(f"folder:{f}" for f in model.folder_ids[:20])
+    echo(
+        f"  mirror it:   MIRROR_UPSTREAM_URL={url} MIRROR_OPERATION_URL={url} MIRROR_SCOPES={scopes}"
+    )
+    echo(
+        f"  try:         curl '{url}/container-registry/v1/images?folderId={model.folder_ids[0]}&pageSize=2'"
+    )
+    sys.stdout.flush()

@@ -1,0 +1,70 @@
+"""Running the simulator on a real socket, in-process: for tests, benchmarks and ``mirror simulate``.
+
+async with serve_simulator(SimulatorConfig(images=5000)) as upstream:
+    settings = ...(upstream_url=upstream.url, operation_url=upstream.url)
+    ...
+    assert upstream.registry.get(image_id) is None
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from mirror.upstream.simulator.app import create_simulator_app
+from mirror.upstream.simulator.config import SimulatorConfig
+from mirror.upstream.simulator.runtime import SIMULATOR, Simulator
+from mirror.upstream.simulator.state import SimulatedRegistry
+
+
+@dataclass(slots=True)
+class RunningSimulator:
+    """A simulator listening on ``url`` (``http://host:port``, the base URL of both services)."""
+
+    url: str
+    simulator: Simulator
+    runner: web.AppRunner
+
+    @property
+    def registry(self) -> SimulatedRegistry:
+        return self.simulator.registry
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_simulator(
+    config: SimulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    simulator: Simulator | None = None,
+) -> RunningSimulator:
+    """Build and start a simulator; ``port=0`` picks a free port (read it from ``url``)."""
+    app = create_simulator_app(config, simulator=simulator)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+    except BaseException:
+        await runner.cleanup()
+        raise
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return RunningSimulator(f"http://{shown}:{bound_port}", app[SIMULATOR], runner)
+
+
+@contextlib.asynccontextmanager
+async def serve_simulator(
+    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[RunningSimulator]:
+    """``start_simulator`` as an async context manager that always stops it."""
+    running = await start_simulator(config, host=host, port=port)
+    try:
+        yield running
+    finally:
+        await running.close()
