@@ -1,0 +1,249 @@
+"""Ingest benchmark: first mirror and unchanged re-sync from the simulator.
+
+For each size, each run: a fresh database, the simulator (``mirror simulate``) in
+its own process, then ``mirror ingest --once --json`` twice in a child process
+(first mirror, then the unchanged re-sync). Figures per pass: images/s from the
+pass's own clock (the JSON summary's ``seconds``; process start-up and
+migrations excluded) and the child's peak RSS. Medians over the runs go to
+``bench/RESULTS.md`` with the exact command line.
+
+    python -m bench.ingest_bench                       # 100,000 x3 and 1,000,000 x1
+    python -m bench.ingest_bench --sizes 100000 --runs 5 --no-record
+
+The database is an embedded PostgreSQL in a temporary folder unless
+``--database-url`` names a server (an admin DSN: a database is created per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from tests.postgres_fixture import dsn_with_database, new_database_name
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## Ingest"
+TARGET_FIRST = 20_000
+TARGET_RESYNC = 100_000
+
+
+@dataclass(frozen=True)
+class Pass:
+    images: int
+    seconds: float
+    peak_rss_mb: float
+    created: int
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def simulator(images: int, seed: int) -> Iterator[tuple[str, list[str]]]:
+    """A simulator process; yields its URL and its folder ids."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mirror", "simulate", "--port", str(port),
+         "--images", str(images), "--seed", str(seed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        state: dict[str, Any] | None = None
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(url + "/_simulator/state", timeout=5) as resp:
+                    state = orjson.loads(resp.read())
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("the simulator exited at start") from None
+                time.sleep(0.1)
+        if state is None:
+            raise RuntimeError("the simulator did not answer")
+        assert int(state["images"]) == images, state["images"]
+        yield url, [f["id"] for f in state["folders"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def ingest_pass(url: str, dsn: str, scopes: list[str]) -> Pass:
+    """One `mirror ingest --once --json` child; its summary and peak RSS (wait4)."""
+    cmd = [sys.executable, "-m", "mirror", "ingest", "--once", "--json", "--upstream-url", url,
+           "--database-url", dsn, "--log-level", "WARNING"]  # fmt: skip
+    for scope in scopes:
+        cmd += ["--scope", scope]
+    # A local simulator: the cloud's default request budget would be the bound, not the ingest.
+    env = child_env(MIRROR_UPSTREAM_RPS="2000", MIRROR_UPSTREAM_CONCURRENCY="8")
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        lines = out.read().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"ingest exited {proc.returncode}")
+    summary = orjson.loads(lines[-1])
+    return Pass(
+        images=summary["images"],
+        seconds=summary["seconds"],
+        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        created=summary["created"],
+        errors=summary["errors"],
+    )
+
+
+async def create_database(admin_dsn: str) -> str:
+    name = new_database_name("bench")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return dsn_with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    name = dsn.rsplit("/", 1)[-1].split("?")[0]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def bench_server(database_url: str | None) -> Iterator[str]:
+    if database_url:
+        yield database_url
+        return
+    from mirror.store.embedded import EmbeddedPostgres
+
+    data_dir = Path(tempfile.mkdtemp(prefix="mirror-bench-pg-"))
+    server = EmbeddedPostgres(data_dir, delete_on_stop=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_size(admin_dsn: str, images: int, runs: int) -> tuple[list[Pass], list[Pass]]:
+    firsts: list[Pass] = []
+    resyncs: list[Pass] = []
+    for run in range(runs):
+        dsn = asyncio.run(create_database(admin_dsn))
+        try:
+            with simulator(images, seed=run + 1) as (url, folders):
+                scopes = [f"folder:{f}" for f in folders]
+                first = ingest_pass(url, dsn, scopes)
+                assert first.images == images == first.created, (first, images)
+                resync = ingest_pass(url, dsn, scopes)
+                assert resync.created == 0 and resync.errors == 0
+        finally:
+            asyncio.run(drop_database(admin_dsn, dsn))
+        firsts.append(first)
+        resyncs.append(resync)
+        print(
+            f"{images:>9,} run {run + 1}/{runs}: first {first.rate:>9,.0f}/s "
+            f"({first.seconds:.1f}s, {first.peak_rss_mb:.0f} MB)  re-sync {resync.rate:>9,.0f}/s "
+            f"({resync.seconds:.1f}s, {resync.peak_rss_mb:.0f} MB)",
+            flush=True,
+        )
+    return firsts, resyncs
+
+
+def median(passes: list[Pass], attr: str) -> float:
+    return statistics.median(getattr(p, attr) for p in passes)
+
+
+def record(rows: list[str], command: str) -> None:
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n")
+    text = RESULTS.read_text()
+    header = (
+        "| date | command | images | runs | first mirror images/s | first peak RSS MB "
+        "| re-sync images/s | re-sync peak RSS MB | load avg (1 min) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    if SECTION not in text:
+        text = text.rstrip("\n") + (
+            f"\n\n{SECTION}\n\n`bench/ingest_bench.py`: simulator in its own process, "
+            "`mirror ingest --once --json` in a child process, fresh database per run; "
+            f"medians. Targets: first mirror >= {TARGET_FIRST:,} images/s, unchanged re-sync "
+            f">= {TARGET_RESYNC:,} images/s, memory flat.\n\n" + header
+        )
+    # append the new rows at the end of the ingest table (older rows are kept)
+    start = text.index(SECTION)
+    next_section = text.find("\n## ", start + len(SECTION))
+    end = len(text) if next_section == -1 else next_section
+    body = text[start:end].rstrip("\n") + "\n" + "\n".join(rows) + "\n"
+    text = text[:start] + body + text[end:]
+    RESULTS.write_text(text)
+    print(f"recorded in {RESULTS} ({command})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated image counts")
+    parser.add_argument("--runs", default="3,1", help="runs per size (one value, or one per size)")
+    parser.add_argument("--database-url", default=os.environ.get("MIRROR_BENCH_DATABASE_URL"))
+    parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs = [int(r) for r in args.runs.split(",")]
+    runs = runs * len(sizes) if len(runs) == 1 else runs
+    command = "python -m bench.ingest_bench " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    rows = []
+    with bench_server(args.database_url) as admin_dsn:
+        for size, n in zip(sizes, runs, strict=True):
+            firsts, resyncs = run_size(admin_dsn, size, n)
+            load = os.getloadavg()[0]
+            rows.append(
+                f"| {datetime.now(UTC):%Y-%m-%d} | `{command.strip()}` | {size:,} | {n} "
+                f"| {median(firsts, 'rate'):,.0f} | {median(firsts, 'peak_rss_mb'):.0f} "
+                f"| {median(resyncs, 'rate'):,.0f} | {median(resyncs, 'peak_rss_mb'):.0f} | {load:.1f} |"
+            )
+            print(rows[-1], flush=True)
+    if not args.no_record:
+        record(rows, command)
+
+
+if __name__ == "__main__":
+    main()
