@@ -1,0 +1,265 @@
+"""The ingest with the upstream simulator (in-process, on a free port) and real PostgreSQL;
+faults and changes go through the simulator's admin API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from mirror.ingest.loop import ingest_once
+from mirror.ingest.summary import WalkStatus
+from mirror.model import Scope
+from mirror.settings import Settings
+from mirror.upstream.client import Page, UpstreamClient
+from mirror.upstream.retry import RetryPolicy
+from mirror.upstream.simulator.config import SimulatorConfig
+from mirror.upstream.simulator.server import RunningSimulator, serve_simulator
+from mirror.upstream.throttle import Throttle
+
+FAST_RETRY = RetryPolicy(max_attempts=12, base_delay=0.001, max_delay=0.02, max_retry_after=0.05)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RunningSimulator]:
+    async with serve_simulator(SimulatorConfig(images=3000, seed=7, retry_after=0)) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def client(upstream: RunningSimulator, session: aiohttp.ClientSession) -> UpstreamClient:
+    settings = Settings.load(env={}, upstream_url=upstream.url, operation_url=upstream.url)
+    return UpstreamClient(
+        session, settings, retry=FAST_RETRY, throttle=Throttle(rate=100_000, concurrency=8)
+    )
+
+
+async def admin(
+    session: aiohttp.ClientSession,
+    upstream: RunningSimulator,
+    method: str,
+    path: str,
+    body: Any = None,
+) -> Any:
+    async with session.request(method, f"{upstream.url}/_simulator{path}", json=body) as resp:
+        assert resp.status < 300, await resp.text()
+        return (
+            orjson.loads(await resp.read())
+            if resp.content_type == "application/json"
+            else await resp.text()
+        )
+
+
+async def folder_scopes(session: aiohttp.ClientSession, upstream: RunningSimulator) -> list[Scope]:
+    state = await admin(session, upstream, "GET", "/state")
+    return [Scope.parse(f"folder:{f['id']}") for f in state["folders"]]
+
+
+async def upstream_images(client: UpstreamClient, scopes: list[Scope]) -> dict[str, dict[str, Any]]:
+    """Everything the upstream lists (while nothing changes)."""
+    out: dict[str, dict[str, Any]] = {}
+    for scope in scopes:
+        async for page in client.iter_pages(scope):
+            out.update((i["id"], i) for i in page.images)
+    return out
+
+
+async def indexed(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+    return {
+        r["id"]: orjson.loads(r["doc"])
+        for r in await conn.fetch("SELECT id, doc::text AS doc FROM images")
+    }
+
+
+async def image_events(conn: asyncpg.Connection, after: int = 0) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT type, key FROM outbox WHERE id > $1 AND topic = 'images' ORDER BY id", after
+    )
+    return [(r["type"], r["key"]) for r in rows]
+
+
+class AfterPages:
+    """Wraps the client: runs an admin action once the walk has read ``n`` pages."""
+
+    def __init__(self, client: UpstreamClient, n: int, action: Any) -> None:
+        self.client, self.n, self.action, self.pages = client, n, action, 0
+
+    async def iter_pages(self, scope: Scope, page_size: int = 1000) -> AsyncIterator[Page]:
+        async for page in self.client.iter_pages(scope, page_size):
+            yield page
+            self.pages += 1
+            if self.pages == self.n:
+                await self.action()
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None:
+        return await self.client.get_image(image_id)
+
+
+async def test_first_sync_equals_the_simulator_exactly(db_pool, upstream, session, client) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    summary = await ingest_once(db_pool, client, scopes, page_size=500)
+    assert all(r.status is WalkStatus.COMPLETE for r in summary.scopes)
+    expected = await upstream_images(client, scopes)
+    assert summary.images == summary.created == len(expected) == 3000
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == expected
+        created = {k for t, k in await image_events(conn) if t == "registry.image.created"}
+        assert created == set(expected)
+        layers = sum(len(i.get("layers", ())) + ("config" in i) for i in expected.values())
+        assert await conn.fetchval("SELECT count(*) FROM image_blobs") == layers
+        mismatch = await conn.fetchval(
+            "SELECT count(*) FROM blobs b WHERE ref_count <> (SELECT count(*) FROM image_blobs ib WHERE ib.digest = b.digest)"
+        )
+        assert mismatch == 0
+
+
+async def test_invariant_6_unchanged_simulator_resync_writes_nothing(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes)
+    async with db_pool.acquire() as conn:
+        query = "SELECT count(*), coalesce(sum(xmin::text::bigint), 0) FROM {}"
+        before = [
+            tuple(await conn.fetchrow(query.format(t)))
+            for t in ("images", "image_blobs", "blobs", "outbox")
+        ]
+    summary = await ingest_once(db_pool, client, scopes)
+    assert (summary.images, summary.created, summary.updated, summary.deleted) == (3000, 0, 0, 0)
+    async with db_pool.acquire() as conn:
+        after = [
+            tuple(await conn.fetchrow(query.format(t)))
+            for t in ("images", "image_blobs", "blobs", "outbox")
+        ]
+    assert after == before
+
+
+async def test_pushes_tag_moves_and_deletes_give_exactly_the_right_events(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes)
+    before = await upstream_images(client, scopes)
+    some = sorted(before)
+    repo = before[some[0]]["name"]
+    await admin(session, upstream, "POST", "/images", {"repositoryName": repo, "tags": ["fresh"]})
+    await admin(session, upstream, "POST", f"/images/{some[1]}/tags", {"add": ["moved-here"]})
+    await admin(
+        session,
+        upstream,
+        "POST",
+        f"/images/{some[2]}/tags",
+        {"remove": before[some[2]].get("tags", [])},
+    )
+    await admin(session, upstream, "DELETE", f"/images/{some[3]}")
+    await admin(session, upstream, "DELETE", f"/images/{some[4]}")
+    after = await upstream_images(client, scopes)
+    expected = sorted(
+        [("registry.image.created", k) for k in after.keys() - before.keys()]
+        + [("registry.image.deleted", k) for k in before.keys() - after.keys()]
+        + [
+            ("registry.image.updated", k)
+            for k in after.keys() & before.keys()
+            if after[k] != before[k]
+        ]
+    )
+    async with db_pool.acquire() as conn:
+        mark = await conn.fetchval("SELECT max(id) FROM outbox")
+    summary = await ingest_once(db_pool, client, scopes)
+    assert (summary.created, summary.deleted) == (1, 2)
+    async with db_pool.acquire() as conn:
+        assert sorted(await image_events(conn, mark)) == expected
+        assert await indexed(conn) == after
+
+
+async def test_invariant_1_5xx_storm_mid_walk_deletes_nothing_then_converges(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes[:1], page_size=200)
+    victim = sorted(await upstream_images(client, scopes[:1]))[-1]
+    await admin(session, upstream, "DELETE", f"/images/{victim}")
+
+    async def storm() -> None:
+        await admin(session, upstream, "PATCH", "/faults", {"errorRate": 1.0})
+
+    summary = await ingest_once(db_pool, AfterPages(client, 2, storm), scopes[:1], page_size=200)
+    assert summary.scopes[0].status is WalkStatus.FAILED and summary.deleted == 0
+    async with db_pool.acquire() as conn:
+        assert victim in await indexed(conn)
+    await admin(session, upstream, "PATCH", "/faults", {"errorRate": 0.0})
+    summary = await ingest_once(db_pool, client, scopes[:1], page_size=200)
+    assert summary.scopes[0].status is WalkStatus.COMPLETE and summary.deleted == 1
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == await upstream_images(client, scopes[:1])
+
+
+async def test_invariant_1_offset_page_shift_under_deletes_is_no_false_deletion(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes[:1], page_size=100)
+    ids = sorted(await upstream_images(client, scopes[:1]))
+
+    async def delete_early() -> None:
+        for image_id in ids[:10]:  # already walked past: the next pages shift by 10
+            await admin(session, upstream, "DELETE", f"/images/{image_id}")
+
+    summary = await ingest_once(
+        db_pool, AfterPages(client, 3, delete_early), scopes[:1], page_size=100
+    )
+    result = summary.scopes[0]
+    assert result.status is WalkStatus.COMPLETE
+    assert result.deleted == 0 and result.anomalies == 10  # skipped by the shift, confirmed present
+    async with db_pool.acquire() as conn:
+        assert set(await indexed(conn)) == set(ids)
+    summary = await ingest_once(db_pool, client, scopes[:1], page_size=100)
+    assert summary.deleted == 10
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == await upstream_images(client, scopes[:1])
+        deleted = sorted(k for t, k in await image_events(conn) if t == "registry.image.deleted")
+        assert deleted == ids[:10]
+
+
+async def test_429_and_drop_storm_is_ridden_out(db_pool, upstream, session, client) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await admin(
+        session,
+        upstream,
+        "PATCH",
+        "/faults",
+        {"throttleRate": 0.4, "retryAfter": 0, "dropRate": 0.1},
+    )
+    summary = await ingest_once(db_pool, client, scopes, page_size=250)
+    assert all(r.status is WalkStatus.COMPLETE for r in summary.scopes)
+    await admin(session, upstream, "PATCH", "/faults", {"throttleRate": 0, "dropRate": 0})
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == await upstream_images(client, scopes)
+
+
+async def test_churn_during_walks_never_reports_a_live_image_deleted(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await admin(session, upstream, "PUT", "/churn", {"rate": 400})
+    for _ in range(3):
+        summary = await ingest_once(db_pool, client, scopes, page_size=100)
+        assert not summary.failed
+    await admin(session, upstream, "PUT", "/churn", {"rate": 0})
+    await ingest_once(db_pool, client, scopes, page_size=100)
+    await ingest_once(db_pool, client, scopes, page_size=100)
+    live = await upstream_images(client, scopes)
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == live
+        deleted = {k for t, k in await image_events(conn) if t == "registry.image.deleted"}
+        assert not deleted & live.keys()
