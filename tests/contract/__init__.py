@@ -1,0 +1,1 @@
+"""Contract tests: the upstream ImageService behaviour, runnable against any compatible API."""
