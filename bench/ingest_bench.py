@@ -101,6 +101,31 @@ def simulator(images: int, seed: int) -> Iterator[tuple[str, list[str]]]:
         proc.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def replay(source: str, folder: str) -> Iterator[str]:
+    """A replay upstream recorded from the simulator at ``source`` (bench/ingest_replay.py)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.ingest_replay", "--from", source, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(6000):
+            try:
+                probe = f"{url}/container-registry/v1/images?folderId={folder}"
+                with urllib.request.urlopen(probe, timeout=5):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("the replay upstream exited at start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def ingest_pass(url: str, dsn: str, scopes: list[str]) -> Pass:
     """One `mirror ingest --once --json` child; its summary and peak RSS (wait4)."""
     cmd = [sys.executable, "-m", "mirror", "ingest", "--once", "--json", "--upstream-url", url,
@@ -162,13 +187,18 @@ def bench_server(database_url: str | None) -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def run_size(admin_dsn: str, images: int, runs: int) -> tuple[list[Pass], list[Pass]]:
+def run_size(
+    admin_dsn: str, images: int, runs: int, *, use_replay: bool = False
+) -> tuple[list[Pass], list[Pass]]:
     firsts: list[Pass] = []
     resyncs: list[Pass] = []
     for run in range(runs):
         dsn = asyncio.run(create_database(admin_dsn))
         try:
-            with simulator(images, seed=run + 1) as (url, folders):
+            with contextlib.ExitStack() as stack:
+                url, folders = stack.enter_context(simulator(images, seed=run + 1))
+                if use_replay:
+                    url = stack.enter_context(replay(url, folders[0]))
                 scopes = [f"folder:{f}" for f in folders]
                 first = ingest_pass(url, dsn, scopes)
                 assert first.images == images == first.created, (first, images)
@@ -223,6 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="3,1", help="runs per size (one value, or one per size)")
     parser.add_argument("--database-url", default=os.environ.get("MIRROR_BENCH_DATABASE_URL"))
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="serve the simulator's pages from memory (bench/ingest_replay.py): the ingest's own bound",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = [int(r) for r in args.runs.split(",")]
@@ -233,10 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with bench_server(args.database_url) as admin_dsn:
         for size, n in zip(sizes, runs, strict=True):
-            firsts, resyncs = run_size(admin_dsn, size, n)
+            firsts, resyncs = run_size(admin_dsn, size, n, use_replay=args.replay)
             load = os.getloadavg()[0]
             rows.append(
-                f"| {datetime.now(UTC):%Y-%m-%d} | `{command.strip()}` | {size:,} | {n} "
+                f"| {datetime.now(UTC):%Y-%m-%d} | `{command.strip()}` "
+                f"| {size:,}{' (replay)' if args.replay else ''} | {n} "
                 f"| {median(firsts, 'rate'):,.0f} | {median(firsts, 'peak_rss_mb'):.0f} "
                 f"| {median(resyncs, 'rate'):,.0f} | {median(resyncs, 'peak_rss_mb'):.0f} | {load:.1f} |"
             )
