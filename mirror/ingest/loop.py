@@ -76,20 +76,27 @@ async def run_ingest_loop(
     owner = new_owner_id()
     while not stop.is_set():
         started = time.monotonic()
-        summary = await ingest_once(pool, client, scopes, stop=stop, owner=owner, progress=progress)
-        log.info(
-            "ingest pass: %d image(s), %d created, %d updated, %d deleted, %d error(s) in %.1fs",
-            summary.images,
-            summary.created,
-            summary.updated,
-            summary.deleted,
-            summary.errors,
-            summary.seconds,
-        )
-        if on_pass is not None:
-            maybe = on_pass(summary)
-            if maybe is not None:
-                await maybe
+        try:
+            summary = await ingest_once(
+                pool, client, scopes, stop=stop, owner=owner, progress=progress
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The database went away between walks: try again next interval.
+            log.warning("ingest pass failed: %s", exc)
+        else:
+            log.info(
+                "ingest pass: %d image(s), %d created, %d updated, %d deleted, %d error(s) in %.1fs",
+                summary.images,
+                summary.created,
+                summary.updated,
+                summary.deleted,
+                summary.errors,
+                summary.seconds,
+            )
+            if on_pass is not None:
+                maybe = on_pass(summary)
+                if maybe is not None:
+                    await maybe
         delay = max(0.0, interval - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)

@@ -158,8 +158,7 @@ async def walk_scope(
             updated=counts.merged.updated,
             deleted=deletions.deleted,
             anomalies=deletions.anomalies,
-            errors=deletions.errors
-            + (1 if status is WalkStatus.FAILED and not deletions.errors else 0),
+            errors=deletions.errors or (1 if status is WalkStatus.FAILED else 0),
             seconds=seconds,
             error=error,
         )

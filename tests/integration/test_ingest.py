@@ -444,3 +444,26 @@ async def test_stop_between_pages_cancels_without_deleting(db_pool, fake, client
             await conn.fetchval("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1")
             == "cancelled"
         )
+
+
+async def test_run_ingest_loop_repeats_passes_until_stopped(db_pool, fake, client) -> None:  # type: ignore[no-untyped-def]
+    from mirror.ingest.loop import run_ingest_loop
+    from mirror.ingest.summary import IngestSummary
+
+    populate(fake, 30)
+    stop = asyncio.Event()
+    passes: list[IngestSummary] = []
+
+    def on_pass(summary: IngestSummary) -> None:
+        passes.append(summary)
+        if len(passes) == 1:
+            fake.put(make_image(5000, registry="reg1"))
+        if len(passes) == 3:
+            stop.set()
+
+    settings = Settings.load(env={"MIRROR_SCOPES": "folder:f1"})
+    await asyncio.wait_for(
+        run_ingest_loop(db_pool, client, settings, interval=0, stop=stop, on_pass=on_pass),
+        timeout=60,
+    )
+    assert [p.created for p in passes] == [len(in_folder(fake, "f1")) - 1, 1, 0]
