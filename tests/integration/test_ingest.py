@@ -92,8 +92,18 @@ async def check_ref_counts(conn: asyncpg.Connection) -> None:
 
 
 async def test_first_sync_equals_upstream_exactly(db_pool, fake, client) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    pages_before = sample("mirror_ingest_pages_total", scope="folder:f1")
+    created_before = sample("mirror_ingest_changes_total", kind="created")
     populate(fake, 2500)
     summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000)
+    assert sample("mirror_ingest_pages_total", scope="folder:f1") == pages_before + 2
+    assert sample("mirror_ingest_changes_total", kind="created") == created_before + summary.created
+    assert sample("mirror_ingest_lag_seconds", scope="folder:f1") >= 0
     expected = in_folder(fake, "f1")
     assert summary.scopes[0].status is WalkStatus.COMPLETE
     assert (summary.images, summary.created, summary.pages) == (len(expected), len(expected), 2)
