@@ -81,7 +81,10 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` and microseconds; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    # isoformat is several times faster than strftime (the relay's hot path).
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def kafka_topic(prefix: str, topic: str) -> str:

@@ -24,7 +24,7 @@ UNLOCK = "SELECT pg_advisory_unlock($1)"
 CLAIM_BATCH = """
 SELECT id, event_id, topic, key, type, source, time, data::text AS data
 FROM outbox
-WHERE sent_at IS NULL
+WHERE sent_at IS NULL AND id > $2
 ORDER BY id
 LIMIT $1
 """
@@ -63,9 +63,11 @@ async def unlock_relay(conn: asyncpg.Connection) -> None:
     await conn.fetchval(UNLOCK, RELAY_LOCK_KEY)
 
 
-async def claim_outbox_batch(conn: asyncpg.Connection, limit: int) -> list[OutboxEvent]:
-    """The oldest unsent events, at most ``limit``, in commit order."""
-    rows = await conn.fetch(CLAIM_BATCH, limit)
+async def claim_outbox_batch(
+    conn: asyncpg.Connection, limit: int, *, after: int = 0
+) -> list[OutboxEvent]:
+    """The oldest unsent events past outbox id ``after``, at most ``limit``, in commit order."""
+    rows = await conn.fetch(CLAIM_BATCH, limit, after)
     return [OutboxEvent.from_row(row) for row in rows]
 
 

@@ -32,8 +32,10 @@ import os
 import socket
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -91,12 +93,22 @@ DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 ProducerFactory = Callable[[str], AIOKafkaProducer]
 
+# The active relay's session: named after the process (pg_stat_activity shows which
+# relay holds the lock), and committing without waiting for the WAL flush: a "sent"
+# mark lost in a database crash only makes the relay send those events again (same
+# ce_id); it never loses one.
+SESSION_SETUP = """
+SELECT set_config('application_name', $1, false),
+       set_config('synchronous_commit', 'off', false)
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class RelayOptions:
     """Tuning knobs; the defaults suit production."""
 
     batch_size: int = 1000
+    pipeline_depth: int = 2  # batches in flight: the next is prepared while Kafka acks one
     poll_interval: float = 1.0  # fallback when a NOTIFY is missed
     lock_poll_interval: float = 1.0  # how often a standby tries to take over
     retention_interval: float = 300.0  # how often expired sent rows are deleted
@@ -104,6 +116,21 @@ class RelayOptions:
     max_retry_backoff: float = 10.0
     ack_warn_interval: float = 10.0  # log while Kafka keeps a batch waiting this long
     shutdown_timeout: float = 10.0  # for flushing the producer when stopping
+
+
+class _Outcome(Enum):
+    DRAINED = "drained"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Events handed to the producer and, one for each sent so far, Kafka's answers."""
+
+    events: list[OutboxEvent]
+    futures: list[asyncio.Future[object]]
+    refused: bool  # the producer refused an event: the rest of the batch was not sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +208,7 @@ class Relay:
 
     async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event, *, once: bool) -> None:
         ACTIVE.set(1)
-        await conn.execute("SELECT set_config('application_name', $1, false)", self._identity)
+        await conn.execute(SESSION_SETUP, self._identity)
         log.info(
             "active relay (%s): publishing to %s, topics %s.{images,blobs}, compression %s",
             self._identity, self._bootstrap, self._settings.kafka_topic_prefix, compression_type(),
@@ -229,40 +256,70 @@ class Relay:
     async def _drain(
         self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
     ) -> bool:
-        """Publish batches until the outbox is empty (True) or ``stop`` is set (False)."""
+        """Publish until the outbox is empty (True) or ``stop`` is set (False)."""
         backoff = self._options.retry_backoff
         while not stop.is_set():
-            events = await claim_outbox_batch(conn, self._options.batch_size)
-            if not events:
-                return True
-            acked = await self._publish(producer, events, stop)
+            outcome = await self._pipeline(conn, producer, stop)
+            if outcome is not _Outcome.FAILED:
+                return outcome is _Outcome.DRAINED
+            BATCHES.labels("failed").inc()
+            LAG.set(await oldest_unsent_age(conn))
+            log.warning("relay: retrying from the first unacknowledged event in %.1fs", backoff)
+            await _wait(stop, backoff)
+            backoff = min(backoff * 2, self._options.max_retry_backoff)
+        return False
+
+    async def _pipeline(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> _Outcome:
+        """Claim, send and mark batches, ``pipeline_depth`` of them in flight.
+
+        While Kafka compresses and acknowledges one batch, the next is claimed and
+        handed to the producer. Batches are marked in order, each only up to its
+        first unacknowledged event; a failure ends the pipeline (after the later
+        batches settle) so the next round starts again from that event.
+        """
+        window: deque[_Batch] = deque()
+        cursor = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(window) < self._options.pipeline_depth:
+                if stop.is_set():
+                    break
+                events = await claim_outbox_batch(conn, self._options.batch_size, after=cursor)
+                if not events:
+                    exhausted = True
+                    break
+                batch = await self._send(producer, events)
+                window.append(batch)
+                cursor = events[-1].id
+                exhausted = len(events) < self._options.batch_size or batch.refused
+            if not window:
+                return _Outcome.STOPPED if stop.is_set() else _Outcome.DRAINED
+            batch = window.popleft()
+            acked = await self._acknowledged(batch, stop)
+            events = batch.events
             if acked:
                 await mark_sent(conn, events[0].id, events[acked - 1].id)
                 self.published += acked
                 for topic, count in Tally(e.topic for e in events[:acked]).items():
                     EVENTS_PUBLISHED.labels(topic).inc(count)
             if acked < len(events):
-                BATCHES.labels("failed").inc()
                 if stop.is_set():
-                    return False
+                    return _Outcome.STOPPED
                 log.warning(
-                    "relay: %d of %d events acknowledged; retrying from outbox id %d in %.1fs",
-                    acked, len(events), events[acked].id, backoff,
+                    "relay: Kafka acknowledged %d of %d events; outbox id %d and later stay unsent",
+                    acked, len(events), events[acked].id,
                 )  # fmt: skip
-                LAG.set(await oldest_unsent_age(conn))
-                await _wait(stop, backoff)
-                backoff = min(backoff * 2, self._options.max_retry_backoff)
-                continue
+                # Let the later batches settle: whatever of them Kafka took is sent
+                # again with the same ce_id, after the events before it.
+                for later in window:
+                    await self._acknowledged(later, stop)
+                return _Outcome.FAILED
             BATCHES.labels("published").inc()
-            backoff = self._options.retry_backoff
-            if len(events) < self._options.batch_size:
-                return True
-        return False
 
-    async def _publish(
-        self, producer: AIOKafkaProducer, events: Sequence[OutboxEvent], stop: asyncio.Event
-    ) -> int:
-        """Send ``events`` in order; return how many, from the first, Kafka acknowledged."""
+    async def _send(self, producer: AIOKafkaProducer, events: list[OutboxEvent]) -> _Batch:
+        """Hand ``events`` to the producer in order (it batches, compresses and sends them)."""
         prefix = self._settings.kafka_topic_prefix
         futures: list[asyncio.Future[object]] = []
         for event in events:
@@ -274,9 +331,14 @@ class Relay:
                     )
                 )
             except KafkaError as exc:
-                # Later events must not overtake this one: send no more of the batch.
+                # Later events must not overtake this one: send no more.
                 log.warning("relay: Kafka refused outbox id %d: %r", event.id, exc)
-                break
+                return _Batch(events, futures, refused=True)
+        return _Batch(events, futures, refused=False)
+
+    async def _acknowledged(self, batch: _Batch, stop: asyncio.Event) -> int:
+        """Wait for Kafka's answers; return how many events, from the first, it acknowledged."""
+        futures = batch.futures
         pending: set[asyncio.Future[object]] = set(futures)
         waited = 0.0
         while pending:
@@ -295,7 +357,7 @@ class Relay:
                 break
             error = future.exception()
             if error is not None:
-                log.warning("relay: Kafka failed outbox id %d: %r", events[acked].id, error)
+                log.warning("relay: Kafka failed outbox id %d: %r", batch.events[acked].id, error)
                 break
             acked += 1
         return acked
