@@ -1,0 +1,148 @@
+"""The local API's composition root: ``create_app(settings, *, pool=None, upstream=None)``.
+
+Resources are opened in one ``cleanup_ctx`` and closed there in reverse order:
+the database pool (opened and migrated from the Settings unless one is given),
+the upstream client with its HTTP session (unless one is given), the page-token
+keys, and the background task that follows pending Delete operations. What the
+caller passes in, the caller closes.
+
+Middlewares, outermost first: metrics (every request, errors included), the
+error renderer (request id, upstream error JSON), then token auth when
+``MIRROR_API_TOKENS`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from mirror.api.appkeys import (
+    DELETES,
+    IMAGES,
+    PAGE_KEYS,
+    POOL,
+    PUBLIC_PATHS,
+    SETTINGS,
+    UPSTREAM,
+)
+from mirror.api.auth import TokenTable, auth_middleware
+from mirror.api.blobs import add_blob_routes
+from mirror.api.events_feed import add_events_routes
+from mirror.api.health import HEALTH_PATH, READY_PATH, add_health_routes
+from mirror.api.image_list import ImageReader
+from mirror.api.images import add_image_routes
+from mirror.api.metrics import metrics_handler, metrics_middleware
+from mirror.api.middleware import error_middleware
+from mirror.api.openapi import OPENAPI_PATH, openapi_handler
+from mirror.api.operations import DeleteTracker, OperationsUpstream
+from mirror.api.page_keys import PageKeys, delete_expired_keys
+from mirror.api.sync_status import add_sync_routes
+from mirror.settings import Settings
+from mirror.store.database import open_database
+from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+# TODO(api): import add_stats_routes and add_dashboard_routes normally once
+# mirror/api/stats_handlers.py and mirror/api/dashboard.py are committed by their
+# owners; until then the app serves without them when they are absent.
+try:
+    from mirror.api.stats_handlers import add_stats_routes
+except ImportError:  # pragma: no cover
+    add_stats_routes = None  # type: ignore[assignment]
+try:
+    from mirror.api.dashboard import add_dashboard_routes
+except ImportError:  # pragma: no cover
+    add_dashboard_routes = None  # type: ignore[assignment]
+
+METRICS_PATH = "/metrics"
+POLL_INTERVAL_S = 2.0
+KEY_SWEEP_INTERVAL_S = 3600.0
+# A client request body is never needed (Delete has none): keep the limit small.
+CLIENT_MAX_SIZE = 64 * 1024
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    upstream: OperationsUpstream | None = None,
+) -> web.Application:
+    """The API app. ``pool``/``upstream`` given: used as they are and left open on exit."""
+    middlewares: list[Middleware] = [metrics_middleware, error_middleware]
+    if settings.api_tokens:
+        middlewares.append(auth_middleware(TokenTable(settings.api_tokens)))
+    app = web.Application(middlewares=middlewares, client_max_size=CLIENT_MAX_SIZE)
+    app[SETTINGS] = settings
+    app[PUBLIC_PATHS] = {HEALTH_PATH, READY_PATH, OPENAPI_PATH}
+    app.cleanup_ctx.append(_resources(pool, upstream))
+
+    add_image_routes(app)
+    add_blob_routes(app)
+    add_sync_routes(app)
+    add_events_routes(app)
+    if add_stats_routes is not None:
+        add_stats_routes(app)
+    add_health_routes(app)
+    app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")
+    app.router.add_get(OPENAPI_PATH, openapi_handler, name="openapi")
+    if add_dashboard_routes is not None:
+        add_dashboard_routes(app)
+    return app
+
+
+def _resources(
+    pool: asyncpg.Pool | None, upstream: OperationsUpstream | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        async with AsyncExitStack() as stack:
+            app[POOL] = pool or await stack.enter_async_context(open_database(settings))
+            if upstream is not None:
+                app[UPSTREAM] = upstream
+            else:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+                app[UPSTREAM] = UpstreamClient(session, settings)
+            async with app[POOL].acquire() as conn:
+                app[PAGE_KEYS] = await PageKeys.load(conn)
+            app[IMAGES] = ImageReader(app[POOL], app[PAGE_KEYS])
+            app[DELETES] = DeleteTracker(app[POOL], app[UPSTREAM])
+            background = asyncio.create_task(_follow_deletes(app), name="api: follow deletes")
+            stack.push_async_callback(_cancel, background)
+            yield
+
+    return resources
+
+
+async def _follow_deletes(app: web.Application) -> None:
+    """Settle pending Delete operations even if no client asks; sweep expired page keys."""
+    tracker, pool = app[DELETES], app[POOL]
+    since_sweep = KEY_SWEEP_INTERVAL_S
+    while True:
+        try:
+            await tracker.poll_pending()
+            if since_sweep >= KEY_SWEEP_INTERVAL_S:
+                async with pool.acquire() as conn:
+                    await delete_expired_keys(conn)
+                since_sweep = 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The next round retries; a dead loop would leave deletes unsettled forever.
+            log.exception("following pending delete operations failed")
+        await asyncio.sleep(POLL_INTERVAL_S)
+        since_sweep += POLL_INTERVAL_S
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,94 @@
+"""``GET /mirror/v1/blobs/{digest}``: one blob by digest, and the images that contain it.
+
+The answer carries the blob's size and reference count (``image_blobs`` rows:
+an image that holds the same layer twice counts twice, as the registry's own
+reference count does), the repositories that reference it (from the stats
+aggregates: the first ``REPOSITORIES_SHOWN`` by name, and how many in all), and
+one page of the images that contain it, by id, with the same signed keyset
+tokens as List (``pageSize`` 1-1000, default 100).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mirror.api.appkeys import PAGE_KEYS, POOL
+from mirror.api.image_list import page_body
+from mirror.api.jsonbody import raw_json_response
+from mirror.api.page_tokens import query_fingerprint
+from mirror.api.query_params import single_value
+from mirror.errors import InvalidArgument, NotFound
+from mirror.events.envelope import format_time as rfc3339
+from mirror.listing import PAGE_TOKEN_MAX_LEN, parse_page_size
+
+BLOB_PATH = "/mirror/v1/blobs/{digest}"
+REPOSITORIES_SHOWN = 100
+DIGEST_MAX_LEN = 200
+# The OCI digest grammar: algorithm ":" encoded.
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+SELECT_BLOB = "SELECT digest, size, ref_count, first_seen, orphaned_at FROM blobs WHERE digest = $1"
+SELECT_REPOSITORIES = """
+SELECT ARRAY(SELECT repository::text FROM stats_repository_refs
+             WHERE digest = $1 AND refs > 0 ORDER BY repository LIMIT $2) AS names,
+       (SELECT count(*) FROM stats_repository_refs WHERE digest = $1 AND refs > 0) AS total
+"""
+# image_blobs (digest, image_id) gives the ids in order; the docs come by primary key.
+SELECT_IMAGES = """
+SELECT i.id, i.doc::text AS doc
+FROM (SELECT DISTINCT image_id FROM image_blobs
+      WHERE digest = $1 AND image_id > $2
+      ORDER BY image_id LIMIT $3) AS b
+JOIN images AS i ON i.id = b.image_id
+ORDER BY b.image_id
+"""
+
+
+async def get_blob(request: web.Request) -> web.Response:
+    digest = request.match_info["digest"]
+    if len(digest) > DIGEST_MAX_LEN or not DIGEST_RE.fullmatch(digest):
+        raise InvalidArgument(f"invalid digest: {digest[:80]!r} is not algorithm:hex")
+    page_size = parse_page_size(single_value(request, "pageSize"))
+    page_token = single_value(request, "pageToken")
+    if len(page_token) > PAGE_TOKEN_MAX_LEN:
+        raise InvalidArgument(f"invalid pageToken: longer than {PAGE_TOKEN_MAX_LEN} characters")
+    page_keys = request.app[PAGE_KEYS]
+    fingerprint = query_fingerprint("blob", digest)
+    async with request.app[POOL].acquire() as conn:
+        after = ""
+        if page_token:
+            key = await page_keys.decode(conn, page_token, fingerprint)
+            if len(key) != 1 or not isinstance(key[0], str):
+                raise InvalidArgument("invalid pageToken: malformed")
+            after = key[0]
+        blob = await conn.fetchrow(SELECT_BLOB, digest)
+        if blob is None:
+            raise NotFound(f"Blob {digest} not found")
+        repositories = await conn.fetchrow(SELECT_REPOSITORIES, digest, REPOSITORIES_SHOWN)
+        rows = await conn.fetch(SELECT_IMAGES, digest, after, page_size + 1)
+        token = ""
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            token = await page_keys.encode(conn, fingerprint, [rows[-1]["id"]])
+    head: dict[str, Any] = {"digest": blob["digest"], "size": str(blob["size"])}
+    head["refCount"] = str(blob["ref_count"])
+    head["firstSeen"] = rfc3339(blob["first_seen"])
+    if blob["orphaned_at"] is not None:
+        head["orphanedAt"] = rfc3339(blob["orphaned_at"])
+    if repositories["names"]:
+        head["repositories"] = list(repositories["names"])
+    head["repositoryCount"] = str(repositories["total"])
+    # {head..., "images": [...], "nextPageToken": ...}: the page part is List's own.
+    page = page_body([row["doc"] for row in rows], token)
+    body = orjson.dumps(head)
+    if len(page) > 2:
+        body = body[:-1] + b"," + page[1:]
+    return raw_json_response(body)
+
+
+def add_blob_routes(app: web.Application) -> None:
+    app.router.add_get(BLOB_PATH, get_blob, name="mirror:blob")

@@ -1,0 +1,80 @@
+"""``mirror serve``: the local API on its own (the index is filled by ``mirror ingest``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import click
+from aiohttp import web
+
+from mirror.api.app import create_app
+from mirror.api.bind import check_bind
+from mirror.cli_options import async_command, database_options, load_settings
+from mirror.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
+)
+@database_options
+@async_command
+async def serve_command(
+    host: str,
+    port: int,
+    insecure: bool,
+    database_url: str | None,
+    data_dir: str | None,
+    log_level: str | None,
+) -> None:
+    """Serve the local API: the upstream's List/Get/Delete, blobs, sync status, events, stats.
+
+    Tokens come from MIRROR_API_TOKENS (token:role pairs, roles read and admin);
+    without them only a loopback address is allowed unless --insecure is given.
+    Runs until SIGINT or SIGTERM.
+    """
+    settings = load_settings(database_url=database_url, data_dir=data_dir, log_level=log_level)
+    check_bind(settings, host, insecure)
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()  # opens (and migrates) the database: a bad URL stops here, in one line
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from None
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        click.echo(f"mirror serve: listening on http://{shown}:{bound_port}", err=True)
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,79 @@
+"""List and Get from the index, answered with the upstream's exact JSON.
+
+Each image's JSON is the stored ``images.doc`` text, byte for byte as the
+upstream sent it: a page is built by joining those texts, never by parsing and
+re-serialising them. The page token is this service's own (keyset, signed; see
+``page_tokens``); everything else about a page is the upstream's: its order,
+its size, and a ``nextPageToken`` exactly when more images follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from mirror.api.list_query import list_params, list_sql, shape_of, sort_values
+from mirror.api.page_keys import PageKeys
+from mirror.api.page_tokens import Value, query_fingerprint
+from mirror.errors import InvalidArgument
+from mirror.listing import ListRequest, SortField
+
+SELECT_IMAGE_DOC = "SELECT doc::text FROM images WHERE id = $1"
+
+
+class ImageReader:
+    """List pages and single images from the index."""
+
+    def __init__(self, pool: asyncpg.Pool, page_keys: PageKeys) -> None:
+        self._pool = pool
+        self._page_keys = page_keys
+
+    async def get(self, image_id: str) -> bytes | None:
+        """The image's upstream JSON, or None when the index does not hold it."""
+        async with self._pool.acquire() as conn:
+            doc: str | None = await conn.fetchval(SELECT_IMAGE_DOC, image_id)
+        return doc.encode() if doc is not None else None
+
+    async def list_page(self, request: ListRequest) -> bytes:
+        """The JSON body of one List page (``{"images": [...], "nextPageToken": "..."}``)."""
+        fingerprint = query_fingerprint(request.query_key)
+        async with self._pool.acquire() as conn:
+            cursor: Sequence[Value] | None = None
+            if request.page_token:
+                cursor = await self._page_keys.decode(conn, request.page_token, fingerprint)
+                _check_cursor(request, cursor)
+            shape = shape_of(request, after_cursor=cursor is not None)
+            rows = await conn.fetch(
+                list_sql(shape), *list_params(request, cursor, request.page_size + 1)
+            )
+            token = ""
+            if len(rows) > request.page_size:
+                rows = rows[: request.page_size]
+                last = sort_values(request.order, rows[-1])
+                token = await self._page_keys.encode(conn, fingerprint, last)
+        return page_body([row["doc"] for row in rows], token)
+
+
+def page_body(docs: Sequence[str], next_page_token: str) -> bytes:
+    """``{"images": [...], "nextPageToken": ...}`` with empty fields omitted, as the upstream writes it."""
+    parts: list[bytes] = []
+    if docs:
+        parts.append(b'"images":[' + ",".join(docs).encode() + b"]")
+    if next_page_token:
+        parts.append(b'"nextPageToken":' + orjson.dumps(next_page_token))
+    return b"{" + b",".join(parts) + b"}"
+
+
+def _check_cursor(request: ListRequest, cursor: Sequence[Any]) -> None:
+    """A verified token still has to fit the order (it always does unless the format changed)."""
+    expected: list[type[Any]] = [
+        int if key.field is SortField.CREATED_AT else str for key in request.order
+    ]
+    expected.append(str)
+    if len(cursor) != len(expected) or not all(
+        isinstance(value, kind) for value, kind in zip(cursor, expected, strict=True)
+    ):
+        raise InvalidArgument("invalid pageToken: malformed")

@@ -1,0 +1,204 @@
+"""The SQL of one List page: a keyset scan in the upstream's order.
+
+The order is the request's sort keys completed by ``id ASC`` (``mirror.listing``).
+A page after a cursor must start right after the cursor's key in that order. With
+mixed directions no single row comparison says "after", so the condition is split
+into disjoint branches, one per sort-key prefix, each an index range scan:
+
+    k1 = v1 AND k2 = v2 AND id > v_id     -- the cursor's own tie group
+    k1 = v1 AND k2 >(<) v2                -- the rest of k1's group
+    k1 >(<) v1                            -- everything after
+
+Each branch takes at most ``limit`` rows in the full order and a merge keeps the
+first ``limit``. A folder holds several registries: its pages merge the same
+scan over each registry of the folder (found by a loose index scan), so the
+per-registry indexes serve it too.
+
+The SQL text depends only on the request's shape (scope kind, filter operator,
+order, cursor or not), never on its values, which are always ``$n`` parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from mirror.listing import FilterOp, ListRequest, NameFilter, SortField, SortKey
+from mirror.model import ScopeKind
+
+COLUMNS = {SortField.NAME: "name", SortField.DIGEST: "digest", SortField.CREATED_AT: "created_ns"}
+SELECT_LIST = "id, registry_id, folder_id, name, digest, created_ns, doc::text AS doc"
+
+# The distinct registries of a folder, one index descent each (images_folder_registry).
+FOLDER_REGISTRIES = """
+WITH RECURSIVE folder_registries(registry_id) AS (
+    (SELECT registry_id FROM images WHERE folder_id = $1 ORDER BY registry_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT i.registry_id FROM images i
+            WHERE i.folder_id = $1 AND i.registry_id > r.registry_id
+            ORDER BY i.registry_id LIMIT 1)
+    FROM folder_registries r
+    WHERE r.registry_id IS NOT NULL
+)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ListShape:
+    """What the SQL text of a page depends on."""
+
+    scope: ScopeKind
+    filter_op: FilterOp | None
+    order: tuple[SortKey, ...]
+    after_cursor: bool
+
+
+def shape_of(request: ListRequest, *, after_cursor: bool) -> ListShape:
+    return ListShape(
+        request.scope.kind,
+        request.filter.op if request.filter else None,
+        request.order,
+        after_cursor,
+    )
+
+
+def sort_values(order: Sequence[SortKey], row: Any) -> list[str | int]:
+    """A row's key in the page order: its sort-key values, then its id."""
+    return [row[COLUMNS[key.field]] for key in order] + [row["id"]]
+
+
+def list_params(
+    request: ListRequest, cursor: Sequence[str | int | None] | None, limit: int
+) -> list[Any]:
+    """The parameters of ``list_sql(shape_of(request, ...))``, in ``$n`` order."""
+    params: list[Any] = []
+    if request.scope.kind is ScopeKind.REPOSITORY:
+        name = request.scope.id
+        params += [name.split("/", 1)[0], name]
+    else:
+        params.append(request.scope.id)
+    if request.filter is not None:
+        params.append(_filter_param(request.filter))
+    if cursor is not None:
+        params += list(cursor)
+    params.append(limit)
+    return params
+
+
+@lru_cache(maxsize=512)
+def list_sql(shape: ListShape) -> str:
+    """The SQL of a page of this shape (cached: there are a few hundred shapes at most)."""
+    params = _Params()
+    if shape.scope is ScopeKind.REPOSITORY:
+        registry, name = params.next(), params.next()
+        scope = f"{_same('registry_id', registry)} AND name = {name}"
+        prefix = "registry_id"
+    elif shape.scope is ScopeKind.REGISTRY:
+        scope = _same("registry_id", params.next())
+        prefix = "registry_id"
+    else:
+        folder = params.next()
+        scope = _same("folder_id", folder)
+        prefix = "folder_id"
+    conditions = [scope]
+    if shape.filter_op is not None:
+        conditions.append(_filter_condition(shape.filter_op, params.next()))
+    cursor = [params.next() for _ in range(len(shape.order) + 1)] if shape.after_cursor else None
+    limit = params.next()
+
+    if shape.scope is ScopeKind.FOLDER and shape.order:
+        # Merge the per-registry scans: the registry indexes carry every order.
+        conditions[0] = (
+            f"{_same('registry_id', 'folder_registries.registry_id')} AND folder_id = {folder}"
+        )
+        inner = _page(conditions, shape.order, cursor, limit, "registry_id")
+        return (
+            f"{FOLDER_REGISTRIES}\n"
+            f"SELECT page.* FROM folder_registries,\n"
+            f"LATERAL ({inner}) AS page\n"
+            f"WHERE folder_registries.registry_id IS NOT NULL\n"
+            f"ORDER BY {_order_by(shape.order)} LIMIT {limit}"
+        )
+    return _page(conditions, shape.order, cursor, limit, prefix)
+
+
+def _same(column: str, value: str) -> str:
+    """``column = value``, spelled so that only an index led by ``column`` can give the order.
+
+    With a plain equality the planner drops ``column`` from the ORDER BY (it is
+    constant) and may walk another index in order (the primary key, for
+    ``ORDER BY id``), filtering the scope row by row: a LIMIT plan that reads a
+    whole other registry when ids correlate with registries. As a closed range
+    the scope column stays in the ORDER BY, which only the scope's indexes match.
+    """
+    return f"{column} >= {value} AND {column} <= {value}"
+
+
+def _page(
+    conditions: list[str],
+    order: tuple[SortKey, ...],
+    cursor: list[str] | None,
+    limit: str,
+    prefix: str,
+) -> str:
+    where = " AND ".join(conditions)
+    # The constant scope column leads the order in the first key's direction, so
+    # that a descending order is a backward scan of an ascending index.
+    leading = "DESC" if order and order[0].descending else "ASC"
+    order_by = f"{prefix} {leading}, {_order_by(order)}"
+    if cursor is None:
+        return f"SELECT {SELECT_LIST} FROM images WHERE {where} ORDER BY {order_by} LIMIT {limit}"
+    branches = [
+        f"(SELECT {SELECT_LIST} FROM images WHERE {where} AND {condition} "
+        f"ORDER BY {order_by} LIMIT {limit})"
+        for condition in _after(order, cursor)
+    ]
+    if len(branches) == 1:
+        return branches[0][1:-1]
+    union = "\n    UNION ALL ".join(branches)
+    return f"SELECT * FROM (\n    {union}\n) AS after_cursor ORDER BY {order_by} LIMIT {limit}"
+
+
+def _after(order: tuple[SortKey, ...], cursor: list[str]) -> list[str]:
+    """The disjoint conditions that together mean 'after the cursor', first group first."""
+    columns = [COLUMNS[key.field] for key in order] + ["id"]
+    descending = [key.descending for key in order] + [False]
+    branches = []
+    for depth in range(len(columns) - 1, -1, -1):
+        equal = [f"{columns[i]} = {cursor[i]}" for i in range(depth)]
+        beyond = f"{columns[depth]} {'<' if descending[depth] else '>'} {cursor[depth]}"
+        branches.append(" AND ".join([*equal, beyond]))
+    return branches
+
+
+def _order_by(order: tuple[SortKey, ...]) -> str:
+    keys = [f"{COLUMNS[key.field]} {'DESC' if key.descending else 'ASC'}" for key in order]
+    return ", ".join([*keys, "id ASC"])
+
+
+def _filter_condition(op: FilterOp, param: str) -> str:
+    if op is FilterOp.EQ:
+        return f"name = {param}"
+    if op is FilterOp.NE:
+        return f"name <> {param}"
+    if op is FilterOp.IN:
+        return f"name = ANY({param}::text[])"
+    return f"name <> ALL({param}::text[])"
+
+
+def _filter_param(name_filter: NameFilter) -> str | list[str]:
+    if name_filter.op in (FilterOp.EQ, FilterOp.NE):
+        return name_filter.values[0]
+    return list(name_filter.values)
+
+
+class _Params:
+    """Hands out ``$1``, ``$2``, ... in order."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def next(self) -> str:
+        self._n += 1
+        return f"${self._n}"

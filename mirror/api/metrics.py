@@ -1,0 +1,105 @@
+"""Prometheus metrics: request latency per route, and index/outbox lag read at scrape time.
+
+``/metrics`` exposes prometheus_client's default registry, so the counters the
+ingest and the relay register there (``mirror run`` keeps them in the same
+process) appear next to the API's own. The lag gauges come from the database
+at each scrape, so a standalone ``mirror serve`` reports them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
+
+from mirror.api.appkeys import POOL
+
+log = logging.getLogger(__name__)
+
+
+REQUEST_SECONDS = Histogram(
+    "mirror_api_request_duration_seconds",
+    "Local API request latency by route.",
+    ("method", "route", "status"),
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+OUTBOX_BACKLOG = Gauge(
+    "mirror_db_outbox_unsent_events",
+    "Outbox events not yet published to Kafka (upper bound: id span of the unsent rows).",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "mirror_db_outbox_oldest_unsent_age_seconds",
+    "Age of the oldest outbox event not yet published (0 when none).",
+)
+SCOPE_SYNC_AGE = Gauge(
+    "mirror_db_scope_last_complete_age_seconds",
+    "Seconds since each scope's last complete walk.",
+    ("scope",),
+)
+SCOPE_FAILING = Gauge(
+    "mirror_db_scope_last_walk_failed",
+    "1 when the scope's latest walk failed after its last complete one.",
+    ("scope",),
+)
+
+# Both read through indexes (outbox_unsent, the primary key): no count over the outbox.
+SELECT_OUTBOX_LAG = """
+WITH oldest AS (SELECT id, time FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1)
+SELECT coalesce((SELECT max(id) FROM outbox) - (SELECT id FROM oldest) + 1, 0) AS backlog,
+       coalesce(extract(epoch FROM now() - (SELECT time FROM oldest)), 0)::float8 AS oldest_age
+"""
+SELECT_SCOPE_LAG = """
+SELECT scope,
+       extract(epoch FROM now() - last_complete_at)::float8 AS age,
+       (last_error_at IS NOT NULL
+        AND (last_complete_at IS NULL OR last_error_at > last_complete_at)) AS failing
+FROM scopes
+"""
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time every request under its route's pattern (``/images/{imageId}``, not the id)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        REQUEST_SECONDS.labels(request.method, route, str(status)).observe(
+            time.perf_counter() - started
+        )
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """The default registry in the Prometheus text format."""
+    try:
+        await refresh_database_gauges(request.app[POOL])
+    except (OSError, asyncpg.PostgresError) as exc:
+        # Metrics must still answer when the database does not: the gauges keep their last values.
+        log.warning("metrics: cannot read lag from the database: %s", type(exc).__name__)
+    response = web.Response(body=generate_latest(REGISTRY))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def refresh_database_gauges(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        outbox = await conn.fetchrow(SELECT_OUTBOX_LAG)
+        scopes = await conn.fetch(SELECT_SCOPE_LAG)
+    OUTBOX_BACKLOG.set(outbox["backlog"] if outbox else 0)
+    OUTBOX_OLDEST_AGE.set(outbox["oldest_age"] if outbox else 0)
+    for row in scopes:
+        if row["age"] is not None:
+            SCOPE_SYNC_AGE.labels(row["scope"]).set(row["age"])
+        SCOPE_FAILING.labels(row["scope"]).set(1 if row["failing"] else 0)
