@@ -1,0 +1,90 @@
+"""The List SQL: one text per request shape, values only as parameters, keyset branches."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import orjson
+import pytest
+
+from mirror.api.image_list import page_body
+from mirror.api.list_query import list_params, list_sql, shape_of
+from mirror.listing import parse_list_request
+
+SCOPES = [
+    {"registryId": "crpregistry"},
+    {"folderId": "b1gfolder"},
+    {"repositoryName": "crpregistry/team/app"},
+]
+FILTERS = [
+    "",
+    'name="crpregistry/a"',
+    'name!="crpregistry/a"',
+    'name IN ("crpregistry/a", "crpregistry/b")',
+    'name NOT IN ("crpregistry/a")',
+]
+ORDERS = [
+    "",
+    "name",
+    "name desc",
+    "digest desc",
+    "created_at",
+    "name desc, created_at",
+    "created_at desc, digest, name",
+]
+
+
+def _cursor(order_by: str) -> list[str | int]:
+    request = parse_list_request({"registryId": "r", "orderBy": order_by})
+    return [7 if key.field.value == "created_at" else "v" for key in request.order] + ["crpid"]
+
+
+@pytest.mark.parametrize(
+    ("scope", "filter_text", "order_by", "after"),
+    list(itertools.product(SCOPES, FILTERS, ORDERS, [False, True])),
+)
+def test_parameters_match_the_sql(
+    scope: dict[str, str], filter_text: str, order_by: str, after: bool
+) -> None:
+    query = dict(scope, filter=filter_text, orderBy=order_by)
+    request = parse_list_request(query)
+    sql = list_sql(shape_of(request, after_cursor=after))
+    params = list_params(request, _cursor(order_by) if after else None, 101)
+    numbers = {int(n) for n in re.findall(r"\$(\d+)", sql)}
+    assert numbers == set(range(1, len(params) + 1))
+    assert params[-1] == 101
+    # values never reach the SQL text
+    assert "crpregistry" not in sql and "b1gfolder" not in sql and "crpid" not in sql
+    if after:
+        # one keyset branch per sort key, and one for the cursor's own tie group (by id)
+        assert sql.count("SELECT id, registry_id") == len(request.order) + 1
+
+
+def test_repository_scope_uses_the_registry_of_its_name() -> None:
+    request = parse_list_request({"repositoryName": "crpregistry/team/app"})
+    assert list_params(request, None, 11) == ["crpregistry", "crpregistry/team/app", 11]
+
+
+def test_shapes_share_their_sql() -> None:
+    a = parse_list_request({"registryId": "a", "orderBy": "name"})
+    b = parse_list_request({"registryId": "b", "orderBy": "name", "pageSize": "7"})
+    assert list_sql(shape_of(a, after_cursor=True)) is list_sql(shape_of(b, after_cursor=True))
+
+
+@pytest.mark.parametrize(
+    ("docs", "token"),
+    [
+        ([], ""),
+        ([], "tok"),
+        (['{"id":"a"}'], ""),
+        (['{"id":"a"}', '{"id":"b","tags":["x"]}'], "t-_0"),
+    ],
+)
+def test_page_body_is_what_the_upstream_writes(docs: list[str], token: str) -> None:
+    expected: dict[str, object] = {}
+    if docs:
+        expected["images"] = [orjson.loads(d) for d in docs]
+    if token:
+        expected["nextPageToken"] = token
+    assert page_body(docs, token) == orjson.dumps(expected)
