@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from mirror.events.envelope import (
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPIC_PREFIX = "registry-mirror"
 DEFAULT_DEDUP_CAPACITY = 100_000
 POLL_TIMEOUT_MS = 500
+MISSING_TOPIC_REFRESH_MS = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,31 +190,63 @@ class EventSubscriber:
         self._last_commit = time.monotonic()
         self.stats = SubscriberStats()
         self._bootstrap = bootstrap
-        # With a group, `from_beginning` applies where the group has no committed
-        # offset yet (as kafka-console-consumer does); without one, always.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            client_id=client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest",
-        )
+        self._client_id = client_id
+        self._from_beginning = from_beginning
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
+        missing = await self._missing_topics()
+        # With a group, `from_beginning` applies where the group has no committed
+        # offset yet (as kafka-console-consumer does); without one, always. A topic
+        # that does not exist yet (the relay never ran) is read from its beginning
+        # once it appears: everything in it was published after we started.
+        earliest = self._from_beginning or bool(missing)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if earliest else "latest",
+            # Notice the missing topics within seconds, not the default 5 minutes.
+            metadata_max_age_ms=MISSING_TOPIC_REFRESH_MS if missing else 5 * 60 * 1000,
+        )
         try:
-            await self._consumer.start()
+            await consumer.start()
         except KafkaError as exc:
             with contextlib.suppress(KafkaError):
-                await self._consumer.stop()
+                await consumer.stop()
             raise KafkaUnavailableError(f"Kafka at {self._bootstrap}: {exc!r}") from exc
-        self._consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+        if missing:
+            log.info("waiting for topics %s to appear", ", ".join(sorted(missing)))
+        consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+        self._consumer = consumer
+
+    async def _missing_topics(self) -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        try:
+            await admin.start()
+            return set(self.topics) - set(await admin.list_topics())
+        except KafkaError as exc:
+            raise KafkaUnavailableError(f"Kafka at {self._bootstrap}: {exc!r}") from exc
+        finally:
+            await admin.close()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The aiokafka consumer (after ``start``)."""
+        if self._consumer is None:
+            raise RuntimeError("the subscriber is not started: use `async with` or start()")
+        return self._consumer
 
     async def stop(self) -> None:
         """Commit what was handled, then leave the group and close."""
+        if self._consumer is None:
+            return
         try:
             await self.commit()
         finally:
             await self._consumer.stop()
+            self._consumer = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -240,7 +274,7 @@ class EventSubscriber:
             if not self._buffer:
                 if time.monotonic() - self._last_commit >= self._commit_interval:
                     await self.commit()
-                batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                batches = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
                 for records in batches.values():
                     self._buffer.extend(records)
                 continue
@@ -291,7 +325,7 @@ class EventSubscriber:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self.consumer.commit(offsets)
         except KafkaError as exc:
             # At least once: the events are delivered again, the LRU drops what it remembers.
             log.warning("could not commit offsets (%r); they will be delivered again", exc)

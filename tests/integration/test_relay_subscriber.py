@@ -162,3 +162,17 @@ async def test_leaving_an_async_for_loop_loses_no_event(
                     if len(seen) >= stop_after:
                         break
     assert sorted(seen) == sorted(r["event_id"] for r in committed)
+
+
+async def test_a_subscriber_started_before_the_topics_exist_gets_every_event(
+    db_pool: asyncpg.Pool, relay_settings: Settings, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    # A fresh deployment: `mirror events tail` starts before the relay ever ran.
+    async with EventSubscriber(
+        kafka_bootstrap, group=None, topic_prefix=topic_prefix
+    ) as subscriber:
+        await append(db_pool, keyed_events(12, keys=4))
+        await relay_once(db_pool, relay_settings)
+        received = await collect(subscriber, 12)
+    committed = await committed_events(db_pool)
+    assert sorted(e.id for e in received) == sorted(r["event_id"] for r in committed)
