@@ -335,10 +335,12 @@ BEGIN
         SELECT c.image_id, count(*) FILTER (WHERE c.kind = 'l') AS layers,
                substring(coalesce(string_agg(stats_chain_part(c.digest), ''::bytea ORDER BY c.position)
                                   FILTER (WHERE c.kind = 'l'), ''::bytea) FROM 1 FOR 2048) AS chain
-        FROM c JOIN stats_images s ON s.image_id = c.image_id
+        FROM c
+        JOIN stats_images s ON s.image_id = c.image_id
+        JOIN touched t ON t.image_id = c.image_id
         WHERE s.blob_rows = 0 AND c.sign = 1
-        GROUP BY c.image_id
-        HAVING count(*) = (SELECT t.n FROM touched t WHERE t.image_id = c.image_id)
+        GROUP BY c.image_id, t.n
+        HAVING count(*) = t.n
     ),
     recomputed AS (
         SELECT t.image_id,
@@ -445,21 +447,24 @@ CREATE TRIGGER stats_registries_update AFTER UPDATE ON registries
 
 -- Recompute every aggregate from images, image_blobs, blobs and registries (the
 -- migration's backfill; also a repair). Blocks writers while it runs. Per-scope
--- reclaimable history before the first run is not known: it starts at zero.
+-- reclaimable history before the run is not known: it starts at zero (the whole
+-- index's comes from the orphaned rows of blobs).
 CREATE FUNCTION stats_rebuild() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     LOCK TABLE images, image_blobs, blobs, registries IN SHARE MODE;
-    TRUNCATE stats_registry_folders, stats_images, stats_registry_refs, stats_folder_refs,
-             stats_repository_refs, stats_totals, stats_totals_pending;
+    -- what was learned of registries' folders stays (images that told it may be gone)
+    TRUNCATE stats_images, stats_registry_refs, stats_folder_refs, stats_repository_refs,
+             stats_totals, stats_totals_pending;
 
-    INSERT INTO stats_registry_folders (registry_id, folder_id)
-    SELECT registry_id, folder_id FROM registries
-    UNION ALL
-    SELECT DISTINCT ON (registry_id) registry_id, folder_id FROM images i
+    INSERT INTO stats_registry_folders AS m (registry_id, folder_id)
+    SELECT DISTINCT ON (registry_id) registry_id, folder_id FROM images
     WHERE folder_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM registries r WHERE r.registry_id = i.registry_id)
-    ORDER BY 1;
+    ORDER BY registry_id, folder_id
+    ON CONFLICT (registry_id) DO NOTHING;
+    INSERT INTO stats_registry_folders AS m (registry_id, folder_id)
+    SELECT registry_id, folder_id FROM registries ORDER BY registry_id
+    ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id;
 
     INSERT INTO stats_images (image_id, name, registry_id, blob_rows, layer_count, chain)
     SELECT i.id, i.name, i.registry_id, coalesce(b.blob_rows, 0), coalesce(b.layers, 0),
