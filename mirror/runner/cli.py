@@ -1,0 +1,188 @@
+"""``mirror demo`` and ``mirror run``: the whole mirror in one process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mirror.cli_options import async_command, configure_logging, database_options, load_settings
+from mirror.errors import ConfigError
+from mirror.runner.app import BackgroundTaskFailed, Mirror, RunOptions, run_until_stopped
+
+DEFAULT_PORT = 8080
+DEFAULT_RUN_INTERVAL = 60.0
+DEFAULT_DEMO_INTERVAL = 10.0
+
+
+def _fail(exc: BaseException) -> None:
+    """One line on stderr and exit 1 (configuration errors exit 2 through ``run_async``)."""
+    cause = exc.__cause__
+    detail = f": {cause!r}" if cause is not None else ""
+    click.echo(f"mirror: {exc}{detail}", err=True)
+    sys.exit(1)
+
+
+@click.command("demo")
+@click.option(
+    "--images",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Images in the simulated registry.",
+)
+@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
+@click.option(
+    "--churn",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Simulated upstream changes a second (pushes, re-tags, deletions); 0 for none.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the API and dashboard (0: any free port).")  # fmt: skip
+@click.option(
+    "--interval",
+    default=DEFAULT_DEMO_INTERVAL,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between the starts of two ingest passes.",
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo's embedded PostgreSQL lives.  [default: a per-user 'registry-mirror-demo' dir, apart from real data]",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="Use this PostgreSQL instead of the embedded one (MIRROR_DATABASE_URL is ignored by the demo).",
+)
+@click.option(
+    "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL]"
+)
+@async_command
+async def demo_command(
+    images: int,
+    seed: int,
+    churn: float,
+    host: str,
+    port: int,
+    interval: float,
+    data_dir: Path | None,
+    database_url: str | None,
+    log_level: str | None,
+) -> None:
+    """The main job on embedded defaults: simulate a registry, mirror it, serve it, until Ctrl-C.
+
+    Starts an embedded PostgreSQL in its own data dir, the upstream simulator
+    in-process with a gentle churn, the ingest loop over the simulator's
+    folders, the relay (when MIRROR_KAFKA_BOOTSTRAP is set; otherwise events
+    stay readable at /mirror/v1/events) and the API with the storage dashboard.
+    Prints the URLs, the first dedup summary and commands to try. Real data is
+    never touched: MIRROR_DATABASE_URL, MIRROR_DATA_DIR, the upstream, credential,
+    scope and API-token settings are ignored.
+    """
+    from mirror.runner.demo import DemoOptions, demo_settings, run_demo
+
+    try:
+        settings = demo_settings(data_dir=data_dir, database_url=database_url, log_level=log_level)
+    except ConfigError as exc:
+        click.echo(f"mirror: configuration error: {exc}", err=True)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+    options = DemoOptions(
+        images=images,
+        seed=seed,
+        churn=churn,
+        run=RunOptions(host=host, port=port, interval=interval),
+    )
+    try:
+        await run_demo(settings, options)
+    except BackgroundTaskFailed as exc:
+        _fail(exc)
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the API and dashboard.")  # fmt: skip
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
+)
+@click.option(
+    "--interval",
+    default=DEFAULT_RUN_INTERVAL,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between the starts of two ingest passes.",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="KIND:ID",
+    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
+)
+@click.option(
+    "--upstream-url",
+    default=None,
+    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
+)
+@click.option(
+    "--kafka-bootstrap",
+    default=None,
+    help="Kafka bootstrap servers; unset: events stay in PostgreSQL.  [env MIRROR_KAFKA_BOOTSTRAP]",
+)
+@database_options
+@async_command
+async def run_command(
+    host: str,
+    port: int,
+    insecure: bool,
+    interval: float,
+    scopes: tuple[str, ...],
+    upstream_url: str | None,
+    kafka_bootstrap: str | None,
+    database_url: str | None,
+    data_dir: str | None,
+    log_level: str | None,
+) -> None:
+    """Ingest loop + relay + API in one process, configured for the real upstream.
+
+    Walks every scope (MIRROR_SCOPES) every --interval seconds with the
+    configured credentials (MIRROR_UPSTREAM_TOKEN, _TOKEN_FILE or _SA_KEY_FILE),
+    publishes change events to Kafka when MIRROR_KAFKA_BOOTSTRAP is set, and
+    serves the local API and dashboard. SIGTERM or Ctrl-C stops it all cleanly;
+    a second Ctrl-C stops at once.
+    """
+    settings = load_settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        log_level=log_level,
+        upstream_url=upstream_url,
+        kafka_bootstrap=kafka_bootstrap,
+        scopes=",".join(scopes) if scopes else None,
+    )
+    if not settings.scopes:
+        click.echo(
+            "mirror: configuration error: no scope to mirror: set MIRROR_SCOPES or pass --scope",
+            err=True,
+        )
+        sys.exit(2)
+    options = RunOptions(host=host, port=port, insecure=insecure, interval=interval)
+
+    async def started(mirror: Mirror) -> None:
+        click.echo(
+            f"mirror running: API and dashboard at {mirror.api_url}/ (Ctrl-C to stop)", err=True
+        )
+
+    try:
+        await run_until_stopped(settings, options, on_started=started)
+    except BackgroundTaskFailed as exc:
+        _fail(exc)
