@@ -365,6 +365,9 @@
   }
 
   function askForToken() {
+    const pill = byTestId("sync-status");
+    pill.textContent = "token needed";
+    pill.dataset.state = "unknown";
     const form = byTestId("auth-form");
     form.hidden = false;
     form.querySelector("input").focus();
