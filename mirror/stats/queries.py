@@ -119,26 +119,41 @@ _LAYERS_OF_S = """
               WHERE b.image_id = s.image_id AND b.kind = 'l'), '{}')
 """
 
+# The bases whose chain is one proper prefix ($1) of the image's: an index lookup,
+# at most $7 rows, each checked against the real digests ($4).
 SELECT_BASE_IMAGES = f"""
-SELECT s.image_id, s.name, s.layer_count, i.digest, i.tags
-FROM stats_images s JOIN images i ON i.id = s.image_id
-WHERE s.chain = ANY($1::bytea[]) AND s.layer_count < $2 AND s.image_id <> $3
-  AND {_IN_SCOPE.format(k="$5", i="$6")}
-  AND {_LAYERS_OF_S} = ($4::text[])[1:s.layer_count]
-ORDER BY s.layer_count DESC, s.image_id
-LIMIT $7
+SELECT c.image_id, c.name, c.layer_count, i.digest, i.tags
+FROM (
+    SELECT s.image_id, s.name, s.layer_count FROM stats_images s
+    WHERE s.chain = $1 AND s.layer_count < $2 AND s.image_id <> $3
+      AND {_IN_SCOPE.format(k="$5", i="$6")}
+      AND {_LAYERS_OF_S} = ($4::text[])[1:s.layer_count]
+    ORDER BY s.image_id
+    LIMIT $7
+) c
+JOIN images i ON i.id = c.image_id
+ORDER BY c.layer_count DESC, c.image_id
 """
 
-SELECT_DERIVED_IMAGES = f"""
-SELECT s.image_id, s.name, s.layer_count, i.digest, i.tags
-FROM stats_images s JOIN images i ON i.id = s.image_id
-WHERE s.chain >= $1 AND ($2::bytea IS NULL OR s.chain < $2)
-  AND s.layer_count > $3 AND s.image_id <> $4
-  AND {_IN_SCOPE.format(k="$6", i="$7")}
-  AND ({_LAYERS_OF_S})[1:$3] = $5::text[]
-ORDER BY s.chain, s.image_id
-LIMIT $8
+# One page of derived candidates in key order after ($8, $9): the keys in
+# [$1, $2) start with the image's chain; ``ok`` checks the real digests ($5).
+SELECT_DERIVED_CANDIDATES = f"""
+SELECT c.image_id, c.name, c.layer_count, c.chain, i.digest, i.tags,
+       ({_LAYERS_OF_S.replace("s.image_id", "c.image_id")})[1:$3] = $5::text[] AS ok
+FROM (
+    SELECT s.image_id, s.name, s.layer_count, s.chain FROM stats_images s
+    WHERE s.chain >= $1 AND s.chain < $2 AND (s.chain, s.image_id) > ($8::bytea, $9::text)
+      AND s.layer_count > $3 AND s.image_id <> $4
+      AND {_IN_SCOPE.format(k="$6", i="$7")}
+    ORDER BY s.chain, s.image_id
+    LIMIT $10
+) c
+JOIN images i ON i.id = c.image_id
+ORDER BY c.chain, c.image_id
 """
+
+# Greater than every chain key (at most 2048 bytes).
+_TOP_KEY = b"\xff" * 2049
 
 
 def scope_key(scope: Scope | None) -> str:
@@ -236,34 +251,31 @@ async def fetch_image_usage(
     layers: list[str] = list(image["layers"])
     chain: bytes = image["chain"]
     count: int = image["layer_count"]
-    bases = await conn.fetch(
-        SELECT_BASE_IMAGES,
-        base_chain_keys(chain, count),
-        count,
-        image_id,
-        layers,
-        kind,
-        ident,
-        related_limit,
-    )
-    derived = await conn.fetch(
-        SELECT_DERIVED_IMAGES,
-        chain,
-        chain_successor(chain),
-        count,
-        image_id,
-        layers,
-        kind,
-        ident,
-        related_limit,
+    bases: list[RelatedImage] = []
+    for prefix in reversed(base_chain_keys(chain, count)):  # nearest first
+        if len(bases) >= related_limit:
+            break
+        rows = await conn.fetch(
+            SELECT_BASE_IMAGES,
+            prefix,
+            count,
+            image_id,
+            layers,
+            kind,
+            ident,
+            related_limit - len(bases),
+        )
+        bases += [_related(r) for r in rows]
+    derived = await _derived_images(
+        conn, image_id, chain, count, layers, kind, ident, related_limit
     )
     return ImageUsage(
         image_id=image_id,
         scope=scope,
         unique_bytes=unique,
         shared_bytes=shared,
-        base_images=tuple(_related(r) for r in bases),
-        derived_images=tuple(_related(r) for r in derived),
+        base_images=tuple(bases),
+        derived_images=tuple(derived),
     )
 
 
@@ -277,6 +289,43 @@ def _image_in_scope(
     if scope.kind is ScopeKind.REGISTRY:
         return registry_id == scope.id
     return folder_id == scope.id
+
+
+async def _derived_images(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    image_id: str,
+    chain: bytes,
+    count: int,
+    layers: list[str],
+    kind: str,
+    ident: str,
+    limit: int,
+) -> list[RelatedImage]:
+    """Images whose layers start with these, in key order: keyset pages over the chain
+    index until ``limit`` are found (a candidate whose digests differ is skipped)."""
+    upper = chain_successor(chain) or _TOP_KEY
+    found: list[RelatedImage] = []
+    after: tuple[bytes, str] = (b"", "")
+    page = min(limit + 16, 1000)
+    while len(found) < limit:
+        rows = await conn.fetch(
+            SELECT_DERIVED_CANDIDATES,
+            chain,
+            upper,
+            count,
+            image_id,
+            layers,
+            kind,
+            ident,
+            after[0],
+            after[1],
+            page,
+        )
+        found += [_related(r) for r in rows if r["ok"]]
+        if len(rows) < page:
+            break
+        after = (rows[-1]["chain"], rows[-1]["image_id"])
+    return found[:limit]
 
 
 def _related(row: asyncpg.Record) -> RelatedImage:
