@@ -8,6 +8,7 @@ import re
 import time
 import tracemalloc
 
+import orjson
 import pytest
 
 from mirror.model import REPOSITORY_NAME_RE, Image
@@ -216,3 +217,12 @@ def test_a_million_images_build_fast_in_little_memory() -> None:
     print(f"1,000,000 images: model in {built:.2f} s, peak {peak / 2**20:.1f} MiB")
     assert peak < 64 << 20
     assert model.image(999_999).id == model.image_id(999_999)
+
+
+def test_fast_json_text_is_byte_identical(model: RegistryModel, images: list[SimImage]) -> None:
+    """The List fast path writes exactly what serializing the image would."""
+    for image in images[:: len(images) // 700]:
+        text = model.image_json(image.ref)
+        assert text == image.json_text() == orjson.dumps(image.to_json()).decode()
+    assert orjson.loads(model.image_json(3, ("a", "b")))["tags"] == ["a", "b"]
+    assert "tags" not in orjson.loads(model.image_json(3, ()))

@@ -29,7 +29,7 @@ from mirror.listing import parse_list_request, validate_resource_id
 from mirror.upstream.simulator.admin import add_admin_routes
 from mirror.upstream.simulator.config import SimulatorConfig
 from mirror.upstream.simulator.faults import fault_middleware
-from mirror.upstream.simulator.paging import list_page
+from mirror.upstream.simulator.paging import list_body, list_page
 from mirror.upstream.simulator.runtime import SIMULATOR, Simulator
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 async def list_images(request: web.Request) -> web.Response:
     sim = request.app[SIMULATOR]
     list_request = parse_list_request(request.query)
-    images, token = await list_page(sim.registry, list_request, sim.faults.page_token_style)
-    body: dict[str, Any] = {}
-    if images:
-        body["images"] = [image.to_json() for image in images]
-    if token:
-        body["nextPageToken"] = token
-    return _json(body)
+    refs, token = await list_page(sim.registry, list_request, sim.faults.page_token_style)
+    return web.Response(body=list_body(sim.registry, refs, token), content_type="application/json")
 
 
 async def get_image(request: web.Request) -> web.Response:

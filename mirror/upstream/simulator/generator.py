@@ -39,12 +39,13 @@ from mirror.model import Blob, Image
 from mirror.upstream.simulator import catalog
 from mirror.upstream.simulator.wire import (
     ID_SPACE,
+    NORMAL_QUANTILES,
+    NORMAL_SHIFT,
     digest_from_bytes,
     hash_bytes,
     id_from_bytes,
     id_from_int,
     int_from_id,
-    normal_from_bytes,
     rfc3339,
     unit_float,
 )
@@ -62,6 +63,8 @@ BASE_REPO_SHARE = 0.04  # repositories that mirror a base stack itself (``base/p
 BlobTuple = tuple[str, str, int]
 
 _CACHE_LIMIT = 200_000
+_SHARED_CACHE_LIMIT = 20_000  # entries carry JSON text: about 1 KB each
+_NEVER = 576 * 1_000_000  # a base period longer than any repository: the base never changes
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
@@ -96,6 +99,19 @@ class SimImage(NamedTuple):
         out["createdAt"] = rfc3339(self.created_ns)
         return out
 
+    def json_text(self) -> str:
+        """``to_json()`` as JSON text (the same bytes ``orjson.dumps`` would give)."""
+        return image_json_text(
+            self.id,
+            self.name,
+            self.digest,
+            self.compressed_size,
+            blob_json_text(self.config),
+            ",".join(map(blob_json_text, self.layers)),
+            self.tags,
+            self.created_ns,
+        )
+
     def to_image(self) -> Image:
         """As the project's domain type."""
         return Image(
@@ -127,6 +143,7 @@ class _Traits(NamedTuple):
     base_version0: int
     base_period: int
     dep_periods: tuple[int, ...]
+    share_period: int
     top_layers: int
     tag_style: int
     variant: str
@@ -201,8 +218,9 @@ class RegistryModel:
 
         self._traits: dict[int, _Traits] = {}
         self._stack_layers: dict[tuple[int, int], tuple[tuple[str, int], ...]] = {}
-        self._base_blobs: dict[tuple[int, int, int], tuple[BlobTuple, ...]] = {}
-        self._dep_blobs: dict[tuple[int, int, int], BlobTuple] = {}
+        self._base_parts: dict[tuple[int, int, int], _Part] = {}
+        self._shared_parts: dict[tuple[int, int], _Part] = {}
+        self._last_repo: RepoInfo | None = None
         self._blob_ids: dict[tuple[int, str], str] = {}
         self._name_ranks: array[int] | None = None
 
@@ -329,33 +347,85 @@ class RegistryModel:
         traits = self._repo_traits(repo)
         key = f"{self.seed}:{repo.index}:{k}"
         manifest = hash_bytes("m:" + key)
+        unique = hash_bytes("b:" + key)  # 64 bytes: the config blob, then the top layer
         if created_ns is None:
             created_ns = _created_ns(traits, k, manifest)
         if tags is None:
             tags = self._default_tags(
                 traits, k, repo.count if count is None else count, manifest, created_ns
             )
-        registry = repo.registry
-        layers = list(self._base_layers(registry, traits, k))
-        if not traits.base_repo:
-            for j, period in enumerate(traits.dep_periods):
-                layers.append(self._dep_layer(registry, repo.index, j, k // period))
-            layers.append(_unique_blob(f"t0:{key}", 300 * catalog.KB, 1.8))
-            if traits.top_layers > 1:
-                layers.append(_unique_blob(f"t1:{key}", 2 * catalog.KB, 1.0))
-        config = _unique_blob(f"c:{key}", 6 * catalog.KB, 0.5, low=1200, high=64 * catalog.KB)
+        shared = self._shared_part(repo, traits, k)
+        layers = shared.blobs + self._top_blobs(traits, key, unique)
         return SimImage(
             ref=ref,
             repo=repo.index,
             id=image_id,
             name=repo.name,
             digest=digest_from_bytes(manifest),
-            compressed_size=sum(layer[2] for layer in layers),
-            config=config,
-            layers=tuple(layers),
+            compressed_size=sum(blob[2] for blob in layers),
+            config=_config_blob(unique),
+            layers=layers,
             tags=tags,
             created_ns=created_ns,
         )
+
+    def image_json(self, ref: int, tags: tuple[str, ...] | None = None) -> str:
+        """Generated image ``ref`` as JSON text, fast (``tags`` replace the generated ones).
+
+        Equal to ``image(ref).json_text()``; layers below the top are serialized once for
+        all the siblings that share them.
+        """
+        repo = self._last_repo
+        if repo is None or not repo.first <= ref < repo.first + repo.count:
+            repo = self._last_repo = self.repo(self.repo_of(ref))
+        k = ref - repo.first
+        traits = self._repo_traits(repo)
+        key = f"{self.seed}:{repo.index}:{k}"
+        manifest = hash_bytes("m:" + key)
+        unique = hash_bytes("b:" + key)
+        created_ns = _created_ns(traits, k, manifest)
+        if tags is None:
+            tags = self._default_tags(traits, k, repo.count, manifest, created_ns)
+        shared = self._shared_part(repo, traits, k)
+        layers_json, size = shared.json, shared.size
+        for blob in self._top_blobs(traits, key, unique):
+            layers_json = f"{layers_json},{blob_json_text(blob)}"
+            size += blob[2]
+        return image_json_text(
+            self.image_id(ref),
+            repo.name,
+            digest_from_bytes(manifest),
+            size,
+            blob_json_text(_config_blob(unique)),
+            layers_json,
+            tags,
+            created_ns,
+        )
+
+    def _shared_part(self, repo: RepoInfo, traits: _Traits, k: int) -> _Part:
+        """The layers of version ``k`` below its own top: base stack, then dependencies."""
+        if traits.base_repo:
+            return self._base_part(repo.registry, traits, k)
+        key = (repo.index, k // traits.share_period)
+        part = self._shared_parts.get(key)
+        if part is None:
+            blobs = self._base_part(repo.registry, traits, k).blobs
+            for j, period in enumerate(traits.dep_periods):
+                blobs += (self._dep_blob(repo.registry, repo.index, j, k // period),)
+            part = _part(blobs)
+            if len(self._shared_parts) > _SHARED_CACHE_LIMIT:
+                self._shared_parts.clear()
+            self._shared_parts[key] = part
+        return part
+
+    def _top_blobs(self, traits: _Traits, key: str, unique: bytes) -> tuple[BlobTuple, ...]:
+        """The layers only this image has: one, or two (a small metadata layer on top)."""
+        if traits.base_repo:
+            return ()
+        top = _blob_from(unique[32:], 300 * catalog.KB, 1.8)
+        if traits.top_layers == 1:
+            return (top,)
+        return (top, _blob_from(hash_bytes("t:" + key), 2 * catalog.KB, 1.0))
 
     def default_tags(self, repo: RepoInfo, k: int, count: int) -> tuple[str, ...]:
         """The tags version ``k`` gets when the repository has ``count`` versions."""
@@ -416,14 +486,19 @@ class RegistryModel:
         start_ns = EPOCH_NS - rng.randrange(DAY_NS, HISTORY_NS)
         step_ns = (EPOCH_NS - start_ns) // (repo.count + 1) if repo.count else DAY_NS
         n_deps = rng.choice((0, 1, 2, 2, 3, 3, 4))
+        # every period divides the longer ones, so all layers below the top change only
+        # when k // share_period does: one cache entry serves that many siblings
+        base_period = rng.choice((24, 48, 144, 576, _NEVER))
+        dep_periods = tuple(
+            sorted((rng.choice((2, 4, 12, 48, 144, 576)) for _ in range(n_deps)), reverse=True)
+        )
         traits = _Traits(
             base_repo=base_stack is not None,
             stack=stack,
             base_version0=rng.randrange(catalog.STACK_VERSIONS),
-            base_period=rng.choice((25, 60, 150, 400, 10**9)),
-            dep_periods=tuple(
-                sorted((rng.choice((2, 4, 12, 40, 120, 500)) for _ in range(n_deps)), reverse=True)
-            ),
+            base_period=base_period,
+            dep_periods=dep_periods,
+            share_period=min((base_period, *dep_periods)),
             top_layers=1 if rng.random() < 0.7 else 2,
             tag_style=rng.randrange(4),
             variant=rng.choice(catalog.VARIANTS) if rng.random() < 0.15 else "",
@@ -437,22 +512,24 @@ class RegistryModel:
         self._traits[repo.index] = traits
         return traits
 
-    def _base_layers(self, registry: int, traits: _Traits, k: int) -> tuple[BlobTuple, ...]:
+    def _base_part(self, registry: int, traits: _Traits, k: int) -> _Part:
         if traits.base_repo:
             version = k % catalog.STACK_VERSIONS
         else:
             version = (traits.base_version0 + k // traits.base_period) % catalog.STACK_VERSIONS
         key = (registry, traits.stack, version)
-        blobs = self._base_blobs.get(key)
-        if blobs is None:
-            blobs = tuple(
-                (self._blob_id(registry, digest), digest, size)
-                for digest, size in self._stack_layers_of(traits.stack, version)
+        part = self._base_parts.get(key)
+        if part is None:
+            part = _part(
+                tuple(
+                    (self._blob_id(registry, digest), digest, size)
+                    for digest, size in self._stack_layers_of(traits.stack, version)
+                )
             )
-            if len(self._base_blobs) > _CACHE_LIMIT:
-                self._base_blobs.clear()
-            self._base_blobs[key] = blobs
-        return blobs
+            if len(self._base_parts) > _CACHE_LIMIT:
+                self._base_parts.clear()
+            self._base_parts[key] = part
+        return part
 
     def _stack_layers_of(self, stack: int, version: int) -> tuple[tuple[str, int], ...]:
         """(digest, size) of every layer of a stack release, its parents' first."""
@@ -473,21 +550,14 @@ class RegistryModel:
         self._stack_layers[(stack, version)] = layers
         return layers
 
-    def _dep_layer(self, registry: int, repo: int, j: int, version: int) -> BlobTuple:
-        key = (repo, j, version)
-        blob = self._dep_blobs.get(key)
-        if blob is None:
-            raw = hash_bytes(f"{self.seed}:dep:{repo}:{j}:{version}")
-            digest = digest_from_bytes(raw)
-            blob = (
-                self._blob_id(registry, digest),
-                digest,
-                _lognormal_size(raw, 4 * catalog.MB, 1.4),
-            )
-            if len(self._dep_blobs) > _CACHE_LIMIT:
-                self._dep_blobs.clear()
-            self._dep_blobs[key] = blob
-        return blob
+    def _dep_blob(self, registry: int, repo: int, j: int, version: int) -> BlobTuple:
+        raw = hash_bytes(f"{self.seed}:dep:{repo}:{j}:{version}")
+        digest = digest_from_bytes(raw)
+        return (
+            self._blob_id(registry, digest),
+            digest,
+            _lognormal_size(raw[40:42], 4 * catalog.MB, 1.4),
+        )
 
     def _blob_id(self, registry: int, digest: str) -> str:
         """A shared blob's id in a registry: each registry has its own id for the same digest."""
@@ -550,23 +620,71 @@ def _app_path(rng: random.Random) -> str:
     return f"{rng.choice(catalog.ENVIRONMENTS)}/{team}/{service}"
 
 
+_SIZE_FACTORS: dict[float, list[float]] = {}
+
+
 def _lognormal_size(
     raw: bytes, median: int, sigma: float, low: int = 100, high: int = 8 << 30
 ) -> int:
-    """A heavy-tailed size from random bytes: log-normal around ``median``, clipped."""
-    z = normal_from_bytes(raw[42:44])
-    return min(high, max(low, int(median * math.exp(sigma * z))))
+    """A heavy-tailed size from 2 random bytes: log-normal around ``median``, clipped."""
+    factors = _SIZE_FACTORS.get(sigma)
+    if factors is None:
+        factors = _SIZE_FACTORS[sigma] = [math.exp(sigma * z) for z in NORMAL_QUANTILES]
+    return min(high, max(low, int(median * factors[((raw[0] << 8) | raw[1]) >> NORMAL_SHIFT])))
 
 
-def _unique_blob(
-    key: str, median: int, sigma: float, low: int = 100, high: int = 8 << 30
+def _config_blob(unique: bytes) -> BlobTuple:
+    return _blob_from(unique[:32], 6 * catalog.KB, 0.5, 1200, 64 * catalog.KB)
+
+
+def _blob_from(
+    raw: bytes, median: int, sigma: float, low: int = 100, high: int = 8 << 30
 ) -> BlobTuple:
-    """A blob only one image has: its digest, id and size all come from one hash."""
-    raw = hash_bytes(key)
+    """A blob only one image has, from 32 random bytes: its digest, and id and size from it."""
     return (
-        id_from_bytes("crp", raw[32:]),
+        id_from_bytes("crp", raw[15:32]),
         digest_from_bytes(raw),
-        _lognormal_size(raw, median, sigma, low, high),
+        _lognormal_size(raw[12:14], median, sigma, low, high),
+    )
+
+
+class _Part(NamedTuple):
+    """Consecutive blobs of an image, with their JSON text and total size, built once."""
+
+    blobs: tuple[BlobTuple, ...]
+    json: str
+    size: int
+
+
+def _part(blobs: tuple[BlobTuple, ...]) -> _Part:
+    return _Part(blobs, ",".join(map(blob_json_text, blobs)), sum(blob[2] for blob in blobs))
+
+
+def blob_json_text(blob: BlobTuple) -> str:
+    """A blob as the upstream's JSON (ids, digests and decimal sizes need no escaping)."""
+    return f'{{"id":"{blob[0]}","digest":"{blob[1]}","size":"{blob[2]}"}}'
+
+
+def image_json_text(
+    image_id: str,
+    name: str,
+    digest: str,
+    compressed_size: int,
+    config_json: str,
+    layers_json: str,
+    tags: tuple[str, ...],
+    created_ns: int,
+) -> str:
+    """An image as the upstream's JSON text, fields in proto order, empty ones omitted.
+
+    Every value is escape-free by construction: ids, digests and sizes are
+    [0-9a-z:], names match the repository pattern, tags the OCI tag pattern.
+    """
+    tags_json = ',"tags":["' + '","'.join(tags) + '"]' if tags else ""
+    return (
+        f'{{"id":"{image_id}","name":"{name}","digest":"{digest}",'
+        f'"compressedSize":"{compressed_size}","config":{config_json},"layers":[{layers_json}]'
+        f'{tags_json},"createdAt":"{rfc3339(created_ns)}"}}'
     )
 
 

@@ -23,14 +23,13 @@ import hashlib
 from mirror.errors import InvalidArgument
 from mirror.listing import ListRequest
 from mirror.upstream.simulator.config import PageTokenStyle
-from mirror.upstream.simulator.generator import SimImage
 from mirror.upstream.simulator.state import SimulatedRegistry
 
 
 async def list_page(
     registry: SimulatedRegistry, request: ListRequest, style: PageTokenStyle
-) -> tuple[list[SimImage], str]:
-    """One List page for ``request``: its images and the next page token ('' on the last page)."""
+) -> tuple[list[int], str]:
+    """One List page for ``request``: its images' refs and the next page token ('' on the last page)."""
     view = await registry.view(request.scope, request.filter, request.order)
     size = request.page_size
     binding = _binding(request)
@@ -51,7 +50,17 @@ async def list_page(
         more = len(refs) > size
         refs = refs[:size]
         token = encode_token(style, binding, registry.image_id(refs[-1])) if more else ""
-    return [registry.record(ref) for ref in refs], token
+    return refs, token
+
+
+def list_body(registry: SimulatedRegistry, refs: list[int], token: str) -> bytes:
+    """The ListImagesResponse JSON: ``images`` and ``nextPageToken``, each omitted when empty."""
+    fields = []
+    if refs:
+        fields.append('"images":[' + ",".join([registry.json_text(ref) for ref in refs]) + "]")
+    if token:
+        fields.append(f'"nextPageToken":"{token}"')  # URL-safe base64: nothing to escape
+    return ("{" + ",".join(fields) + "}").encode()
 
 
 def encode_token(style: PageTokenStyle, binding: str, position: str) -> str:

@@ -144,6 +144,12 @@ class SimulatedRegistry:
         tags = self._tags.get(ref)
         return base if tags is None else base._replace(tags=tags)
 
+    def json_text(self, ref: int) -> str:
+        """Image ``ref`` with its current tags as the upstream's JSON text (the List fast path)."""
+        if ref < self.model.images:
+            return self.model.image_json(ref, self._tags.get(ref))
+        return self.record(ref).json_text()
+
     def all_images(self, scope: Scope | None = None) -> Iterator[Image]:
         """Every live image (of ``scope``), in id order."""
         for ref in self.refs(scope):

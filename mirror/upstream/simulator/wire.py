@@ -61,17 +61,13 @@ def digest_from_bytes(raw: bytes) -> str:
     return "sha256:" + raw[:32].hex()
 
 
-_NORMAL_TABLE_BITS = 12
+_NORMAL_BITS = 12
+NORMAL_SHIFT = 16 - _NORMAL_BITS  # two random bytes, shifted right by this, index the table
 # standard normal quantiles at the midpoints of 4096 equal bins: a cheap inverse CDF
-_NORMAL_TABLE = [
-    statistics.NormalDist().inv_cdf((i + 0.5) / (1 << _NORMAL_TABLE_BITS))
-    for i in range(1 << _NORMAL_TABLE_BITS)
+NORMAL_QUANTILES = [
+    statistics.NormalDist().inv_cdf((i + 0.5) / (1 << _NORMAL_BITS))
+    for i in range(1 << _NORMAL_BITS)
 ]
-
-
-def normal_from_bytes(raw: bytes) -> float:
-    """A standard normal variate (to 1/4096 of probability) from 2 random bytes."""
-    return _NORMAL_TABLE[((raw[0] << 8) | raw[1]) >> (16 - _NORMAL_TABLE_BITS)]
 
 
 def unit_float(raw: bytes) -> float:
@@ -79,10 +75,22 @@ def unit_float(raw: bytes) -> float:
     return (int.from_bytes(raw[:7], "big") + 0.5) / 2**56
 
 
+_HOURS_MINUTES = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+_SECONDS = [f"{sec:02d}" for sec in range(60)]
+_DATES: dict[int, str] = {}
+
+
 def rfc3339(ns: int) -> str:
     """A UTC timestamp as protobuf's JSON mapping writes it: 0, 3, 6 or 9 fractional digits."""
     seconds, nanos = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    day, second_of_day = divmod(seconds, 86_400)
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) > 100_000:
+            _DATES.clear()
+        date = _DATES[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86_400))
+    minute, second = divmod(second_of_day, 60)
+    text = date + _HOURS_MINUTES[minute] + _SECONDS[second]
     if nanos == 0:
         return text + "Z"
     if nanos % 1_000_000 == 0:
