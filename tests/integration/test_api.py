@@ -1,0 +1,473 @@
+"""The local API over a real index (PostgreSQL) filled by the real ingest from the simulator:
+stable paging while the index changes (invariant 5), page tokens, auth, Delete end to end,
+blobs, sync, the events feed, probes, metrics and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from mirror.api.app import create_app
+from mirror.ingest.loop import ingest_once
+from mirror.ingest.summary import WalkStatus
+from mirror.listing import image_sort_key, parse_list_request
+from mirror.model import Scope, ScopeKind
+from mirror.settings import Settings
+from mirror.store.pool import create_pool
+from mirror.upstream.client import UpstreamClient
+from mirror.upstream.retry import RetryPolicy
+from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, serve_simulator
+from tests.postgres_fixture import dsn_with_database, new_database_name
+
+IMAGES = "/container-registry/v1/images"
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_retry_after=0.01)
+
+
+@dataclass
+class World:
+    upstream: RunningSimulator
+    client: UpstreamClient
+    pool: asyncpg.Pool
+    settings: Settings
+    scopes: list[Scope]
+
+    async def ingest(self, scopes: list[Scope] | None = None) -> None:
+        summary = await ingest_once(self.pool, self.client, scopes or self.scopes)
+        assert all(r.status is WalkStatus.COMPLETE for r in summary.scopes), summary
+
+    def api(self, settings: Settings | None = None, upstream: Any = None) -> TestClient:
+        app = create_app(
+            settings or self.settings, pool=self.pool, upstream=upstream or self.client
+        )
+        return TestClient(TestServer(app))
+
+
+@pytest.fixture
+async def world(settings: Settings, db_pool: asyncpg.Pool) -> AsyncIterator[World]:
+    config = SimulatorConfig(images=900, seed=11, operation_delay=0.05)
+    async with serve_simulator(config) as upstream, aiohttp.ClientSession() as session:
+        settings = settings.with_(upstream_url=upstream.url, operation_url=upstream.url)
+        client = UpstreamClient(session, settings, retry=FAST_RETRY)
+        scopes = [Scope(ScopeKind.FOLDER, f) for f in upstream.registry.model.folder_ids]
+        world = World(upstream, client, db_pool, settings, scopes)
+        await world.ingest()
+        yield world
+
+
+@pytest.fixture
+async def api(world: World) -> AsyncIterator[TestClient]:
+    async with world.api() as client:
+        yield client
+
+
+async def get_json(api: TestClient, path: str, params: Any = None, status: int = 200) -> Any:
+    response = await api.get(path, params=params)
+    body = await response.read()
+    assert response.status == status, body
+    return orjson.loads(body)
+
+
+async def indexed_ids(pool: asyncpg.Pool, column: str, value: str) -> set[str]:
+    sql = {
+        "registry_id": "SELECT id FROM images WHERE registry_id = $1",
+        "folder_id": "SELECT id FROM images WHERE folder_id = $1",
+    }[column]
+    return {r["id"] for r in await pool.fetch(sql, value)}
+
+
+def biggest_registry(world: World) -> str:
+    model = world.upstream.registry.model
+    return max(
+        model.registry_ids,
+        key=lambda r: world.upstream.registry.count(Scope(ScopeKind.REGISTRY, r)),
+    )
+
+
+# -- invariant 5 -------------------------------------------------------------------
+
+
+async def change_registry(
+    world: World, registry_id: str, rng: random.Random, cursor_image: str
+) -> None:
+    """Pushes, deletions (the page's last image, the cursor, among them) and tag moves
+    upstream, then an ingest applies them to the index."""
+    truth = world.upstream.registry
+    repos = [repo.name for repo in truth.repositories(registry_id)]
+    if truth.get(cursor_image) is not None:
+        truth.delete(cursor_image)
+    live = list(truth.ids(Scope(ScopeKind.REGISTRY, registry_id)))
+    for name in rng.sample(repos, 3):
+        truth.push(name)
+    for image_id in rng.sample(live, 3):
+        truth.delete(image_id)
+    for image_id in rng.sample([i for i in live if truth.get(i) is not None], 2):
+        truth.retag(image_id, add=[f"moved-{rng.randrange(10**6)}"])
+    model = truth.model
+    folder = model.folder_ids[model.folder_of_registry(model.registry_index(registry_id) or 0)]
+    await world.ingest([Scope(ScopeKind.FOLDER, folder)])
+
+
+@pytest.mark.parametrize(
+    ("scope_param", "order_by"),
+    [
+        ("registryId", ""),
+        ("registryId", "name desc"),
+        ("registryId", "created_at desc, name"),
+        ("registryId", "name, digest desc"),
+        ("folderId", "digest"),
+        ("folderId", "name desc, created_at"),
+    ],
+)
+async def test_invariant_5_stable_paging_while_the_index_changes(
+    world: World, api: TestClient, scope_param: str, order_by: str
+) -> None:
+    """Paging while the ingest changes the index never skips or repeats an image that exists
+    throughout, and every page continues the order exactly where the last one stopped."""
+    rng = random.Random(f"{scope_param}:{order_by}")
+    registry_id = biggest_registry(world)
+    if scope_param == "registryId":
+        column, value = "registry_id", registry_id
+    else:
+        column = "folder_id"
+        value = world.upstream.registry.model.folder_ids[
+            world.upstream.registry.model.folder_of_registry(
+                world.upstream.registry.model.registry_index(registry_id) or 0
+            )
+        ]
+    before = await indexed_ids(world.pool, column, value)
+    params = {scope_param: value, "pageSize": "37"}
+    if order_by:
+        params["orderBy"] = order_by
+    key = image_sort_key(parse_list_request(params).order)
+    walked: list[dict[str, Any]] = []
+    token = ""
+    for _ in range(1000):
+        page = await get_json(api, IMAGES, {**params, "pageToken": token} if token else params)
+        walked.extend(page.get("images", []))
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+        await change_registry(world, registry_id, rng, walked[-1]["id"])
+    else:
+        raise AssertionError("the walk did not end")
+    after = await indexed_ids(world.pool, column, value)
+    ids = [image["id"] for image in walked]
+    assert len(ids) == len(set(ids)), "an image was listed twice"
+    assert before & after <= set(ids), "an image present throughout was skipped"
+    assert after != before, "the index did change during the walk"
+    assert not after & {image["id"] for image in walked[36::37]}, "cursor rows were deleted"
+    keys = [key(image) for image in walked]
+    assert all(a < b for a, b in itertools.pairwise(keys)), "out of order"
+
+
+# -- page tokens -------------------------------------------------------------------
+
+
+async def test_forged_tampered_and_foreign_tokens_are_400(world: World, api: TestClient) -> None:
+    registry_id = biggest_registry(world)
+    params = {"registryId": registry_id, "pageSize": "5", "orderBy": "created_at desc"}
+    token = (await get_json(api, IMAGES, params))["nextPageToken"]
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    tampered = bytearray(raw)
+    tampered[3] ^= 0x10
+    stale = bytes([9]) + raw[1:]  # a format version this service never issued
+    bad = [
+        base64.urlsafe_b64encode(bytes(tampered)).rstrip(b"=").decode(),
+        base64.urlsafe_b64encode(stale).rstrip(b"=").decode(),
+        token[:-2],
+        token + "A",
+        "x" * 100,
+        "",  # empty is no token: the first page again, not an error
+    ]
+    for candidate in bad[:-1]:
+        error = await get_json(api, IMAGES, {**params, "pageToken": candidate}, status=400)
+        assert error["code"] == 3 and "pageToken" in error["message"]
+    # the same token with another listing
+    for other in ({"orderBy": "created_at"}, {"filter": 'name!="x/y"'}, {"registryId": "crpother"}):
+        error = await get_json(api, IMAGES, {**params, **other, "pageToken": token}, status=400)
+        assert error["code"] == 3
+    assert "images" in await get_json(api, IMAGES, {**params, "pageToken": bad[-1]})
+
+
+async def test_a_key_too_long_for_a_token_is_kept_server_side(
+    world: World, api: TestClient
+) -> None:
+    """orderBy name, digest: the key (name + digest + id) does not fit 100 characters."""
+    params = {"folderId": world.upstream.registry.model.folder_ids[0], "orderBy": "name, digest"}
+    request = parse_list_request(params)
+    expected = sorted(
+        (i.to_json() for i in world.upstream.registry.all_images(request.scope)),
+        key=image_sort_key(request.order),
+    )
+    walked: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        page = await get_json(
+            api, IMAGES, {**params, "pageSize": "250", **({"pageToken": token} if token else {})}
+        )
+        walked += page.get("images", [])
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+        assert len(token) <= 100
+    assert walked == expected
+    assert await world.pool.fetchval("SELECT count(*) FROM api_page_keys") > 0
+    # a stored key that expired (or was lost) is a clean 400
+    first = await get_json(api, IMAGES, {**params, "pageSize": "3"})
+    await world.pool.execute("DELETE FROM api_page_keys")
+    error = await get_json(
+        api, IMAGES, {**params, "pageSize": "3", "pageToken": first["nextPageToken"]}, status=400
+    )
+    assert error["code"] == 3 and "expired" in error["message"]
+
+
+async def test_tokens_work_across_api_processes(world: World, api: TestClient) -> None:
+    """The signing secret lives in the database: another app on it accepts the token."""
+    params = {"registryId": biggest_registry(world), "pageSize": "4", "orderBy": "name desc"}
+    first = await get_json(api, IMAGES, params)
+    expected = await get_json(api, IMAGES, {**params, "pageToken": first["nextPageToken"]})
+    async with world.api() as other:
+        again = await get_json(other, IMAGES, {**params, "pageToken": first["nextPageToken"]})
+    assert again == expected
+
+
+# -- auth ------------------------------------------------------------------------------
+
+
+async def test_roles(world: World) -> None:
+    settings = world.settings.with_(
+        api_tokens=Settings.load(env={"MIRROR_API_TOKENS": "r-token:read,a-token:admin"}).api_tokens
+    )
+    victim = next(world.upstream.registry.ids(world.scopes[0]))
+    async with world.api(settings) as api:
+        assert (await api.get("/healthz")).status == 200
+        assert (await api.get("/openapi.json")).status == 200
+        assert (await api.get(IMAGES, params={"folderId": "b1gx"})).status == 401
+        reader = {"Authorization": "Bearer r-token"}
+        admin = {"Authorization": "Bearer a-token"}
+        assert (await api.get(IMAGES, params={"folderId": "b1gx"}, headers=reader)).status == 200
+        assert (await api.get("/metrics", headers=reader)).status == 200
+        denied = await api.delete(f"{IMAGES}/{victim}", headers=reader)
+        assert denied.status == 403 and (await denied.json())["code"] == 7
+        assert world.upstream.registry.get(victim) is not None, "a denied Delete reaches nothing"
+        allowed = await api.delete(f"{IMAGES}/{victim}", headers=admin)
+        assert allowed.status == 200 and (await allowed.json())["metadata"]["imageId"] == victim
+
+
+# -- Delete ------------------------------------------------------------------------------
+
+
+async def test_delete_end_to_end(world: World, api: TestClient) -> None:
+    """Delete -> Operation -> done -> the image leaves the index with its events, once."""
+    truth = world.upstream.registry
+    victim = next(truth.ids(world.scopes[0]))
+    last_known = await world.pool.fetchval("SELECT doc::text FROM images WHERE id = $1", victim)
+    unique_digests = {
+        r["digest"]
+        for r in await world.pool.fetch(
+            "SELECT b.digest FROM image_blobs b JOIN blobs USING (digest)"
+            " WHERE b.image_id = $1 AND blobs.ref_count = 1",
+            victim,
+        )
+    }
+    outbox_before = await world.pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+
+    response = await api.delete(f"{IMAGES}/{victim}")
+    assert response.status == 200
+    operation = await response.json()
+    assert operation["done"] is False and operation["metadata"]["imageId"] == victim
+    for _ in range(500):
+        answer = await get_json(api, f"/operations/{operation['id']}")
+        if answer["done"]:
+            break
+        await asyncio.sleep(0.01)
+    assert answer["done"] is True and "response" in answer
+    assert truth.get(victim) is None
+    await get_json(api, f"{IMAGES}/{victim}", status=404)
+    assert await world.pool.fetchval("SELECT count(*) FROM images WHERE id = $1", victim) == 0
+    assert (
+        await world.pool.fetchval("SELECT count(*) FROM image_blobs WHERE image_id = $1", victim)
+        == 0
+    )
+
+    events = await world.pool.fetch(
+        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 ORDER BY id", outbox_before
+    )
+    deleted = [e for e in events if e["type"] == "registry.image.deleted"]
+    assert len(deleted) == 1 and deleted[0]["key"] == victim
+    data = orjson.loads(deleted[0]["data"])
+    assert data["reason"] == "api" and data["image"] == orjson.loads(last_known)
+    orphaned = {e["key"] for e in events if e["type"] == "registry.blob.orphaned"}
+    assert orphaned == unique_digests
+    for digest in unique_digests:
+        assert (
+            await world.pool.fetchval("SELECT ref_count FROM blobs WHERE digest = $1", digest) == 0
+        )
+
+    # idempotent: asking again changes nothing; a second Delete is the upstream's 404
+    await get_json(api, f"/operations/{operation['id']}")
+    again = await get_json(api, f"{IMAGES}/{victim}", status=404)
+    assert again["code"] == 5
+    response = await api.delete(f"{IMAGES}/{victim}")
+    assert response.status == 404 and (await response.json())["code"] == 5
+    assert await world.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE id > $1", outbox_before
+    ) == len(events)
+
+
+async def test_index_converges_without_anyone_asking(world: World, api: TestClient) -> None:
+    victim = next(world.upstream.registry.ids(world.scopes[1]))
+    response = await api.delete(f"{IMAGES}/{victim}")
+    assert response.status == 200
+    for _ in range(1000):  # the app's background poll settles it (every 2 s)
+        if await world.pool.fetchval("SELECT count(*) FROM images WHERE id = $1", victim) == 0:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the index did not follow the Delete")
+    applied = await world.pool.fetchval(
+        "SELECT applied FROM operations WHERE image_id = $1", victim
+    )
+    assert applied is True
+
+
+class BrokenUpstream:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def delete_image(self, image_id: str) -> dict[str, Any]:
+        raise self.error
+
+    async def get_operation(self, operation_id: str) -> dict[str, Any]:
+        raise self.error
+
+
+async def test_upstream_failures_are_mapped(world: World) -> None:
+    from mirror.errors import UpstreamError
+
+    async with world.api(upstream=BrokenUpstream(UpstreamError("connection refused"))) as api:
+        response = await api.delete(f"{IMAGES}/crp00000000000000001")
+        body = await response.json()
+        assert response.status == 503 and body["code"] == 14
+    async with world.api(upstream=BrokenUpstream(RuntimeError("secret /etc/passwd detail"))) as api:
+        response = await api.delete(f"{IMAGES}/crp00000000000000001")
+        text = await response.text()
+        assert response.status == 500 and orjson.loads(text)["code"] == 13
+        assert "secret" not in text and "passwd" not in text and "Traceback" not in text
+        assert orjson.loads(text)["details"][0]["requestId"] == response.headers["X-Request-Id"]
+
+
+# -- beyond the upstream -------------------------------------------------------------------
+
+
+async def test_blob_lookup(world: World, api: TestClient) -> None:
+    digest, refs = await world.pool.fetchrow(
+        "SELECT digest, ref_count FROM blobs ORDER BY ref_count DESC, digest LIMIT 1"
+    )
+    holders = {
+        r["image_id"]
+        for r in await world.pool.fetch(
+            "SELECT image_id FROM image_blobs WHERE digest = $1", digest
+        )
+    }
+    seen: list[str] = []
+    token = ""
+    while True:
+        params = {"pageSize": "50", **({"pageToken": token} if token else {})}
+        blob = await get_json(api, f"/mirror/v1/blobs/{digest}", params)
+        assert blob["digest"] == digest and blob["refCount"] == str(refs)
+        assert int(blob["size"]) > 0 and int(blob["repositoryCount"]) >= 1
+        seen += [image["id"] for image in blob.get("images", [])]
+        token = blob.get("nextPageToken", "")
+        if not token:
+            break
+    assert seen == sorted(holders)
+    assert set(blob["repositories"]) <= {
+        r["name"] for r in await world.pool.fetch("SELECT DISTINCT name FROM images")
+    }
+    await get_json(api, "/mirror/v1/blobs/sha256:" + "0" * 64, status=404)
+    await get_json(api, "/mirror/v1/blobs/not-a-digest", status=400)
+    await get_json(api, f"/mirror/v1/blobs/{digest}", {"pageToken": "junk"}, status=400)
+
+
+async def test_sync_status(world: World, api: TestClient) -> None:
+    sync = await get_json(api, "/mirror/v1/sync")
+    scopes = {s["scope"]: s for s in sync["scopes"]}
+    assert set(scopes) == {str(s) for s in world.scopes}
+    for scope in world.scopes:
+        entry = scopes[str(scope)]
+        assert entry["lastCompleteAt"].endswith("Z") and entry["lagSeconds"] >= 0
+        assert int(entry["lastImages"]) == world.upstream.registry.count(scope)
+        assert entry["lastRun"]["status"] == "complete" and "lastError" not in entry
+
+
+async def test_events_feed(world: World, api: TestClient) -> None:
+    total = await world.pool.fetchval("SELECT count(*) FROM outbox")
+    assert total > 0
+    seen: list[dict[str, Any]] = []
+    after = "0"
+    for _ in range(10_000):
+        page = await get_json(api, "/mirror/v1/events", {"after": after, "limit": "333"})
+        seen += page.get("events", [])
+        if page["next"] == after:
+            break
+        after = page["next"]
+    assert len(seen) == total and len({e["id"] for e in seen}) == total
+    first = seen[0]
+    assert first["specversion"] == "1.0" and first["type"] == "registry.image.created"
+    assert first["subject"] == first["data"]["id"] and first["time"].endswith("Z")
+    assert {e["type"] for e in seen} <= {
+        "registry.image.created",
+        "registry.blob.added",
+    }
+    await get_json(api, "/mirror/v1/events", {"after": "-1"}, status=400)
+    await get_json(api, "/mirror/v1/events", {"limit": "1001"}, status=400)
+
+
+async def test_probes_and_metrics(world: World, api: TestClient) -> None:
+    assert (await get_json(api, "/healthz"))["status"] == "ok"
+    assert (await get_json(api, "/readyz"))["status"] == "ready"
+    await get_json(api, IMAGES, {"folderId": world.scopes[0].id})
+    text = await (await api.get("/metrics")).text()
+    assert (
+        'mirror_api_request_duration_seconds_count{method="GET",route="/container-registry/v1/images",status="200"}'
+        in text
+    )
+    assert "mirror_db_outbox_unsent_events" in text
+    assert "mirror_db_scope_last_complete_age_seconds{scope=" in text
+
+
+async def test_not_ready_until_migrated(postgres_dsn: str, settings: Settings) -> None:
+    name = new_database_name("api_unmigrated")
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        pool = await create_pool(dsn_with_database(postgres_dsn, name), max_size=2)
+        try:
+            app = create_app(settings, pool=pool, upstream=BrokenUpstream(RuntimeError()))
+            app.cleanup_ctx.clear()  # nothing to open: probe the bare database
+            from mirror.api.appkeys import POOL
+
+            app[POOL] = pool
+            async with TestClient(TestServer(app)) as api:
+                assert (await get_json(api, "/healthz"))["status"] == "ok"
+                error = await get_json(api, "/readyz", status=503)
+                assert error["code"] == 14 and "migration" in error["message"]
+        finally:
+            await pool.close()
+    finally:
+        admin = await asyncpg.connect(postgres_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
