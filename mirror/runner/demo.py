@@ -145,6 +145,12 @@ async def _mirror_simulator(
             )
         else:
             say(f"  events:      {mirror.api_url}/mirror/v1/events (MIRROR_KAFKA_BOOTSTRAP unset)")
+        stale = await stale_scopes(mirror.pool, scopes)
+        if stale:
+            say(
+                f"  note:        this data dir also holds {', '.join(stale)} from an earlier demo "
+                "with another --seed; the figures include their images (use a fresh --data-dir)"
+            )
         say("mirroring the simulator… (Ctrl-C to stop)")
         with welcome:
             await mirror.wait(stop)
@@ -276,6 +282,17 @@ def dedup_lines(stats: DedupStats, report: LayerReport) -> list[str]:
                 f"{format_bytes(layer.saved_bytes)} saved"
             )
     return lines
+
+
+SELECT_WALKED_SCOPES = """
+SELECT scope FROM scopes ORDER BY scope
+"""
+
+
+async def stale_scopes(pool: asyncpg.Pool, current: tuple[Scope, ...]) -> list[str]:
+    """Scopes an earlier demo walked that this simulator does not have (another seed)."""
+    wanted = {str(scope) for scope in current}
+    return [r["scope"] for r in await pool.fetch(SELECT_WALKED_SCOPES) if r["scope"] not in wanted]
 
 
 SELECT_SAMPLE_IMAGE = """
