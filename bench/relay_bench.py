@@ -403,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     notes = (
         f"{args.events:,} rows prefilled; batch {args.batch_size}; {compression_type()}; "
-        f"{os.cpu_count()} cores; Python {platform.python_version()}; "
+        f"{os.cpu_count()} cores, load average {load_before:.1f} before / "
+        f"{os.getloadavg()[0]:.1f} after (shared machine); Python {platform.python_version()}; "
         f"services: {'given' if args.database_url else 'embedded PG'}, "
         f"{'given broker' if args.kafka_bootstrap else 'local broker'}"
     )

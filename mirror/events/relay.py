@@ -181,6 +181,7 @@ class Relay:
                             await self._lead(conn, stop, once=once)
                         finally:
                             ACTIVE.set(0)
+                            LAG.set(0)  # the active relay reports the lag now
                             with contextlib.suppress(*DATABASE_ERRORS):
                                 await unlock_relay(conn)
                         if once:
