@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.relay_bench " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
+    if os.environ.get("PYTHONPATH"):
+        command = f"PYTHONPATH={os.environ['PYTHONPATH']} {command}"
+    load_before = os.getloadavg()[0]
 
     with postgres(args.database_url) as admin_dsn, kafka(args.kafka_bootstrap) as bootstrap:
         throughputs = []
