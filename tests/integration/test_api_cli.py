@@ -1,0 +1,83 @@
+"""``mirror serve`` as a user runs it: the bind rule, start, probes, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+
+import aiohttp
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env.update(extra)
+    return env
+
+
+async def run_serve(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirror",
+        "serve",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def test_open_api_refuses_a_public_address_in_one_line(database_url: str) -> None:
+    process = await run_serve("--host", "0.0.0.0", "--database-url", database_url, env=child_env())
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "MIRROR_API_TOKENS" in lines[0] and "--insecure" in lines[0]
+
+
+async def test_tokens_allow_a_public_address_and_a_bad_database_is_one_line() -> None:
+    env = child_env(MIRROR_API_TOKENS="t0ken:admin")
+    process = await run_serve(
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--database-url",
+        "postgresql://nobody@127.0.0.1:1/none",
+        env=env,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    text = stderr.decode()
+    assert "MIRROR_DATABASE_URL" in text and "nobody" not in text and "t0ken" not in text
+
+
+async def test_serve_answers_and_stops_on_sigterm(database_url: str) -> None:
+    process = await run_serve("--port", "0", "--database-url", database_url, env=child_env())
+    try:
+        assert process.stderr is not None
+        url = ""
+        for _ in range(200):
+            line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+            assert line, "serve exited before listening"
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/readyz") as response:
+                assert response.status == 200
+            async with session.get(f"{url}/container-registry/v1/images") as response:
+                assert response.status == 400
+                assert (await response.json())["code"] == 3
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
