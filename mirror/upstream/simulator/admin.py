@@ -49,10 +49,31 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+ENDPOINTS = [
+    ("GET", "/state", "counts, scopes, churn, faults"),
+    ("GET", "/repositories?registryId=ID", "repositories of a registry with image counts"),
+    (
+        "GET",
+        "/ids[?folderId=|registryId=|repositoryName=]",
+        "live image ids, one a line, ascending",
+    ),
+    ("POST", "/images", 'push: {"repositoryName": ..., "tags": [...]}'),
+    ("POST", "/images/{imageId}/tags", '{"add": [...], "remove": [...]} (adding moves a tag)'),
+    ("DELETE", "/images/{imageId}", "delete at once, no Operation"),
+    ("GET", "/faults", "the run-time fault settings"),
+    ("PATCH", "/faults", 'change some of them, e.g. {"errorRate": 1}'),
+    ("GET", "/churn", '{"rate": ..., "applied": ...}'),
+    ("PUT", "/churn", '{"rate": 25}'),
+    ("GET", "/changes?after=SEQ&limit=N", "what changed, oldest first"),
+]
+
+
 async def index(request: web.Request) -> web.Response:
-    return json_response(
-        {"endpoints": [line.strip() for line in __doc__.splitlines()[4:] if line.strip()]}
-    )  # type: ignore[union-attr]
+    endpoints = [
+        {"method": method, "path": ADMIN_PREFIX + path, "does": does}
+        for method, path, does in ENDPOINTS
+    ]
+    return json_response({"endpoints": endpoints})
 
 
 async def state(request: web.Request) -> web.Response:

@@ -34,12 +34,13 @@ from mirror.upstream.simulator.generator import (
     RepoInfo,
     SimImage,
 )
-from mirror.upstream.simulator.views import ArraySeq, Key, KeyFn, RangeSeq, View
+from mirror.upstream.simulator.views import ArraySeq, Key, KeyFn, RangeSeq, RefLog, View
 from mirror.upstream.simulator.wire import id_from_bytes, rfc3339
 
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # the OCI distribution spec's tag
 CHANGE_LOG_LIMIT = 100_000
 VIEW_CACHE_SIZE = 16
+LOG_TRIM_AT = 10_000
 
 
 class ChangeType(StrEnum):
@@ -101,11 +102,13 @@ class SimulatedRegistry:
         self.counters = Counters()
         self._deleted: set[int] = set()
         self._dead_static: list[int] = []  # sorted deleted generated refs
-        self.dead_log: list[int] = []
-        self.push_log: list[int] = []
+        self.dead_log = RefLog()  # what views replay to catch up (trimmed as they do)
+        self.push_log = RefLog()
+        self._dead_holds: list[int] = []  # dead_log positions sorted views being built still need
         self._pushed: dict[int, SimImage] = {}  # kept after deletion: cursors may still name them
         self._pushed_by_id: dict[str, int] = {}
         self._repo_pushed: dict[int, list[int]] = {}
+        self._registry_pushed: dict[int, list[int]] = {}
         self._next_version: dict[int, int] = {}
         self._extra_repos: list[RepoInfo] = []
         self._extra_repo_index: dict[str, int] = {}
@@ -270,6 +273,7 @@ class SimulatedRegistry:
         )
         self._pushed_by_id[image_id] = ref
         self._repo_pushed.setdefault(repo.index, []).append(ref)
+        self._registry_pushed.setdefault(repo.registry, []).append(ref)
         given = self._give_tags(self._repo_tags(repo.index), ref, wanted)
         self.counters.pushed += 1
         self._record(ChangeType.PUSH, image_id, tuple(given))
@@ -375,6 +379,18 @@ class SimulatedRegistry:
     ) -> None:
         self._seq += 1
         self._changes.append(Change(self._seq, change, image_id, self.clock(), added, removed))
+        if len(self.dead_log) + len(self.push_log) > LOG_TRIM_AT:
+            self._trim_logs()
+
+    def _trim_logs(self) -> None:
+        """Drop the log entries every cached view (and every view being built) has applied."""
+        views = self._views.values()
+        self.dead_log.drop_before(
+            min([view.dead_seen for view in views] + self._dead_holds, default=self.dead_log.end)
+        )
+        self.push_log.drop_before(
+            min([view.push_seen for view in views], default=self.push_log.end)
+        )
 
     def _new_image_id(self) -> str:
         while True:
@@ -426,38 +442,60 @@ class SimulatedRegistry:
 
     def _new_range_view(self, scope: Scope, name_filter: NameFilter | None) -> View:
         static = RangeSeq(self._static_runs(scope, name_filter))
+        belongs = self._belongs(scope, name_filter)
         return View(
             static,
             self.key_function(()),
-            self._belongs(scope, name_filter),
+            belongs,
             dead=static.positions_of_sorted(self._dead_static),
             extra=[
-                ref
-                for ref in self._pushed
-                if ref not in self._deleted and self._belongs(scope, name_filter)(ref)
+                ref for ref in self._pushed_in(scope) if ref not in self._deleted and belongs(ref)
             ],
-            dead_seen=len(self.dead_log),
-            push_seen=len(self.push_log),
+            dead_seen=self.dead_log.end,
+            push_seen=self.push_log.end,
         )
 
     async def _build_sorted_view(self, key: ViewKey) -> View:
         scope, name_filter, order = key
         runs = self._static_runs(scope, name_filter)
         dead = frozenset(self._deleted)
-        dead_seen = len(self.dead_log)
-        refs = await asyncio.to_thread(_sorted_refs, self.model, runs, order, dead)
+        dead_seen = self.dead_log.end
+        self._dead_holds.append(dead_seen)
+        try:
+            refs = await asyncio.to_thread(_sorted_refs, self.model, runs, order, dead)
+        finally:
+            self._dead_holds.remove(dead_seen)
         belongs = self._belongs(scope, name_filter)
         view = View(
             ArraySeq(refs),
             self.key_function(order),
             belongs,
             dead=[],
-            extra=[ref for ref in self._pushed if ref not in self._deleted and belongs(ref)],
+            extra=[
+                ref for ref in self._pushed_in(scope) if ref not in self._deleted and belongs(ref)
+            ],
             dead_seen=dead_seen,
-            push_seen=len(self.push_log),
+            push_seen=self.push_log.end,
         )
         self._remember(key, view)
         return view
+
+    def _pushed_in(self, scope: Scope) -> list[int]:
+        """Pushed refs (live or not) that may belong to ``scope``: a superset, cheaply."""
+        if scope.kind is ScopeKind.REPOSITORY:
+            repo = self.repository(scope.id)
+            return self._repo_pushed.get(repo.index, []) if repo is not None else []
+        if scope.kind is ScopeKind.REGISTRY:
+            registry = self.model.registry_index(scope.id)
+            return self._registry_pushed.get(registry, []) if registry is not None else []
+        folder = self.model.folder_index(scope.id)
+        if folder is None:
+            return []
+        return [
+            ref
+            for registry in self.model.folder_registries(folder)
+            for ref in self._registry_pushed.get(registry, [])
+        ]
 
     def _static_runs(self, scope: Scope, name_filter: NameFilter | None) -> list[range]:
         """Generated refs of a scope that pass the filter, as ascending ranges."""

@@ -94,6 +94,36 @@ class ArraySeq:
         return None
 
 
+class RefLog:
+    """Refs appended in order and read by absolute position; a prefix no reader needs is dropped."""
+
+    def __init__(self) -> None:
+        self._refs: list[int] = []
+        self._start = 0
+
+    def __len__(self) -> int:
+        """Entries held (not the absolute end)."""
+        return len(self._refs)
+
+    @property
+    def end(self) -> int:
+        """The position the next entry will have."""
+        return self._start + len(self._refs)
+
+    def append(self, ref: int) -> None:
+        self._refs.append(ref)
+
+    def since(self, position: int) -> list[int]:
+        assert position >= self._start, "that part of the log was dropped"
+        return self._refs[position - self._start :]
+
+    def drop_before(self, position: int) -> None:
+        drop = min(position, self.end) - self._start
+        if drop > 0:
+            del self._refs[:drop]
+            self._start += drop
+
+
 class View:
     """One listing, live: ``page_at`` (offset paging) and ``page_after`` (cursor paging)."""
 
@@ -123,9 +153,9 @@ class View:
 
     # -- keeping up --------------------------------------------------------------
 
-    def sync(self, dead_log: Sequence[int], push_log: Sequence[int], n_static: int) -> None:
-        """Apply what happened since the last call (``*_log`` are append-only)."""
-        for ref in dead_log[self.dead_seen :]:
+    def sync(self, dead_log: RefLog, push_log: RefLog, n_static: int) -> None:
+        """Apply the deletions and pushes logged since the last call."""
+        for ref in dead_log.since(self.dead_seen):
             if ref < n_static:
                 position = self.static.position(ref, self.key)
                 if position is not None:
@@ -134,8 +164,8 @@ class View:
                         self.dead.insert(i, position)
             else:
                 self._drop_extra(ref)
-        self.dead_seen = len(dead_log)
-        for ref in push_log[self.push_seen :]:
+        self.dead_seen = dead_log.end
+        for ref in push_log.since(self.push_seen):
             if self.belongs(ref):
                 key = self.key(ref)
                 i = bisect.bisect_left(self.extra_keys, key)
@@ -143,7 +173,7 @@ class View:
                     self.extra_keys.insert(i, key)
                     self.extra_refs.insert(i, ref)
                     self.extra_at.insert(i, _first_key_at_least(self.static, self.key, key))
-        self.push_seen = len(push_log)
+        self.push_seen = push_log.end
 
     def _drop_extra(self, ref: int) -> None:
         if not self.extra_refs:
