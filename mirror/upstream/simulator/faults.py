@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from mirror.errors import (
+    ApiError,
     Internal,
     PermissionDenied,
     ResourceExhausted,
@@ -103,7 +104,11 @@ async def _drop(request: web.Request, handler: Handler, *, cut_body: bool) -> we
         if transport is not None:
             transport.abort()
         return web.Response(status=500)  # never reaches the client
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except ApiError:  # an error answer is cut off the same way
+        transport.abort()
+        return web.Response(status=500)
     if not isinstance(response, web.Response) or response.body is None:
         transport.abort()
         return response

@@ -444,16 +444,24 @@ class RegistryModel:
             _created_ns(self._repo_traits(repo), k, manifest),
         )
 
-    def sort_values(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+    def sort_values(
+        self, start: int, stop: int, *, hashed: bool = True
+    ) -> Iterator[tuple[int, int, int]]:
         """(repository, digest as an int, created_ns) of refs ``start <= ref < stop``, cheaply.
 
-        The digest as a big-endian int orders exactly as its hex text does.
+        The digest as a big-endian int orders exactly as its hex text does. With
+        ``hashed=False`` only the repository is computed (digest and time are 0).
         """
         ref = start
         while ref < stop:
             repo = self.repo(self.repo_of(ref))
-            traits = self._repo_traits(repo)
             end = min(stop, repo.first + repo.count)
+            if not hashed:
+                for _ in range(ref, end):
+                    yield repo.index, 0, 0
+                ref = end
+                continue
+            traits = self._repo_traits(repo)
             prefix = f"m:{self.seed}:{repo.index}:"
             for k in range(ref - repo.first, end - repo.first):
                 manifest = hash_bytes(prefix + str(k))

@@ -607,9 +607,10 @@ def _sorted_refs(
     refs: list[int] = []
     values: dict[SortField, list[int]] = {key.field: [] for key in order}
     name_rank = model.repo_name_ranks() if SortField.NAME in values else None
+    hashed = SortField.DIGEST in values or SortField.CREATED_AT in values
     for run in runs:
         for ref, (repo, digest, created) in zip(
-            run, model.sort_values(run.start, run.stop), strict=True
+            run, model.sort_values(run.start, run.stop, hashed=hashed), strict=True
         ):
             if ref in dead:
                 continue
