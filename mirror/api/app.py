@@ -35,6 +35,7 @@ from mirror.api.appkeys import (
 )
 from mirror.api.auth import TokenTable, auth_middleware
 from mirror.api.blobs import add_blob_routes
+from mirror.api.dashboard import add_dashboard_routes
 from mirror.api.events_feed import add_events_routes
 from mirror.api.health import HEALTH_PATH, READY_PATH, add_health_routes
 from mirror.api.image_list import ImageReader
@@ -44,6 +45,7 @@ from mirror.api.middleware import error_middleware
 from mirror.api.openapi import OPENAPI_PATH, openapi_handler
 from mirror.api.operations import DeleteTracker, OperationsUpstream
 from mirror.api.page_keys import PageKeys, delete_expired_keys
+from mirror.api.stats_handlers import add_stats_routes
 from mirror.api.sync_status import add_sync_routes
 from mirror.settings import Settings
 from mirror.store.database import open_database
@@ -51,17 +53,6 @@ from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
 
-# TODO(api): import add_stats_routes and add_dashboard_routes normally once
-# mirror/api/stats_handlers.py and mirror/api/dashboard.py are committed by their
-# owners; until then the app serves without them when they are absent.
-try:
-    from mirror.api.stats_handlers import add_stats_routes
-except ImportError:  # pragma: no cover
-    add_stats_routes = None  # type: ignore[assignment]
-try:
-    from mirror.api.dashboard import add_dashboard_routes
-except ImportError:  # pragma: no cover
-    add_dashboard_routes = None  # type: ignore[assignment]
 
 METRICS_PATH = "/metrics"
 POLL_INTERVAL_S = 2.0
@@ -89,13 +80,11 @@ def create_app(
     add_blob_routes(app)
     add_sync_routes(app)
     add_events_routes(app)
-    if add_stats_routes is not None:
-        add_stats_routes(app)
+    add_stats_routes(app)
     add_health_routes(app)
     app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")
     app.router.add_get(OPENAPI_PATH, openapi_handler, name="openapi")
-    if add_dashboard_routes is not None:
-        add_dashboard_routes(app)
+    add_dashboard_routes(app)
     return app
 
 
