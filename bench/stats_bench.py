@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import hashlib
 import math
+import os
 import random
 import shlex
 import statistics
@@ -416,6 +417,7 @@ async def main(args: argparse.Namespace) -> None:
         file=sys.stderr,
     )
     rows: list[tuple[str, str]] = []
+    load_at_start = os.getloadavg()[0]
     async with admin_dsn(args.database_url) as admin:
         with_stats = await create_database(admin, with_stats=True)
         try:
@@ -468,6 +470,12 @@ async def main(args: argparse.Namespace) -> None:
                 await drop_database(admin, with_stats)
             else:
                 print(f"kept: {with_stats}", file=sys.stderr)
+    rows.append(
+        (
+            "load average (1 min) at start / end, on os.cpu_count() = " + str(os.cpu_count()),
+            f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f}",
+        )
+    )
     for what, value in rows:
         print(f"{what:60s} {value}")
     if args.record:
