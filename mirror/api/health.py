@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
@@ -25,7 +26,15 @@ HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 PROBE_TIMEOUT = 2.0
 
-MIGRATED = web.AppKey("migrations_seen_applied", list[bool])
+
+@dataclass(slots=True)
+class Readiness:
+    """Whether the migrations were seen all applied (then they need no checking again)."""
+
+    migrated: bool = False
+
+
+READINESS = web.AppKey("readiness", Readiness)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,15 +42,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    seen = request.app[MIGRATED]
+    readiness = request.app[READINESS]
     try:
         async with asyncio.timeout(PROBE_TIMEOUT), request.app[POOL].acquire() as conn:
             await conn.fetchval("SELECT 1")
-            if not seen[0]:
+            if not readiness.migrated:
                 pending = await pending_migrations(conn)
                 if pending:
                     raise Unavailable(f"{len(pending)} migration(s) not applied yet")
-                seen[0] = True
+                readiness.migrated = True
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("not ready: the database does not answer (%s)", type(exc).__name__)
         raise Unavailable("the index database does not answer") from None
@@ -49,6 +58,6 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def add_health_routes(app: web.Application) -> None:
-    app[MIGRATED] = [False]
+    app[READINESS] = Readiness()
     app.router.add_get(HEALTH_PATH, healthz, name="health")
     app.router.add_get(READY_PATH, readyz, name="ready")

@@ -3,7 +3,8 @@
 Each request gets a request id (also sent back as ``X-Request-Id``). An
 ``ApiError`` becomes ``{"code", "message", "details": [RequestInfo]}`` with the
 cloud's HTTP status; aiohttp's own errors (no such route, wrong method, body
-too large) are translated the same way; any other exception is logged with
+too large) are translated the same way; a database that does not answer is 503
+UNAVAILABLE; any other exception is logged with
 its traceback and the request id and answered as a bare 500 INTERNAL that
 reveals nothing of the internals.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -31,6 +33,15 @@ from mirror.errors import (
 log = logging.getLogger(__name__)
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# The database went away or refuses connections: a 503 the client may retry, not a 500.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    OSError,
+    TimeoutError,
+)
 REQUEST_ID_HEADER = "X-Request-Id"
 INTERNAL_MESSAGE = "Internal error"
 
@@ -70,6 +81,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except UpstreamError as exc:
         log.warning("request %s %s %s: %s", request_id, request.method, request.path, exc)
         return error_response(Unavailable("the upstream is unavailable"), request_id)
+    except DATABASE_UNAVAILABLE as exc:
+        log.warning(
+            "request %s %s %s: the database is unavailable (%s)",
+            request_id,
+            request.method,
+            request.path,
+            type(exc).__name__,
+        )
+        return error_response(Unavailable("the index database is unavailable"), request_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects are answers, not errors
