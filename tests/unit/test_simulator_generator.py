@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from mirror.model import REPOSITORY_NAME_RE, Image
-from mirror.upstream.simulator.generator import RegistryModel, SimImage
+from mirror.upstream.simulator.generator import RegistryModel
+from mirror.upstream.simulator.images import SimImage
 from mirror.upstream.simulator.wire import rfc3339
 
 CLOUD_ID = re.compile(r"crp[0-9a-z]{17}")

@@ -8,7 +8,7 @@ import random
 
 from mirror.errors import ApiError
 from mirror.upstream.simulator import catalog
-from mirror.upstream.simulator.generator import SimImage
+from mirror.upstream.simulator.images import SimImage
 from mirror.upstream.simulator.state import SimulatedRegistry
 
 log = logging.getLogger(__name__)

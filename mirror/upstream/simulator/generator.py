@@ -27,26 +27,32 @@ Realism, where it matters to a mirror:
 from __future__ import annotations
 
 import bisect
-import math
 import random
 import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from mirror.model import Blob, Image
 from mirror.upstream.simulator import catalog
+from mirror.upstream.simulator.images import (
+    BlobTuple,
+    Part,
+    SimImage,
+    blob_from,
+    blob_json_text,
+    config_blob,
+    image_json_text,
+    lognormal_size,
+    make_part,
+)
 from mirror.upstream.simulator.wire import (
     ID_SPACE,
-    NORMAL_QUANTILES,
-    NORMAL_SHIFT,
     digest_from_bytes,
     hash_bytes,
     id_from_bytes,
     id_from_int,
     int_from_id,
-    rfc3339,
     unit_float,
 )
 
@@ -59,71 +65,11 @@ REGISTRY_ID_PREFIX = "crp"
 FOLDER_ID_PREFIX = "b1g"
 BASE_REPO_SHARE = 0.04  # repositories that mirror a base stack itself (``base/python``)
 
-# (id, digest, size): a blob as the wire carries it
-BlobTuple = tuple[str, str, int]
-
 _CACHE_LIMIT = 200_000
 _SHARED_CACHE_LIMIT = 20_000  # entries carry JSON text: about 1 KB each
 _NEVER = 576 * 1_000_000  # a base period longer than any repository: the base never changes
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
-
-
-class SimImage(NamedTuple):
-    """One image as the simulator holds it; ``ref`` is its internal number, ``repo`` its repository."""
-
-    ref: int
-    repo: int
-    id: str
-    name: str
-    digest: str
-    compressed_size: int
-    config: BlobTuple
-    layers: tuple[BlobTuple, ...]
-    tags: tuple[str, ...]
-    created_ns: int
-
-    def to_json(self) -> dict[str, Any]:
-        """The upstream's JSON shape (field order as the proto; empty fields omitted)."""
-        cid, cdigest, csize = self.config
-        out: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "digest": self.digest,
-            "compressedSize": str(self.compressed_size),
-            "config": {"id": cid, "digest": cdigest, "size": str(csize)},
-            "layers": [{"id": i, "digest": d, "size": str(s)} for i, d, s in self.layers],
-        }
-        if self.tags:
-            out["tags"] = list(self.tags)
-        out["createdAt"] = rfc3339(self.created_ns)
-        return out
-
-    def json_text(self) -> str:
-        """``to_json()`` as JSON text (the same bytes ``orjson.dumps`` would give)."""
-        return image_json_text(
-            self.id,
-            self.name,
-            self.digest,
-            self.compressed_size,
-            blob_json_text(self.config),
-            ",".join(map(blob_json_text, self.layers)),
-            self.tags,
-            self.created_ns,
-        )
-
-    def to_image(self) -> Image:
-        """As the project's domain type."""
-        return Image(
-            id=self.id,
-            name=self.name,
-            digest=self.digest,
-            compressed_size=self.compressed_size,
-            config=Blob(*self.config),
-            layers=tuple(Blob(*layer) for layer in self.layers),
-            tags=self.tags,
-            created_at=rfc3339(self.created_ns),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +164,8 @@ class RegistryModel:
 
         self._traits: dict[int, _Traits] = {}
         self._stack_layers: dict[tuple[int, int], tuple[tuple[str, int], ...]] = {}
-        self._base_parts: dict[tuple[int, int, int], _Part] = {}
-        self._shared_parts: dict[tuple[int, int], _Part] = {}
+        self._base_parts: dict[tuple[int, int, int], Part] = {}
+        self._shared_parts: dict[tuple[int, int], Part] = {}
         self._last_repo: RepoInfo | None = None
         self._blob_ids: dict[tuple[int, str], str] = {}
         self._name_ranks: array[int] | None = None
@@ -363,7 +309,7 @@ class RegistryModel:
             name=repo.name,
             digest=digest_from_bytes(manifest),
             compressed_size=sum(blob[2] for blob in layers),
-            config=_config_blob(unique),
+            config=config_blob(unique),
             layers=layers,
             tags=tags,
             created_ns=created_ns,
@@ -396,13 +342,13 @@ class RegistryModel:
             repo.name,
             digest_from_bytes(manifest),
             size,
-            blob_json_text(_config_blob(unique)),
+            blob_json_text(config_blob(unique)),
             layers_json,
             tags,
             created_ns,
         )
 
-    def _shared_part(self, repo: RepoInfo, traits: _Traits, k: int) -> _Part:
+    def _shared_part(self, repo: RepoInfo, traits: _Traits, k: int) -> Part:
         """The layers of version ``k`` below its own top: base stack, then dependencies."""
         if traits.base_repo:
             return self._base_part(repo.registry, traits, k)
@@ -412,7 +358,7 @@ class RegistryModel:
             blobs = self._base_part(repo.registry, traits, k).blobs
             for j, period in enumerate(traits.dep_periods):
                 blobs += (self._dep_blob(repo.registry, repo.index, j, k // period),)
-            part = _part(blobs)
+            part = make_part(blobs)
             if len(self._shared_parts) > _SHARED_CACHE_LIMIT:
                 self._shared_parts.clear()
             self._shared_parts[key] = part
@@ -422,10 +368,10 @@ class RegistryModel:
         """The layers only this image has: one, or two (a small metadata layer on top)."""
         if traits.base_repo:
             return ()
-        top = _blob_from(unique[32:], 300 * catalog.KB, 1.8)
+        top = blob_from(unique[32:], 300 * catalog.KB, 1.8)
         if traits.top_layers == 1:
             return (top,)
-        return (top, _blob_from(hash_bytes("t:" + key), 2 * catalog.KB, 1.0))
+        return (top, blob_from(hash_bytes("t:" + key), 2 * catalog.KB, 1.0))
 
     def default_tags(self, repo: RepoInfo, k: int, count: int) -> tuple[str, ...]:
         """The tags version ``k`` gets when the repository has ``count`` versions."""
@@ -520,7 +466,7 @@ class RegistryModel:
         self._traits[repo.index] = traits
         return traits
 
-    def _base_part(self, registry: int, traits: _Traits, k: int) -> _Part:
+    def _base_part(self, registry: int, traits: _Traits, k: int) -> Part:
         if traits.base_repo:
             version = k % catalog.STACK_VERSIONS
         else:
@@ -528,7 +474,7 @@ class RegistryModel:
         key = (registry, traits.stack, version)
         part = self._base_parts.get(key)
         if part is None:
-            part = _part(
+            part = make_part(
                 tuple(
                     (self._blob_id(registry, digest), digest, size)
                     for digest, size in self._stack_layers_of(traits.stack, version)
@@ -564,7 +510,7 @@ class RegistryModel:
         return (
             self._blob_id(registry, digest),
             digest,
-            _lognormal_size(raw[40:42], 4 * catalog.MB, 1.4),
+            lognormal_size(raw[40:42], 4 * catalog.MB, 1.4),
         )
 
     def _blob_id(self, registry: int, digest: str) -> str:
@@ -626,74 +572,6 @@ def _app_path(rng: random.Random) -> str:
     if shape < 0.85:
         return f"{team}/{service}"
     return f"{rng.choice(catalog.ENVIRONMENTS)}/{team}/{service}"
-
-
-_SIZE_FACTORS: dict[float, list[float]] = {}
-
-
-def _lognormal_size(
-    raw: bytes, median: int, sigma: float, low: int = 100, high: int = 8 << 30
-) -> int:
-    """A heavy-tailed size from 2 random bytes: log-normal around ``median``, clipped."""
-    factors = _SIZE_FACTORS.get(sigma)
-    if factors is None:
-        factors = _SIZE_FACTORS[sigma] = [math.exp(sigma * z) for z in NORMAL_QUANTILES]
-    return min(high, max(low, int(median * factors[((raw[0] << 8) | raw[1]) >> NORMAL_SHIFT])))
-
-
-def _config_blob(unique: bytes) -> BlobTuple:
-    return _blob_from(unique[:32], 6 * catalog.KB, 0.5, 1200, 64 * catalog.KB)
-
-
-def _blob_from(
-    raw: bytes, median: int, sigma: float, low: int = 100, high: int = 8 << 30
-) -> BlobTuple:
-    """A blob only one image has, from 32 random bytes: its digest, and id and size from it."""
-    return (
-        id_from_bytes("crp", raw[15:32]),
-        digest_from_bytes(raw),
-        _lognormal_size(raw[12:14], median, sigma, low, high),
-    )
-
-
-class _Part(NamedTuple):
-    """Consecutive blobs of an image, with their JSON text and total size, built once."""
-
-    blobs: tuple[BlobTuple, ...]
-    json: str
-    size: int
-
-
-def _part(blobs: tuple[BlobTuple, ...]) -> _Part:
-    return _Part(blobs, ",".join(map(blob_json_text, blobs)), sum(blob[2] for blob in blobs))
-
-
-def blob_json_text(blob: BlobTuple) -> str:
-    """A blob as the upstream's JSON (ids, digests and decimal sizes need no escaping)."""
-    return f'{{"id":"{blob[0]}","digest":"{blob[1]}","size":"{blob[2]}"}}'
-
-
-def image_json_text(
-    image_id: str,
-    name: str,
-    digest: str,
-    compressed_size: int,
-    config_json: str,
-    layers_json: str,
-    tags: tuple[str, ...],
-    created_ns: int,
-) -> str:
-    """An image as the upstream's JSON text, fields in proto order, empty ones omitted.
-
-    Every value is escape-free by construction: ids, digests and sizes are
-    [0-9a-z:], names match the repository pattern, tags the OCI tag pattern.
-    """
-    tags_json = ',"tags":["' + '","'.join(tags) + '"]' if tags else ""
-    return (
-        f'{{"id":"{image_id}","name":"{name}","digest":"{digest}",'
-        f'"compressedSize":"{compressed_size}","config":{config_json},"layers":[{layers_json}]'
-        f'{tags_json},"createdAt":"{rfc3339(created_ns)}"}}'
-    )
 
 
 def _created_ns(traits: _Traits, k: int, manifest: bytes) -> int:

@@ -6,7 +6,7 @@ overrides, a bounded change log and a few cached views.
 
 Tests read the upstream's truth here, in-process: ``get(id)``,
 ``all_images(scope)``, ``ids(scope)``, ``count(scope)`` and ``changes_after(seq)``.
-All methods must be called from the event loop's thread (``build_view`` runs the
+All methods must be called from the event loop's thread (``view`` runs the
 one expensive step, sorting for an ``orderBy``, in a worker thread).
 """
 
@@ -28,12 +28,8 @@ from typing import Any
 from mirror.errors import InvalidArgument, NotFound
 from mirror.listing import Descending, NameFilter, SortField, SortKey, matches
 from mirror.model import REPOSITORY_NAME_RE, Image, Scope, ScopeKind
-from mirror.upstream.simulator.generator import (
-    IMAGE_ID_PREFIX,
-    RegistryModel,
-    RepoInfo,
-    SimImage,
-)
+from mirror.upstream.simulator.generator import IMAGE_ID_PREFIX, RegistryModel, RepoInfo
+from mirror.upstream.simulator.images import SimImage
 from mirror.upstream.simulator.views import ArraySeq, Key, KeyFn, RangeSeq, RefLog, View
 from mirror.upstream.simulator.wire import id_from_bytes, rfc3339
 
