@@ -339,3 +339,46 @@ def test_query_key_binds_scope_filter_and_order_only() -> None:
         {"folderId": FOLDER, "orderBy": "name desc"},
     ):
         assert parse_list_request(other).query_key != base.query_key
+
+
+_any_text = st.text(st.characters(codec="utf-8"), max_size=120) | st.sampled_from(
+    [
+        'name="a"',
+        'name IN ("a", "b")',
+        "name desc, digest",
+        "1000",
+        "-1",
+        "",
+        " ",
+        "\x00",
+        '"',
+        "(",
+        ")",
+    ]
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "registryId",
+                "repositoryName",
+                "folderId",
+                "pageSize",
+                "pageToken",
+                "filter",
+                "orderBy",
+            ]
+        ),
+        _any_text,
+    )
+)
+def test_any_query_is_a_request_or_invalid_argument(query: dict[str, str]) -> None:
+    try:
+        request = parse_list_request(query)
+    except InvalidArgument as exc:
+        assert exc.message.startswith(("invalid ", "one of "))
+    else:
+        assert 1 <= request.page_size <= 1000
+        assert request.scope.id in query.values()
