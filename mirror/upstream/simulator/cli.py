@@ -34,7 +34,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
     default=10_000,
     show_default=True,
     type=click.IntRange(1, 10_000_000),
-    help="Generated images (10 to 10,000,000; a million is ready in well under a second).",
+    help="Generated images (up to 10,000,000; a million are ready in about a second).",
 )
 @click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
 @click.option("--folders", default=2, show_default=True, type=click.IntRange(1, 1000))
