@@ -213,6 +213,8 @@ async def ingest_both(dsns: list[str], universe: Universe) -> list[float]:
     try:
         for conn in conns:
             await init_connection(conn)
+        # where the stats triggers spend their time (the first database has them)
+        await conns[0].execute("SET track_functions = 'pl'")
         for folder, page in _pages(universe):
             items = page_images(page)
             for i, conn in enumerate(conns):
@@ -223,10 +225,23 @@ async def ingest_both(dsns: list[str], universe: Universe) -> list[float]:
             if done % 100_000 < len(page):
                 rates = ", ".join(f"{done / x:,.0f}/s" for x in spent)
                 print(f"  {done:,} images: {rates}", file=sys.stderr, flush=True)
+        await asyncio.sleep(0.6)  # function statistics reach the collector on idle
+        for r in await conns[0].fetch(TRIGGER_TIMES):
+            print(
+                f"  {r['funcname']}: {r['total'] / 1000:.1f} s in {r['calls']:,} calls "
+                f"({100 * r['total'] / 1000 / spent[0]:.0f} % of the merge time)",
+                file=sys.stderr,
+            )
     finally:
         for conn in conns:
             await conn.close()
     return [done / x for x in spent]
+
+
+TRIGGER_TIMES = """
+SELECT funcname, calls, total_time AS total FROM pg_stat_user_functions
+WHERE funcname LIKE 'stats\\_%' ORDER BY total_time DESC
+"""
 
 
 async def _apply(

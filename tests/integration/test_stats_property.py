@@ -181,3 +181,15 @@ async def test_rebuild_recomputes_the_same_figures(
     for scope in scopes_to_check(writer.reference):
         expected = (writer.reference if scope is None else rebuilt).stats(scope)
         assert await fetch_stats(stats_conn, scope) == expected, scope
+
+
+async def test_truncate_recomputes(stats_conn: asyncpg.Connection) -> None:
+    """TRUNCATE fires no row triggers: the stats are recomputed from what is left."""
+    writer = IndexWriter(stats_conn)
+    await writer.reset()
+    await apply(writer, [("push", [(REGISTRIES[0], "app", None, DIGESTS[:3], [])], True)], [0])
+    assert (await fetch_stats(stats_conn, None)).images == 1
+    await stats_conn.execute("TRUNCATE images, image_blobs, blobs")
+    empty = ReferenceIndex.of([], folder_of=writer.reference.folder_of)
+    for scope in scopes_to_check(writer.reference):
+        assert await fetch_stats(stats_conn, scope) == empty.stats(scope), scope
