@@ -340,17 +340,15 @@ async def http_benchmarks(
     pool: asyncpg.Pool, calls: int, repos: list[Scope], image_ids: list[str]
 ) -> dict[str, tuple[float, float]]:
     try:
-        from aiohttp import ClientSession, web
+        from aiohttp import ClientSession
         from aiohttp.test_utils import TestServer
 
-        from mirror.api.appkeys import POOL
-        from mirror.api.middleware import error_middleware
-        from mirror.api.stats_handlers import add_stats_routes
+        from mirror.api.app import create_app
+        from mirror.settings import Settings
     except ImportError:
         return {}
-    app = web.Application(middlewares=[error_middleware])
-    app[POOL] = pool
-    add_stats_routes(app)
+    # the real app (metrics and error middlewares), on the benchmark's pool
+    app = create_app(Settings.load(env={}), pool=pool)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     out: dict[str, tuple[float, float]] = {}
