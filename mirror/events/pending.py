@@ -18,7 +18,15 @@ from mirror.events.envelope import OutboxEvent
 RELAY_LOCK_KEY = 0x6D69_7272_6F72_0003
 OUTBOX_CHANNEL = "mirror_outbox"  # mirror.store.outbox.append_events notifies it
 
-TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+# The session is named first, so whoever sees the lock held sees whose it is
+# (pg_stat_activity.application_name); relay sessions commit without waiting for
+# the WAL flush: a "sent" mark lost in a database crash only makes the relay send
+# those events again (same ce_id), it never loses one.
+TRY_LOCK = """
+SELECT set_config('application_name', $2, false),
+       set_config('synchronous_commit', 'off', false),
+       pg_try_advisory_lock($1) AS locked
+"""
 UNLOCK = "SELECT pg_advisory_unlock($1)"
 # data::text: the stored JSON goes to Kafka byte for byte, never parsed and re-dumped.
 CLAIM_BATCH = """
@@ -54,9 +62,11 @@ WHERE id IN (
 DELETE_SLICE = 10_000
 
 
-async def try_lock_relay(conn: asyncpg.Connection) -> bool:
-    """Take the active-relay lock on this session if nobody holds it."""
-    return bool(await conn.fetchval(TRY_LOCK, RELAY_LOCK_KEY))
+async def try_lock_relay(conn: asyncpg.Connection, identity: str) -> bool:
+    """Take the active-relay lock on this session if nobody holds it; the session is
+    named ``identity`` either way."""
+    row = await conn.fetchrow(TRY_LOCK, RELAY_LOCK_KEY, identity)
+    return bool(row is not None and row["locked"])
 
 
 async def unlock_relay(conn: asyncpg.Connection) -> None:

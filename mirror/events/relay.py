@@ -33,7 +33,7 @@ import socket
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -93,10 +93,8 @@ DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 ProducerFactory = Callable[[str], AIOKafkaProducer]
 
-# The active relay's session: named after the process (pg_stat_activity shows which
-# relay holds the lock), and committing without waiting for the WAL flush: a "sent"
-# mark lost in a database crash only makes the relay send those events again (same
-# ce_id); it never loses one.
+# The marking connection's session: named after the process, committing without
+# waiting for the WAL flush (see mirror.events.pending.TRY_LOCK).
 SESSION_SETUP = """
 SELECT set_config('application_name', $1, false),
        set_config('synchronous_commit', 'off', false)
@@ -131,6 +129,48 @@ class _Batch:
     events: list[OutboxEvent]
     futures: list[asyncio.Future[object]]
     refused: bool  # the producer refused an event: the rest of the batch was not sent
+
+
+class _SentMarker:
+    """Marks acknowledged events sent, one UPDATE at a time and in order.
+
+    With ``overlap`` (its own connection) an UPDATE runs while the relay claims and
+    sends the next batch; ``flush`` waits for it. Claims never see a row that is
+    acknowledged but not yet marked: they follow a cursor past it, and start again
+    from the first unsent row only after a ``flush``.
+    """
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        on_marked: Callable[[list[OutboxEvent]], None],
+        *,
+        overlap: bool,
+    ) -> None:
+        self._conn = conn
+        self._on_marked = on_marked
+        self._overlap = overlap
+        self._pending: asyncio.Task[None] | None = None
+
+    async def mark(self, events: list[OutboxEvent]) -> None:
+        await self.flush()
+        if self._overlap:
+            self._pending = asyncio.create_task(self._mark(events))
+        else:
+            await self._mark(events)
+
+    async def flush(self) -> None:
+        task, self._pending = self._pending, None
+        if task is not None:
+            await task
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+
+    async def _mark(self, events: list[OutboxEvent]) -> None:
+        await mark_sent(self._conn, events[0].id, events[-1].id)
+        self._on_marked(events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +214,7 @@ class Relay:
         while not stop.is_set():
             try:
                 async with self._pool.acquire() as conn:
-                    if await try_lock_relay(conn):
+                    if await try_lock_relay(conn, self._identity):
                         was_active = True
                         standby_logged = False
                         try:
@@ -209,7 +249,6 @@ class Relay:
 
     async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event, *, once: bool) -> None:
         ACTIVE.set(1)
-        await conn.execute(SESSION_SETUP, self._identity)
         log.info(
             "active relay (%s): publishing to %s, topics %s.{images,blobs}, compression %s",
             self._identity, self._bootstrap, self._settings.kafka_topic_prefix, compression_type(),
@@ -225,7 +264,8 @@ class Relay:
             if producer is None:
                 return
             try:
-                await self._publish_loop(conn, producer, stop, wake, once=once)
+                async with self._marking_connection(conn) as marker:
+                    await self._publish_loop(conn, producer, marker, stop, wake, once=once)
             finally:
                 await self._stop_producer(producer)
         finally:
@@ -233,10 +273,31 @@ class Relay:
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
 
+    @contextlib.asynccontextmanager
+    async def _marking_connection(self, conn: asyncpg.Connection) -> AsyncIterator[_SentMarker]:
+        """A second connection for marking batches sent while the next one is claimed
+        (the lock connection itself when the pool has room for one only)."""
+        if self._pool.get_max_size() < 2:
+            yield _SentMarker(conn, self._record_sent, overlap=False)
+            return
+        async with self._pool.acquire() as mark_conn:
+            await mark_conn.execute(SESSION_SETUP, self._identity)
+            marker = _SentMarker(mark_conn, self._record_sent, overlap=True)
+            try:
+                yield marker
+            finally:
+                marker.cancel()
+
+    def _record_sent(self, events: list[OutboxEvent]) -> None:
+        self.published += len(events)
+        for topic, count in Tally(e.topic for e in events).items():
+            EVENTS_PUBLISHED.labels(topic).inc(count)
+
     async def _publish_loop(
         self,
         conn: asyncpg.Connection,
         producer: AIOKafkaProducer,
+        marker: _SentMarker,
         stop: asyncio.Event,
         wake: asyncio.Event,
         *,
@@ -245,7 +306,7 @@ class Relay:
         next_retention = 0.0
         while not stop.is_set():
             wake.clear()  # before draining: a NOTIFY during the drain wakes the next wait
-            drained = await self._drain(conn, producer, stop)
+            drained = await self._drain(conn, producer, marker, stop)
             LAG.set(await oldest_unsent_age(conn))
             if time.monotonic() >= next_retention or (once and drained):
                 await self._expire(conn)
@@ -255,12 +316,19 @@ class Relay:
             await _wait(stop, self._options.poll_interval, wake)
 
     async def _drain(
-        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
+        self,
+        conn: asyncpg.Connection,
+        producer: AIOKafkaProducer,
+        marker: _SentMarker,
+        stop: asyncio.Event,
     ) -> bool:
         """Publish until the outbox is empty (True) or ``stop`` is set (False)."""
         backoff = self._options.retry_backoff
         while not stop.is_set():
-            outcome = await self._pipeline(conn, producer, stop)
+            try:
+                outcome = await self._pipeline(conn, producer, marker, stop)
+            finally:
+                await marker.flush()  # every acknowledged batch marked before going on
             if outcome is not _Outcome.FAILED:
                 return outcome is _Outcome.DRAINED
             BATCHES.labels("failed").inc()
@@ -271,14 +339,19 @@ class Relay:
         return False
 
     async def _pipeline(
-        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
+        self,
+        conn: asyncpg.Connection,
+        producer: AIOKafkaProducer,
+        marker: _SentMarker,
+        stop: asyncio.Event,
     ) -> _Outcome:
         """Claim, send and mark batches, ``pipeline_depth`` of them in flight.
 
         While Kafka compresses and acknowledges one batch, the next is claimed and
-        handed to the producer. Batches are marked in order, each only up to its
-        first unacknowledged event; a failure ends the pipeline (after the later
-        batches settle) so the next round starts again from that event.
+        handed to the producer, and the one before is being marked sent. Batches
+        are marked in order, each only up to its first unacknowledged event; a
+        failure ends the pipeline (after the later batches settle) so the next
+        round starts again from that event.
         """
         window: deque[_Batch] = deque()
         cursor = 0
@@ -301,10 +374,7 @@ class Relay:
             acked = await self._acknowledged(batch, stop)
             events = batch.events
             if acked:
-                await mark_sent(conn, events[0].id, events[acked - 1].id)
-                self.published += acked
-                for topic, count in Tally(e.topic for e in events[:acked]).items():
-                    EVENTS_PUBLISHED.labels(topic).inc(count)
+                await marker.mark(events[:acked])
             if acked < len(events):
                 if stop.is_set():
                     return _Outcome.STOPPED
