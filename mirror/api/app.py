@@ -94,7 +94,9 @@ def _resources(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         async with AsyncExitStack() as stack:
-            app[POOL] = pool or await stack.enter_async_context(open_database(settings))
+            app[POOL] = pool or await stack.enter_async_context(
+                open_database(settings, reset=keep_session)
+            )
             if upstream is not None:
                 app[UPSTREAM] = upstream
             else:
@@ -109,6 +111,15 @@ def _resources(
             yield
 
     return resources
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Release a pooled connection without asyncpg's reset query (one round trip a request).
+
+    The API leaves no session state behind: no SET, LISTEN or session advisory
+    lock, and transactions are context managers (asyncpg still rolls back any
+    transaction left open before calling this).
+    """
 
 
 async def _follow_deletes(app: web.Application) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
@@ -33,12 +34,15 @@ async def database_dsn(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def open_database(
-    settings: Settings, *, migrate: bool = True, max_size: int = 10
+    settings: Settings, *, migrate: bool = True, max_size: int = 10, **pool_options: Any
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A migrated pool; the embedded server (if any) and the pool close together on exit."""
+    """A migrated pool; the embedded server (if any) and the pool close together on exit.
+
+    ``pool_options`` go to ``asyncpg.create_pool`` (e.g. ``reset``).
+    """
     async with database_dsn(settings) as dsn:
         try:
-            pool = await create_pool(dsn, max_size=max_size)
+            pool = await create_pool(dsn, max_size=max_size, **pool_options)
         except (OSError, asyncpg.PostgresError) as exc:
             # asyncpg errors can quote the DSN: name the setting, not its value.
             raise ConfigError(
