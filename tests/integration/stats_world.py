@@ -100,7 +100,11 @@ class IndexWriter:
         self.reference = ReferenceIndex()
 
     async def push(self, images: Sequence[Image], folder_id: str | None = None) -> None:
-        """New images, in one statement per table as the ingest writes a page."""
+        """New images, in one statement per table as the ingest writes a page.
+
+        The digests' blobs rows are written (and so locked) before image_blobs, as
+        the ingest does in one statement: the stats triggers rely on it.
+        """
         if not images:
             return
         async with self.conn.transaction():
@@ -121,6 +125,14 @@ class IndexWriter:
                 for i in images
                 for pos, b in enumerate(i.blobs, start=0 if i.config else 1)
             ]
+            refs: dict[str, tuple[int, int]] = {}
+            for r in rows:
+                size, n = refs.get(r[4].digest, (r[4].size, 0))
+                refs[r[4].digest] = (size, n + 1)
+            digests = sorted(refs)
+            await self.conn.execute(
+                ADD_REFS, digests, [refs[d][0] for d in digests], [refs[d][1] for d in digests]
+            )
             await self.conn.execute(
                 INSERT_IMAGE_BLOBS,
                 [r[0] for r in rows],
@@ -130,14 +142,6 @@ class IndexWriter:
                 [r[4].digest for r in rows],
                 [r[4].id for r in rows],
                 [r[4].size for r in rows],
-            )
-            refs: dict[str, tuple[int, int]] = {}
-            for r in rows:
-                size, n = refs.get(r[4].digest, (r[4].size, 0))
-                refs[r[4].digest] = (size, n + 1)
-            digests = sorted(refs)
-            await self.conn.execute(
-                ADD_REFS, digests, [refs[d][0] for d in digests], [refs[d][1] for d in digests]
             )
         for image in images:
             self.reference.images[image.id] = image
