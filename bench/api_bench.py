@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -187,6 +188,97 @@ async def drop_database(admin_dsn: str, images: int, seed: int) -> None:
         await admin.close()
 
 
+# -- the server's own view (its request-latency histogram) --------------------------------
+
+GET_ROUTE = IMAGES + "/{imageId}"
+Buckets = dict[float, float]  # upper bound (s) -> cumulative count
+
+
+async def server_histogram(session: aiohttp.ClientSession, base: str, route: str) -> Buckets:
+    """The API's cumulative latency buckets for one route (GET, 200) from ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with session.get(base + "/metrics") as response:
+        text = await response.text()
+    buckets: Buckets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "mirror_api_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name.endswith("_bucket")
+                and labels.get("route") == route
+                and labels.get("method") == "GET"
+                and labels.get("status") == "200"
+            ):
+                buckets[float(labels["le"])] = sample.value
+    return buckets
+
+
+@dataclass
+class ServerView:
+    """Server-side figures of one phase: the share within the budget, and bucketed p50/p99."""
+
+    count: float
+    within_budget: float
+    p50_le: float
+    p99_le: float
+
+
+def server_view(before: Buckets, after: Buckets, budget_s: float) -> ServerView:
+    bounds = sorted(after)
+    delta = {b: after[b] - before.get(b, 0.0) for b in bounds}
+    total = delta[bounds[-1]] if bounds else 0.0
+
+    def quantile(q: float) -> float:
+        for bound in bounds:
+            if total and delta[bound] >= q * total:
+                return bound * 1000
+        return float("inf")
+
+    within = delta.get(budget_s, 0.0) / total if total else 0.0
+    return ServerView(total, within, quantile(0.5), quantile(0.99))
+
+
+# -- the database's own view (EXPLAIN ANALYZE of the page query at several depths) ----------
+
+DEPTHS = (0.0, 0.25, 0.5, 0.75, 0.99)
+
+
+async def database_page_ms(
+    dsn: str, params: dict[str, str], page_ends: list[dict[str, Any]]
+) -> list[float]:
+    """Planning + execution ms (median of 5) of the page query after the given depths of a walk."""
+    from mirror.api.list_query import COLUMNS, list_params, list_sql, shape_of
+    from mirror.listing import SortField, created_at_ns, parse_list_request
+
+    request = parse_list_request({**params, "pageSize": "100"})
+    sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + list_sql(shape_of(request, after_cursor=True))
+    out: list[float] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        for depth in DEPTHS:
+            image = page_ends[min(len(page_ends) - 1, int(depth * len(page_ends)))]
+            cursor: list[str | int | None] = []
+            for key in request.order:
+                if key.field is SortField.CREATED_AT:
+                    cursor.append(created_at_ns(image["createdAt"]))
+                else:
+                    cursor.append(image[COLUMNS[key.field]])
+            cursor.append(image["id"])
+            args = list_params(request, cursor, 101)
+            await conn.fetchval(sql, *args)  # a new session plans its first query cold
+            times = []
+            for _ in range(5):  # the median of 5: a busy machine adds scheduling spikes
+                plan = orjson.loads(await conn.fetchval(sql, *args))[0]
+                times.append(plan["Planning Time"] + plan["Execution Time"])
+            out.append(statistics.median(times))
+    finally:
+        await conn.close()
+    return out
+
+
 # -- the client -------------------------------------------------------------------------
 
 
@@ -230,6 +322,7 @@ async def walk(
     max_pages: int | None = None,
     tokens: list[tuple[dict[str, str], str]] | None = None,
     keep_images: bool = False,
+    page_ends: list[dict[str, Any]] | None = None,
 ) -> tuple[Latencies, list[bytes]]:
     """Pages of a listing one after another; their latencies (and the images' JSON if kept)."""
     out = Latencies()
@@ -242,6 +335,8 @@ async def walk(
         page = orjson.loads(body)
         if keep_images:
             images += [orjson.dumps(image) for image in page.get("images", [])]
+        if page_ends is not None and page.get("images"):
+            page_ends.append(page["images"][-1])
         token = page.get("nextPageToken", "")
         if not token:
             break
@@ -296,6 +391,9 @@ class RunFigures:
     list_rps: float
     list_loaded: Latencies
     walk_pages: int
+    server_get: ServerView
+    server_list: ServerView
+    database_ms: list[float]
 
 
 async def measure(
@@ -321,17 +419,28 @@ async def measure(
     ]
     async with client(args.concurrency) as session:
         await get_latency(session, base, ids, 500)  # warm up caches and connections
+        before = await server_histogram(session, base, GET_ROUTE)
         get = await get_latency(session, base, ids, args.gets)
+        server_get = server_view(
+            before, await server_histogram(session, base, GET_ROUTE), TARGET_GET_P99_MS / 1000
+        )
+        list_before = await server_histogram(session, base, IMAGES)
         first = await first_pages(session, base, listings, args.first_pages)
         deep = Latencies()
         last_tenth = Latencies()
         tokens: list[tuple[dict[str, str], str]] = []
         pages = 0
+        database_ms: list[float] = []
         for params in (listings[0], listings[1], listings[2], listings[4]):
-            walked, _ = await walk(session, base, params, tokens=tokens)
+            ends: list[dict[str, Any]] = []
+            walked, _ = await walk(session, base, params, tokens=tokens, page_ends=ends)
+            database_ms += await database_page_ms(dsn, params, ends)
             deep.samples += walked.samples[1:]
             last_tenth.samples += walked.samples[-max(1, len(walked.samples) // 10) :]
             pages += len(walked.samples)
+        server_list = server_view(
+            list_before, await server_histogram(session, base, IMAGES), TARGET_LIST_P99_MS / 1000
+        )
         get_rps, get_loaded = await throughput(
             session, [(f"{base}{IMAGES}/{i}", None) for i in ids], args.concurrency, args.seconds
         )
@@ -343,7 +452,18 @@ async def measure(
             session, deep_requests, args.concurrency, args.seconds
         )
     figures = RunFigures(
-        get, first, deep, last_tenth, get_rps, get_loaded, list_rps, list_loaded, pages
+        get,
+        first,
+        deep,
+        last_tenth,
+        get_rps,
+        get_loaded,
+        list_rps,
+        list_loaded,
+        pages,
+        server_get,
+        server_list,
+        database_ms,
     )
     return figures, listings[0], {"registry": registry}
 
@@ -388,6 +508,11 @@ def record(
         f"| {med([r.deep_last_tenth.p99 for r in runs]):.2f} "
         f"| {med([r.get_rps for r in runs]):,.0f} ({med([r.get_loaded.p99 for r in runs]):.1f}) "
         f"| {med([r.list_rps for r in runs]):,.0f} ({med([r.list_loaded.p99 for r in runs]):.1f}) "
+        f"| {med([r.server_get.within_budget for r in runs]):.2%} "
+        f"(p50 ≤ {med([r.server_get.p50_le for r in runs]):g}, p99 ≤ {med([r.server_get.p99_le for r in runs]):g}) "
+        f"| {med([r.server_list.within_budget for r in runs]):.2%} "
+        f"(p50 ≤ {med([r.server_list.p50_le for r in runs]):g}, p99 ≤ {med([r.server_list.p99_le for r in runs]):g}) "
+        f"| {med([max(r.database_ms) for r in runs]):.2f} "
         f"| {ours.p50:.2f} vs {theirs.p50:.1f} ({theirs.p50 / ours.p50:,.0f}x) "
         f"| {len(runs)} | {runs[0].walk_pages:,} pages walked a run; concurrency {args.concurrency}; "
         f"simulator latency {args.sim_latency_ms:g} ms; same images as the simulator: {'yes' if same else 'NO'}; "
@@ -403,11 +528,16 @@ def write_row(row: str) -> None:
         "Latencies in ms (p50 / p99), measured by a client in another process; List = page of 100. "
         "`first` = first pages of 5 listings (registry and folder scopes, 4 orders); `deep` = every "
         "later page of full walks by page token (4 listings); `last 10%` = the deepest tenth of those "
-        "pages; throughput in requests/s with its p99 in brackets; `vs simulator` = List page p50 "
-        "against `mirror simulate` with a cloud-like added latency on the same listing.\n\n"
+        "pages; throughput in requests/s with its p99 in brackets; `server` = the API's own request "
+        "histogram (`/metrics`, handler and database time, no client or network) for the sequential "
+        "Gets and the walks: share within the budget (Get 5 ms, List 10 ms) and bucket bounds of "
+        "p50/p99 in ms; `db page max` = the slowest page query (planning + execution by EXPLAIN "
+        "ANALYZE, median of 5) at depths 0, 25, 50, 75 and 99% of the 4 walked listings; `vs simulator` = List "
+        "page p50 against `mirror simulate` with a cloud-like added latency on the same listing.\n\n"
         "| date | command | images | Get | List first | List deep | deep last 10% p99 "
-        "| Get req/s (p99) | List req/s (p99) | vs simulator (p50) | runs | notes |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| Get req/s (p99) | List req/s (p99) | server Get ≤ 5 ms | server List ≤ 10 ms "
+        "| db page max | vs simulator (p50) | runs | notes |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     if SECTION not in text:
@@ -468,7 +598,10 @@ def main(argv: list[str]) -> int:
                         f"List first {figures.first.p50:.2f}/{figures.first.p99:.2f} ms, "
                         f"deep {figures.deep.p50:.2f}/{figures.deep.p99:.2f} ms "
                         f"(last tenth p99 {figures.deep_last_tenth.p99:.2f}), "
-                        f"Get {figures.get_rps:,.0f}/s, List {figures.list_rps:,.0f}/s",
+                        f"Get {figures.get_rps:,.0f}/s, List {figures.list_rps:,.0f}/s; server: "
+                        f"Get {figures.server_get.within_budget:.2%} within 5 ms, "
+                        f"List {figures.server_list.within_budget:.2%} within 10 ms; "
+                        f"database page query max {max(figures.database_ms):.2f} ms",
                         flush=True,
                     )
                 sim_port = free_port()

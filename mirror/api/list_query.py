@@ -14,6 +14,10 @@ first ``limit``. A folder holds several registries: its pages merge the same
 scan over each registry of the folder (found by a loose index scan), so the
 per-registry indexes serve it too.
 
+A filter that names repositories (``name = …``, ``name IN (…)``) fans out the
+same way, one scan per wanted repository on the repository's own index, so a
+filter never turns a page into a scan of everything it leaves out.
+
 The SQL text depends only on the request's shape (scope kind, filter operator,
 order, cursor or not), never on its values, which are always ``$n`` parameters.
 """
@@ -92,35 +96,57 @@ def list_sql(shape: ListShape) -> str:
     params = _Params()
     if shape.scope is ScopeKind.REPOSITORY:
         registry, name = params.next(), params.next()
-        scope = f"{_same('registry_id', registry)} AND name = {name}"
+        scope, scope_equal = (
+            f"{_same('registry_id', registry)} AND name = {name}",
+            (f"registry_id = {registry} AND name = {name}"),
+        )
         prefix = "registry_id"
     elif shape.scope is ScopeKind.REGISTRY:
-        scope = _same("registry_id", params.next())
+        registry = params.next()
+        scope, scope_equal = _same("registry_id", registry), f"registry_id = {registry}"
         prefix = "registry_id"
     else:
         folder = params.next()
-        scope = _same("folder_id", folder)
+        scope, scope_equal = _same("folder_id", folder), f"folder_id = {folder}"
         prefix = "folder_id"
-    conditions = [scope]
-    if shape.filter_op is not None:
-        conditions.append(_filter_condition(shape.filter_op, params.next()))
+    filter_param = params.next() if shape.filter_op is not None else ""
     cursor = [params.next() for _ in range(len(shape.order) + 1)] if shape.after_cursor else None
     limit = params.next()
+    order_by = _order_by(shape.order)
 
-    if shape.scope is ScopeKind.FOLDER and shape.order:
-        # Merge the per-registry scans: the registry indexes carry every order.
-        conditions[0] = (
-            f"{_same('registry_id', 'folder_registries.registry_id')} AND folder_id = {folder}"
+    if shape.filter_op in (FilterOp.EQ, FilterOp.IN):
+        # The filter names the repositories: merge one scan per repository, each on
+        # the (registry_id, name, ...) index of the order, whatever the scope.
+        conditions = [
+            "registry_id = split_part(wanted.name, '/', 1)",
+            "name = wanted.name",
+            scope_equal,
+        ]
+        inner = _page(conditions, shape.order, cursor, limit, None)
+        return (
+            f"SELECT page.* FROM unnest({filter_param}::text[]) AS wanted(name),\n"
+            f"LATERAL ({inner}) AS page\n"
+            f"ORDER BY {order_by} LIMIT {limit}"
         )
+    excluded = [_filter_condition(shape.filter_op, filter_param)] if shape.filter_op else []
+    if shape.scope is ScopeKind.FOLDER and shape.order:
+        # Merge the per-registry scans: the registry indexes carry every order. Here
+        # registry_id is a plain equality: estimated as a whole registry (a range on
+        # a run-time value would look like a few rows, and a sort of them cheap).
+        # The order has keys besides id, which no index without registry_id serves.
+        conditions = [
+            f"registry_id = folder_registries.registry_id AND folder_id = {folder}",
+            *excluded,
+        ]
         inner = _page(conditions, shape.order, cursor, limit, "registry_id")
         return (
             f"{FOLDER_REGISTRIES}\n"
             f"SELECT page.* FROM folder_registries,\n"
             f"LATERAL ({inner}) AS page\n"
             f"WHERE folder_registries.registry_id IS NOT NULL\n"
-            f"ORDER BY {_order_by(shape.order)} LIMIT {limit}"
+            f"ORDER BY {order_by} LIMIT {limit}"
         )
-    return _page(conditions, shape.order, cursor, limit, prefix)
+    return _page([scope, *excluded], shape.order, cursor, limit, prefix)
 
 
 def _same(column: str, value: str) -> str:
@@ -140,13 +166,15 @@ def _page(
     order: tuple[SortKey, ...],
     cursor: list[str] | None,
     limit: str,
-    prefix: str,
+    prefix: str | None,
 ) -> str:
     where = " AND ".join(conditions)
-    # The constant scope column leads the order in the first key's direction, so
-    # that a descending order is a backward scan of an ascending index.
-    leading = "DESC" if order and order[0].descending else "ASC"
-    order_by = f"{prefix} {leading}, {_order_by(order)}"
+    order_by = _order_by(order)
+    if prefix is not None:
+        # The constant scope column leads the order in the first key's direction, so
+        # that a descending order is a backward scan of an ascending index.
+        leading = "DESC" if order and order[0].descending else "ASC"
+        order_by = f"{prefix} {leading}, {order_by}"
     if cursor is None:
         return f"SELECT {SELECT_LIST} FROM images WHERE {where} ORDER BY {order_by} LIMIT {limit}"
     branches = [
@@ -178,19 +206,19 @@ def _order_by(order: tuple[SortKey, ...]) -> str:
 
 
 def _filter_condition(op: FilterOp, param: str) -> str:
-    if op is FilterOp.EQ:
-        return f"name = {param}"
+    """The condition of a filter that excludes names (``=`` and ``IN`` fan out instead)."""
     if op is FilterOp.NE:
         return f"name <> {param}"
-    if op is FilterOp.IN:
-        return f"name = ANY({param}::text[])"
-    return f"name <> ALL({param}::text[])"
+    if op is FilterOp.NOT_IN:
+        return f"name <> ALL({param}::text[])"
+    raise ValueError(f"{op} selects names: it fans out, it is no filter condition")
 
 
 def _filter_param(name_filter: NameFilter) -> str | list[str]:
-    if name_filter.op in (FilterOp.EQ, FilterOp.NE):
+    if name_filter.op is FilterOp.NE:
         return name_filter.values[0]
-    return list(name_filter.values)
+    # Each wanted name once: a name given twice must not list its images twice.
+    return list(dict.fromkeys(name_filter.values))
 
 
 class _Params:
