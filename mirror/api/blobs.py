@@ -32,11 +32,21 @@ DIGEST_MAX_LEN = 200
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 SELECT_BLOB = "SELECT digest, size, ref_count, first_seen, orphaned_at FROM blobs WHERE digest = $1"
+# The stats aggregates keep the repositories of a digest referenced more than once;
+# a digest with a single reference has none there (042), and its one repository
+# is found through that reference.
 SELECT_REPOSITORIES = """
 SELECT ARRAY(SELECT repository::text FROM stats_repository_refs
              WHERE digest = $1 AND refs > 0 ORDER BY repository LIMIT $2) AS names,
        (SELECT count(*) FROM stats_repository_refs WHERE digest = $1 AND refs > 0) AS total
 """
+SELECT_FEW_REFS_REPOSITORIES = """
+SELECT ARRAY(SELECT DISTINCT i.name::text FROM image_blobs AS b JOIN images AS i ON i.id = b.image_id
+             WHERE b.digest = $1 ORDER BY 1 LIMIT $2) AS names,
+       (SELECT count(DISTINCT i.name) FROM image_blobs AS b JOIN images AS i ON i.id = b.image_id
+        WHERE b.digest = $1) AS total
+"""
+FEW_REFS = 100
 # image_blobs (digest, image_id) gives the ids in order; the docs come by primary key.
 SELECT_IMAGES = """
 SELECT i.id, i.doc::text AS doc
@@ -69,6 +79,10 @@ async def get_blob(request: web.Request) -> web.Response:
         if blob is None:
             raise NotFound(f"Blob {digest} not found")
         repositories = await conn.fetchrow(SELECT_REPOSITORIES, digest, REPOSITORIES_SHOWN)
+        if repositories["total"] == 0 and 0 < blob["ref_count"] <= FEW_REFS:
+            repositories = await conn.fetchrow(
+                SELECT_FEW_REFS_REPOSITORIES, digest, REPOSITORIES_SHOWN
+            )
         rows = await conn.fetch(SELECT_IMAGES, digest, after, page_size + 1)
         token = ""
         if len(rows) > page_size:

@@ -409,6 +409,14 @@ async def test_blob_lookup(world: World, api: TestClient) -> None:
     assert set(blob["repositories"]) <= {
         r["name"] for r in await world.pool.fetch("SELECT DISTINCT name FROM images")
     }
+    # a layer of one image only: its repository all the same
+    lone, holder = await world.pool.fetchrow(
+        "SELECT b.digest, i.name FROM blobs b JOIN image_blobs ib USING (digest)"
+        " JOIN images i ON i.id = ib.image_id WHERE b.ref_count = 1 LIMIT 1"
+    )
+    blob = await get_json(api, f"/mirror/v1/blobs/{lone}")
+    assert blob["refCount"] == "1" and blob["repositories"] == [holder]
+    assert blob["repositoryCount"] == "1" and len(blob["images"]) == 1
     await get_json(api, "/mirror/v1/blobs/sha256:" + "0" * 64, status=404)
     await get_json(api, "/mirror/v1/blobs/not-a-digest", status=400)
     await get_json(api, f"/mirror/v1/blobs/{digest}", {"pageToken": "junk"}, status=400)
