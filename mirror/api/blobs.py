@@ -49,7 +49,7 @@ SELECT ARRAY(SELECT DISTINCT i.name::text FROM image_blobs AS b JOIN images AS i
 FEW_REFS = 100
 # image_blobs (digest, image_id) gives the ids in order; the docs come by primary key.
 SELECT_IMAGES = """
-SELECT i.id, i.doc::text AS doc
+SELECT i.id, convert_to(i.doc::text, 'UTF8') AS doc
 FROM (SELECT DISTINCT image_id FROM image_blobs
       WHERE digest = $1 AND image_id > $2
       ORDER BY image_id LIMIT $3) AS b

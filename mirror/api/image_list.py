@@ -21,7 +21,9 @@ from mirror.api.page_tokens import Value, query_fingerprint
 from mirror.errors import InvalidArgument
 from mirror.listing import ListRequest, SortField
 
-SELECT_IMAGE_DOC = "SELECT doc::text FROM images WHERE id = $1"
+# convert_to: the stored text as UTF-8 bytes, handed to the client without a decode
+# and re-encode in Python.
+SELECT_IMAGE_DOC = "SELECT convert_to(doc::text, 'UTF8') FROM images WHERE id = $1"
 
 
 class ImageReader:
@@ -34,8 +36,8 @@ class ImageReader:
     async def get(self, image_id: str) -> bytes | None:
         """The image's upstream JSON, or None when the index does not hold it."""
         async with self._pool.acquire() as conn:
-            doc: str | None = await conn.fetchval(SELECT_IMAGE_DOC, image_id)
-        return doc.encode() if doc is not None else None
+            doc: bytes | None = await conn.fetchval(SELECT_IMAGE_DOC, image_id)
+        return doc
 
     async def list_page(self, request: ListRequest) -> bytes:
         """The JSON body of one List page (``{"images": [...], "nextPageToken": "..."}``)."""
@@ -57,11 +59,11 @@ class ImageReader:
         return page_body([row["doc"] for row in rows], token)
 
 
-def page_body(docs: Sequence[str], next_page_token: str) -> bytes:
+def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:
     """``{"images": [...], "nextPageToken": ...}`` with empty fields omitted, as the upstream writes it."""
     parts: list[bytes] = []
     if docs:
-        parts.append(b'"images":[' + ",".join(docs).encode() + b"]")
+        parts.append(b'"images":[' + b",".join(docs) + b"]")
     if next_page_token:
         parts.append(b'"nextPageToken":' + orjson.dumps(next_page_token))
     return b"{" + b",".join(parts) + b"}"

@@ -33,7 +33,9 @@ from mirror.listing import FilterOp, ListRequest, NameFilter, SortField, SortKey
 from mirror.model import ScopeKind
 
 COLUMNS = {SortField.NAME: "name", SortField.DIGEST: "digest", SortField.CREATED_AT: "created_ns"}
-SELECT_LIST = "id, registry_id, folder_id, name, digest, created_ns, doc::text AS doc"
+SELECT_LIST = (
+    "id, registry_id, folder_id, name, digest, created_ns, convert_to(doc::text, 'UTF8') AS doc"
+)
 
 # The distinct registries of a folder, one index descent each (images_folder_registry).
 FOLDER_REGISTRIES = """

@@ -77,11 +77,11 @@ def test_shapes_share_their_sql() -> None:
     [
         ([], ""),
         ([], "tok"),
-        (['{"id":"a"}'], ""),
-        (['{"id":"a"}', '{"id":"b","tags":["x"]}'], "t-_0"),
+        ([b'{"id":"a"}'], ""),
+        ([b'{"id":"a"}', '{"id":"b","tags":["ü"]}'.encode()], "t-_0"),
     ],
 )
-def test_page_body_is_what_the_upstream_writes(docs: list[str], token: str) -> None:
+def test_page_body_is_what_the_upstream_writes(docs: list[bytes], token: str) -> None:
     expected: dict[str, object] = {}
     if docs:
         expected["images"] = [orjson.loads(d) for d in docs]
