@@ -237,12 +237,14 @@ def record(rows: list[str], command: str) -> None:
             f"medians. Targets: first mirror >= {TARGET_FIRST:,} images/s, unchanged re-sync "
             f">= {TARGET_RESYNC:,} images/s, memory flat.\n\n" + header
         )
-    # append the new rows at the end of the ingest table (older rows are kept)
+    # the new rows go after the last row of the ingest table (older rows are kept)
     start = text.index(SECTION)
     next_section = text.find("\n## ", start + len(SECTION))
     end = len(text) if next_section == -1 else next_section
-    body = text[start:end].rstrip("\n") + "\n" + "\n".join(rows) + "\n"
-    text = text[:start] + body + text[end:]
+    lines = text[start:end].split("\n")
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    lines[last_row + 1 : last_row + 1] = rows
+    text = text[:start] + "\n".join(lines) + text[end:]
     RESULTS.write_text(text)
     print(f"recorded in {RESULTS} ({command})")
 
