@@ -65,6 +65,7 @@ class DeletionOutcome:
     deleted: int = 0
     anomalies: int = 0
     errors: int = 0
+    unchecked: int = 0  # candidates left for the next walk after the checks were abandoned
 
 
 async def confirm_and_delete(
@@ -102,7 +103,7 @@ async def confirm_and_delete(
             for image_id, answer in zip(ids, answers, strict=True):
                 if isinstance(answer, UpstreamError):
                     outcome.errors += 1
-                    log.warning("%s: could not confirm %s upstream: %s", scope, image_id, answer)
+                    log.debug("%s: could not confirm %s upstream: %s", scope, image_id, answer)
                 elif isinstance(answer, BaseException):
                     raise answer
                 elif answer is None:
@@ -114,6 +115,16 @@ async def confirm_and_delete(
                         scope,
                         image_id,
                     )
+            if all(isinstance(a, UpstreamError) for a in answers):
+                # A whole batch failed: the upstream is in trouble. Stop rather than send
+                # thousands of doomed Gets; the next complete walk checks them again.
+                outcome.unchecked = outcome.candidates - outcome.deleted - outcome.anomalies
+                log.warning(
+                    "%s: a whole batch of deletion checks failed; %d candidate(s) left unchecked",
+                    scope,
+                    outcome.unchecked,
+                )
+                break
             if gone:
                 async with conn.transaction():
                     result = await delete_images(conn, gone, REASON_UPSTREAM_GONE)
@@ -122,4 +133,6 @@ async def confirm_and_delete(
                 await keep_lease()
     finally:
         await conn.execute(DROP_MISSING)
+    if outcome.errors:
+        log.warning("%s: %d deletion check(s) failed upstream", scope, outcome.errors)
     return outcome

@@ -477,3 +477,24 @@ async def test_run_ingest_loop_repeats_passes_until_stopped(db_pool, fake, clien
         timeout=60,
     )
     assert [p.created for p in passes] == [len(in_folder(fake, "f1")) - 1, 1, 0]
+
+
+async def test_invariant_1_failing_gets_delete_nothing_and_stop_after_a_batch(
+    db_pool, fake, client
+) -> None:  # type: ignore[no-untyped-def]
+    populate(fake, 900)
+    await ingest_once(db_pool, client, [FOLDER], page_size=1000)
+    gone = sorted(in_folder(fake, "f1"))
+    fake.delete(*gone)  # the List answers empty: every indexed image is a candidate
+    fake.before_get = lambda image_id: error(503, 14, "unavailable")
+    fake.get_calls = 0
+    summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000)
+    result = summary.scopes[0]
+    assert result.status is WalkStatus.FAILED and result.deleted == 0
+    # one batch of checks (each retried), not one per candidate
+    assert fake.get_calls == 200 * FAST_RETRY.max_attempts
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM images") == len(gone)
+    fake.before_get = None
+    summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000)
+    assert summary.deleted == len(gone)
