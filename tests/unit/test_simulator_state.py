@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import orjson
 import pytest
 
 from mirror.errors import InvalidArgument, NotFound
@@ -228,3 +229,35 @@ def _walk_cursors(registry: SimulatedRegistry, view, size: int) -> list[str]:  #
         if len(page) < size:
             return ids
         page = view.page_after(view.key(page[-1]), size)
+
+
+@pytest.mark.parametrize("budget", [0, 20_000, state.JSON_CACHE_BYTES])
+def test_cached_json_follows_tag_changes_within_its_budget(budget: int) -> None:
+    """What List serves is the image's JSON now, cached or not, however small the cache."""
+    registry = SimulatedRegistry(
+        RegistryModel(images=500, seed=3, folders=1, registries_per_folder=2),
+        json_cache_bytes=budget,
+    )
+    rng = random.Random(11)
+
+    def check_all() -> None:
+        for ref in range(registry.model.images + len(registry._pushed)):
+            expected = orjson.dumps(registry.record(ref).to_json())
+            assert registry.json_bytes(ref) == expected
+        assert registry._json_used == sum(
+            len(data) + state.JSON_ENTRY_OVERHEAD for data in registry._json.values()
+        )
+        assert registry._json_used <= budget
+
+    check_all()
+    for i in range(60):
+        ref = registry.random_live_ref(rng)
+        assert ref is not None
+        image_id = registry.image_id(ref)
+        if i % 3 == 0:
+            registry.retag(image_id, add=[f"t{i}", "latest"], remove=["stable"])
+        elif i % 3 == 1:
+            registry.push(registry.record(ref).name)
+        else:
+            registry.delete(image_id)
+        check_all()

@@ -32,6 +32,7 @@ import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
+from hashlib import blake2b as _blake2b
 from typing import NamedTuple
 
 from mirror.upstream.simulator import catalog
@@ -42,9 +43,10 @@ from mirror.upstream.simulator.images import (
     blob_from,
     blob_json_text,
     config_blob,
-    image_json_text,
     lognormal_size,
     make_part,
+    size_table,
+    unique_blob_json,
 )
 from mirror.upstream.simulator.wire import (
     ID_SPACE,
@@ -53,6 +55,7 @@ from mirror.upstream.simulator.wire import (
     id_from_bytes,
     id_from_int,
     int_from_id,
+    rfc3339,
     unit_float,
 )
 
@@ -69,6 +72,10 @@ _CACHE_LIMIT = 200_000
 _SHARED_CACHE_LIMIT = 20_000  # entries carry JSON text: about 1 KB each
 _NEVER = 576 * 1_000_000  # a base period longer than any repository: the base never changes
 _GOLDEN = 0x9E3779B97F4A7C15
+# size tables of the blobs only one image has (see ``config_blob`` and ``_top_blobs``)
+_CONFIG_SIZES = size_table(6 * catalog.KB, 0.5, 1200, 64 * catalog.KB)
+_TOP_SIZES = size_table(300 * catalog.KB, 1.8)
+_META_SIZES = size_table(2 * catalog.KB, 1.0)
 _MASK64 = (1 << 64) - 1
 
 
@@ -166,8 +173,9 @@ class RegistryModel:
         self._stack_layers: dict[tuple[int, int], tuple[tuple[str, int], ...]] = {}
         self._base_parts: dict[tuple[int, int, int], Part] = {}
         self._shared_parts: dict[tuple[int, int], Part] = {}
-        self._last_repo: RepoInfo | None = None
+        self._last_repo: tuple[RepoInfo, _Traits] | None = None  # image_json's last
         self._blob_ids: dict[tuple[int, str], str] = {}
+        self._dep_blobs: dict[tuple[int, int, int], tuple[BlobTuple, str]] = {}
         self._name_ranks: array[int] | None = None
 
     # -- layout ------------------------------------------------------------------
@@ -318,34 +326,39 @@ class RegistryModel:
     def image_json(self, ref: int, tags: tuple[str, ...] | None = None) -> str:
         """Generated image ``ref`` as JSON text, fast (``tags`` replace the generated ones).
 
-        Equal to ``image(ref).json_text()``; layers below the top are serialized once for
-        all the siblings that share them.
+        Equal to ``image(ref).json_text()``: the same hashes and tables, written straight
+        to text; layers below the top are serialized once for all the siblings sharing them.
         """
-        repo = self._last_repo
-        if repo is None or not repo.first <= ref < repo.first + repo.count:
-            repo = self._last_repo = self.repo(self.repo_of(ref))
+        last = self._last_repo
+        if last is None or not last[0].first <= ref < last[0].first + last[0].count:
+            repo = self.repo(self.repo_of(ref))
+            last = self._last_repo = (repo, self._repo_traits(repo))
+        repo, traits = last
         k = ref - repo.first
-        traits = self._repo_traits(repo)
         key = f"{self.seed}:{repo.index}:{k}"
-        manifest = hash_bytes("m:" + key)
-        unique = hash_bytes("b:" + key)
+        manifest = _blake2b(("m:" + key).encode(), digest_size=64).digest()
+        unique = _blake2b(("b:" + key).encode(), digest_size=64).digest()
         created_ns = _created_ns(traits, k, manifest)
         if tags is None:
             tags = self._default_tags(traits, k, repo.count, manifest, created_ns)
         shared = self._shared_part(repo, traits, k)
-        layers_json, size = shared.json, shared.size
-        for blob in self._top_blobs(traits, key, unique):
-            layers_json = f"{layers_json},{blob_json_text(blob)}"
-            size += blob[2]
-        return image_json_text(
-            self.image_id(ref),
-            repo.name,
-            digest_from_bytes(manifest),
-            size,
-            blob_json_text(config_blob(unique)),
-            layers_json,
-            tags,
-            created_ns,
+        config_json, _ = unique_blob_json(unique, _CONFIG_SIZES)
+        if traits.base_repo:
+            layers_json, size = shared.json, shared.size
+        else:
+            top_json, top_size = unique_blob_json(unique[32:], _TOP_SIZES)
+            size = shared.size + top_size
+            if traits.top_layers == 2:
+                meta_json, meta_size = unique_blob_json(hash_bytes("t:" + key), _META_SIZES)
+                top_json = f"{top_json},{meta_json}"
+                size += meta_size
+            layers_json = f"{shared.json},{top_json}" if shared.json else top_json
+        tags_json = ',"tags":["' + '","'.join(tags) + '"]' if tags else ""
+        return (
+            f'{{"id":"{self.image_id(ref)}","name":"{repo.name}",'
+            f'"digest":"sha256:{manifest[:32].hex()}","compressedSize":"{size}",'
+            f'"config":{config_json},"layers":[{layers_json}]'
+            f'{tags_json},"createdAt":"{rfc3339(created_ns)}"}}'
         )
 
     def _shared_part(self, repo: RepoInfo, traits: _Traits, k: int) -> Part:
@@ -355,10 +368,15 @@ class RegistryModel:
         key = (repo.index, k // traits.share_period)
         part = self._shared_parts.get(key)
         if part is None:
-            blobs = self._base_part(repo.registry, traits, k).blobs
+            # the base's text is reused, and each dependency's: a miss serializes nothing
+            base = self._base_part(repo.registry, traits, k)
+            blobs, texts, size = base.blobs, [base.json] if base.json else [], base.size
             for j, period in enumerate(traits.dep_periods):
-                blobs += (self._dep_blob(repo.registry, repo.index, j, k // period),)
-            part = make_part(blobs)
+                blob, text = self._dep_blob(repo.registry, repo.index, j, k // period)
+                blobs += (blob,)
+                texts.append(text)
+                size += blob[2]
+            part = Part(blobs, ",".join(texts), size)
             if len(self._shared_parts) > _SHARED_CACHE_LIMIT:
                 self._shared_parts.clear()
             self._shared_parts[key] = part
@@ -504,14 +522,23 @@ class RegistryModel:
         self._stack_layers[(stack, version)] = layers
         return layers
 
-    def _dep_blob(self, registry: int, repo: int, j: int, version: int) -> BlobTuple:
-        raw = hash_bytes(f"{self.seed}:dep:{repo}:{j}:{version}")
-        digest = digest_from_bytes(raw)
-        return (
-            self._blob_id(registry, digest),
-            digest,
-            lognormal_size(raw[40:42], 4 * catalog.MB, 1.4),
-        )
+    def _dep_blob(self, registry: int, repo: int, j: int, version: int) -> tuple[BlobTuple, str]:
+        """Dependency layer ``j`` of a repository at a version, and its JSON text."""
+        key = (repo, j, version)  # a repository is in one registry
+        cached = self._dep_blobs.get(key)
+        if cached is None:
+            raw = hash_bytes(f"{self.seed}:dep:{repo}:{j}:{version}")
+            digest = digest_from_bytes(raw)
+            blob = (
+                self._blob_id(registry, digest),
+                digest,
+                lognormal_size(raw[40:42], 4 * catalog.MB, 1.4),
+            )
+            cached = (blob, blob_json_text(blob))
+            if len(self._dep_blobs) > _CACHE_LIMIT:
+                self._dep_blobs.clear()
+            self._dep_blobs[key] = cached
+        return cached
 
     def _blob_id(self, registry: int, digest: str) -> str:
         """A shared blob's id in a registry: each registry has its own id for the same digest."""

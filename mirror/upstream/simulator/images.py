@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from mirror.model import Blob, Image
 from mirror.upstream.simulator import catalog
 from mirror.upstream.simulator.wire import (
+    BYTE_TO_ID_CHAR,
     NORMAL_QUANTILES,
     NORMAL_SHIFT,
     digest_from_bytes,
@@ -82,16 +83,26 @@ class SimImage(NamedTuple):
 
 
 _SIZE_FACTORS: dict[float, list[float]] = {}
+_SIZE_TABLES: dict[tuple[int, float, int, int], list[int]] = {}
+
+
+def size_table(median: int, sigma: float, low: int = 100, high: int = 8 << 30) -> list[int]:
+    """Every size ``lognormal_size`` can give for these parameters, by table index (built once)."""
+    key = (median, sigma, low, high)
+    table = _SIZE_TABLES.get(key)
+    if table is None:
+        factors = _SIZE_FACTORS.get(sigma)
+        if factors is None:
+            factors = _SIZE_FACTORS[sigma] = [math.exp(sigma * z) for z in NORMAL_QUANTILES]
+        table = _SIZE_TABLES[key] = [min(high, max(low, int(median * f))) for f in factors]
+    return table
 
 
 def lognormal_size(
     raw: bytes, median: int, sigma: float, low: int = 100, high: int = 8 << 30
 ) -> int:
     """A heavy-tailed size from 2 random bytes: log-normal around ``median``, clipped."""
-    factors = _SIZE_FACTORS.get(sigma)
-    if factors is None:
-        factors = _SIZE_FACTORS[sigma] = [math.exp(sigma * z) for z in NORMAL_QUANTILES]
-    return min(high, max(low, int(median * factors[((raw[0] << 8) | raw[1]) >> NORMAL_SHIFT])))
+    return size_table(median, sigma, low, high)[((raw[0] << 8) | raw[1]) >> NORMAL_SHIFT]
 
 
 def config_blob(unique: bytes) -> BlobTuple:
@@ -119,6 +130,19 @@ class Part(NamedTuple):
 
 def make_part(blobs: tuple[BlobTuple, ...]) -> Part:
     return Part(blobs, ",".join(map(blob_json_text, blobs)), sum(blob[2] for blob in blobs))
+
+
+def unique_blob_json(raw: bytes, sizes: list[int]) -> tuple[str, int]:
+    """``blob_json_text(blob_from(raw, ...))`` and the size, in one step (the List fast path).
+
+    ``sizes`` is ``size_table`` of the ``blob_from`` parameters.
+    """
+    size = sizes[((raw[12] << 8) | raw[13]) >> NORMAL_SHIFT]
+    return (
+        f'{{"id":"crp{raw[15:32].translate(BYTE_TO_ID_CHAR).decode("ascii")}",'
+        f'"digest":"sha256:{raw[:32].hex()}","size":"{size}"}}',
+        size,
+    )
 
 
 def blob_json_text(blob: BlobTuple) -> str:

@@ -55,12 +55,12 @@ async def list_page(
 
 def list_body(registry: SimulatedRegistry, refs: list[int], token: str) -> bytes:
     """The ListImagesResponse JSON: ``images`` and ``nextPageToken``, each omitted when empty."""
-    fields = []
-    if refs:
-        fields.append('"images":[' + ",".join([registry.json_text(ref) for ref in refs]) + "]")
-    if token:
-        fields.append(f'"nextPageToken":"{token}"')  # URL-safe base64: nothing to escape
-    return ("{" + ",".join(fields) + "}").encode()
+    if not refs:
+        return b'{"nextPageToken":"%b"}' % token.encode() if token else b"{}"
+    images = b",".join(map(registry.json_bytes, refs))
+    if token:  # URL-safe base64: nothing to escape
+        return b'{"images":[%b],"nextPageToken":"%b"}' % (images, token.encode())
+    return b'{"images":[%b]}' % images
 
 
 def encode_token(style: PageTokenStyle, binding: str, position: str) -> str:

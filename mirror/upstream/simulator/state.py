@@ -37,6 +37,8 @@ TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # the OCI distributio
 CHANGE_LOG_LIMIT = 100_000
 VIEW_CACHE_SIZE = 16
 LOG_TRIM_AT = 10_000
+JSON_CACHE_BYTES = 256 << 20  # default budget of the images' JSON cache (~180,000 images)
+JSON_ENTRY_OVERHEAD = 120  # a cache entry's bytes besides the JSON: bytes header, key, slot
 
 
 class ChangeType(StrEnum):
@@ -91,6 +93,7 @@ class SimulatedRegistry:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], int] = time.time_ns,
+        json_cache_bytes: int = JSON_CACHE_BYTES,
     ) -> None:
         self.model = model
         self.rng = rng or random.Random(f"{model.seed}:live")
@@ -114,6 +117,9 @@ class SimulatedRegistry:
         self._seq = 0
         self._views: OrderedDict[ViewKey, View] = OrderedDict()
         self._building: dict[ViewKey, asyncio.Future[View]] = {}
+        self._json: dict[int, bytes] = {}  # ref -> its JSON now (see ``json_bytes``)
+        self._json_used = 0  # bytes the cache takes, entries' overhead included
+        self._json_budget = json_cache_bytes
 
     # -- reading -------------------------------------------------------------------
 
@@ -143,11 +149,32 @@ class SimulatedRegistry:
         tags = self._tags.get(ref)
         return base if tags is None else base._replace(tags=tags)
 
+    def json_bytes(self, ref: int) -> bytes:
+        """Image ``ref`` with its current tags as the upstream's JSON, UTF-8 (the List fast path).
+
+        Served from a bounded cache when it can be: an image's JSON changes only when its
+        tags do (``_set_tags`` drops the entry), so a cached entry is never stale.
+        """
+        data = self._json.get(ref)
+        if data is None:
+            if ref < self.model.images:
+                data = self.model.image_json(ref, self._tags.get(ref)).encode()
+            else:
+                data = self.record(ref).json_text().encode()
+            self._json_used += len(data) + JSON_ENTRY_OVERHEAD
+            while self._json_used > self._json_budget and self._json:
+                # the newest entry goes: on walks larger than the cache, the first
+                # images walked stay cached (an LRU would keep none of them)
+                self._json_used -= len(self._json.popitem()[1]) + JSON_ENTRY_OVERHEAD
+            if self._json_used <= self._json_budget:
+                self._json[ref] = data
+            else:
+                self._json_used -= len(data) + JSON_ENTRY_OVERHEAD
+        return data
+
     def json_text(self, ref: int) -> str:
-        """Image ``ref`` with its current tags as the upstream's JSON text (the List fast path)."""
-        if ref < self.model.images:
-            return self.model.image_json(ref, self._tags.get(ref))
-        return self.record(ref).json_text()
+        """``json_bytes`` as text."""
+        return self.json_bytes(ref).decode()
 
     def all_images(self, scope: Scope | None = None) -> Iterator[Image]:
         """Every live image (of ``scope``), in id order."""
@@ -344,6 +371,9 @@ class SimulatedRegistry:
 
     def _set_tags(self, ref: int, tags: Iterable[str]) -> None:
         self._tags[ref] = tuple(tags)
+        cached = self._json.pop(ref, None)
+        if cached is not None:
+            self._json_used -= len(cached) + JSON_ENTRY_OVERHEAD
 
     def _repo_tags(self, repo: int) -> dict[str, int]:
         """tag -> ref for the live images of a repository (built on first need, then kept)."""

@@ -15,7 +15,7 @@ ID_BODY_LEN = 17  # a cloud id is a 3-letter prefix and 17 characters of [0-9a-z
 ID_SPACE = 36**ID_BODY_LEN
 
 # byte -> an id character; the slight bias of 256 % 36 does not matter for fake ids
-_BYTE_TO_ID_CHAR = bytes(ord(ID_ALPHABET[b % 36]) for b in range(256))
+BYTE_TO_ID_CHAR = bytes(ord(ID_ALPHABET[b % 36]) for b in range(256))
 
 
 def hash_bytes(key: str) -> bytes:
@@ -25,7 +25,7 @@ def hash_bytes(key: str) -> bytes:
 
 def id_from_bytes(prefix: str, raw: bytes) -> str:
     """A cloud-like id (``prefix`` + 17 of [0-9a-z]) from at least 17 random bytes."""
-    return prefix + raw[:ID_BODY_LEN].translate(_BYTE_TO_ID_CHAR).decode("ascii")
+    return prefix + raw[:ID_BODY_LEN].translate(BYTE_TO_ID_CHAR).decode("ascii")
 
 
 _TRIPLES = [a + b + c for a in ID_ALPHABET for b in ID_ALPHABET for c in ID_ALPHABET]
