@@ -532,9 +532,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-record", dest="record", action="store_false", help="do not write bench/RESULTS.md"
     )
     args = parser.parse_args(argv)
-    args.command = "python -m bench.stats_bench " + " ".join(
-        shlex.quote(a) for a in argv if "postgresql://" not in a
-    )
+    # the command as run, DSNs (which may carry credentials) left out
+    shown = ["<admin DSN>" if "://" in a else shlex.quote(a) for a in argv]
+    args.command = " ".join(["python -m bench.stats_bench", *shown])
     return args
 
 
