@@ -431,6 +431,15 @@ async def main(args: argparse.Namespace) -> None:
     )
     rows: list[tuple[str, str]] = []
     load_at_start = os.getloadavg()[0]
+    if args.reads_only:
+        # a database an earlier run kept (--keep): the same registry, reads only
+        print("reads…", file=sys.stderr)
+        for what, (median, p99) in (
+            await read_benchmarks(args.reads_only, universe, args.calls)
+        ).items():
+            rows.append((what, f"{median:.2f} ms / {p99:.2f} ms"))
+        _finish(args, rows, load_at_start)
+        return
     async with admin_dsn(args.database_url) as admin:
         with_stats = await create_database(admin, with_stats=True)
         try:
@@ -483,6 +492,10 @@ async def main(args: argparse.Namespace) -> None:
                 await drop_database(admin, with_stats)
             else:
                 print(f"kept: {with_stats}", file=sys.stderr)
+    _finish(args, rows, load_at_start)
+
+
+def _finish(args: argparse.Namespace, rows: list[tuple[str, str]], load_at_start: float) -> None:
     rows.append(
         (
             "load average (1 min) at start / end, on os.cpu_count() = " + str(os.cpu_count()),
@@ -528,6 +541,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--skip-without", action="store_true", help="skip the ingest without triggers"
     )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--reads-only",
+        metavar="DSN",
+        help="only the reads, on a database a run with --keep left (same --images)",
+    )
     parser.add_argument(
         "--no-record", dest="record", action="store_false", help="do not write bench/RESULTS.md"
     )

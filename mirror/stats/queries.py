@@ -119,16 +119,17 @@ _LAYERS_OF_S = """
               WHERE b.image_id = s.image_id AND b.kind = 'l'), '{}')
 """
 
-# The bases whose chain is one proper prefix ($1) of the image's: an index lookup,
-# at most $7 rows, each checked against the real digests ($4).
-SELECT_BASE_IMAGES = f"""
-SELECT c.image_id, c.name, c.layer_count, i.digest, i.tags
+# One page of the bases whose chain is one proper prefix ($1) of the image's, in
+# index order after image id $8 (the candidates first, cheaply, by the index; only
+# they are checked against the real digests ($4): ``ok``).
+SELECT_BASE_CANDIDATES = f"""
+SELECT c.image_id, c.name, c.layer_count, i.digest, i.tags,
+       ({_LAYERS_OF_S.replace("s.image_id", "c.image_id")}) = ($4::text[])[1:c.layer_count] AS ok
 FROM (
     SELECT s.image_id, s.name, s.layer_count FROM stats_images s
-    WHERE s.chain = $1 AND s.layer_count < $2 AND s.image_id <> $3
+    WHERE s.chain = $1 AND s.image_id > $8 AND s.layer_count < $2 AND s.image_id <> $3
       AND {_IN_SCOPE.format(k="$5", i="$6")}
-      AND {_LAYERS_OF_S} = ($4::text[])[1:s.layer_count]
-    ORDER BY s.image_id
+    ORDER BY s.chain, s.image_id
     LIMIT $7
 ) c
 JOIN images i ON i.id = c.image_id
@@ -251,21 +252,7 @@ async def fetch_image_usage(
     layers: list[str] = list(image["layers"])
     chain: bytes = image["chain"]
     count: int = image["layer_count"]
-    bases: list[RelatedImage] = []
-    for prefix in reversed(base_chain_keys(chain, count)):  # nearest first
-        if len(bases) >= related_limit:
-            break
-        rows = await conn.fetch(
-            SELECT_BASE_IMAGES,
-            prefix,
-            count,
-            image_id,
-            layers,
-            kind,
-            ident,
-            related_limit - len(bases),
-        )
-        bases += [_related(r) for r in rows]
+    bases = await _base_images(conn, image_id, chain, count, layers, kind, ident, related_limit)
     derived = await _derived_images(
         conn, image_id, chain, count, layers, kind, ident, related_limit
     )
@@ -289,6 +276,43 @@ def _image_in_scope(
     if scope.kind is ScopeKind.REGISTRY:
         return registry_id == scope.id
     return folder_id == scope.id
+
+
+async def _base_images(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    image_id: str,
+    chain: bytes,
+    count: int,
+    layers: list[str],
+    kind: str,
+    ident: str,
+    limit: int,
+) -> list[RelatedImage]:
+    """Images whose layers are a proper prefix of these, nearest (longest prefix) first:
+    per prefix key, pages of candidates in index order until ``limit`` are found."""
+    found: list[RelatedImage] = []
+    for prefix in reversed(base_chain_keys(chain, count)):
+        after = ""
+        while len(found) < limit:
+            page = min(limit - len(found) + 16, 1000)
+            rows = await conn.fetch(
+                SELECT_BASE_CANDIDATES,
+                prefix,
+                count,
+                image_id,
+                layers,
+                kind,
+                ident,
+                page,
+                after,
+            )
+            found += [_related(r) for r in rows if r["ok"]]
+            if len(rows) < page:
+                break
+            after = max(r["image_id"] for r in rows)
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 async def _derived_images(
