@@ -26,6 +26,9 @@ from mirror.ingest.merge import delete_images
 
 log = logging.getLogger(__name__)
 
+# Deletes through the local API are told apart from those the ingest detects.
+EVENT_SOURCE = "/registry-mirror/api"
+
 DELETE_REASON = "api"
 # Operations nobody could settle within this time are left to the ingest's own
 # deletion check (the upstream may have forgotten them).
@@ -133,7 +136,9 @@ class DeleteTracker:
             row = await conn.fetchrow(LOCK_OPERATION, operation_id)
             if row is None or row["applied"]:
                 return
-            result = await delete_images(conn, [row["image_id"]], DELETE_REASON)
+            result = await delete_images(
+                conn, [row["image_id"]], DELETE_REASON, source=EVENT_SOURCE
+            )
             await conn.execute(MARK_APPLIED, operation_id)
         log.info(
             "operation %s done: image %s %s the index",

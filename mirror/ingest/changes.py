@@ -64,22 +64,22 @@ def image_updated(old: dict[str, Any], new: dict[str, Any]) -> Event:
     )
 
 
-def image_deleted(last_known: dict[str, Any], reason: str) -> Event:
+def image_deleted(last_known: dict[str, Any], reason: str, source: str = SOURCE) -> Event:
     return Event(
         EventType.IMAGE_DELETED,
         str(last_known["id"]),
         {"image": last_known, "reason": reason},
-        SOURCE,
+        source,
     )
 
 
-def blob_events(transitions: Iterable[BlobTransition]) -> list[Event]:
+def blob_events(transitions: Iterable[BlobTransition], source: str = SOURCE) -> list[Event]:
     return [
         Event(
             EventType.BLOB_ADDED if t.added else EventType.BLOB_ORPHANED,
             t.digest,
             {"digest": t.digest, "size": str(t.size), "image": t.image_id},
-            SOURCE,
+            source,
         )
         for t in transitions
     ]

@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from mirror.ingest.changes import (
+    SOURCE,
     BlobTransition,
     MergeResult,
     blob_events,
@@ -202,7 +203,7 @@ def _removed_arrays(rows: Sequence[asyncpg.Record]) -> tuple[list[str], list[int
 
 
 async def delete_images(
-    conn: asyncpg.Connection, image_ids: Sequence[str], reason: str
+    conn: asyncpg.Connection, image_ids: Sequence[str], reason: str, *, source: str = SOURCE
 ) -> MergeResult:
     """Remove images from the index with their events, inside the caller's transaction.
 
@@ -221,8 +222,8 @@ async def delete_images(
     removed = await conn.fetch(DELETE_IMAGE_BLOBS, ids)
     await conn.execute(DELETE_IMAGES, ids)
     transitions = _transitions(await conn.fetch(REMOVE_BLOB_REFS, *_removed_arrays(removed)))
-    events: list[Event] = [image_deleted(r["doc"], reason) for r in locked]
-    events += blob_events(transitions)
+    events: list[Event] = [image_deleted(r["doc"], reason, source) for r in locked]
+    events += blob_events(transitions, source)
     await append_events(conn, events)
     result.deleted = len(locked)
     result.blobs_orphaned = sum(1 for t in transitions if not t.added)

@@ -315,8 +315,10 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     )
 
     events = await world.pool.fetch(
-        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 ORDER BY id", outbox_before
+        "SELECT type, key, source, data::text AS data FROM outbox WHERE id > $1 ORDER BY id",
+        outbox_before,
     )
+    assert {e["source"] for e in events} == {"/registry-mirror/api"}
     deleted = [e for e in events if e["type"] == "registry.image.deleted"]
     assert len(deleted) == 1 and deleted[0]["key"] == victim
     data = orjson.loads(deleted[0]["data"])
