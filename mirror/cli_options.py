@@ -49,6 +49,16 @@ def load_settings(**flags: Any) -> Settings:
     return settings
 
 
+def require_scopes(settings: Settings, what: str) -> None:
+    """Exit 2 with one line when no scope is configured (ingest and run need one)."""
+    if not settings.scopes:
+        click.echo(
+            f"mirror: configuration error: no scope to {what}: set MIRROR_SCOPES or pass --scope",
+            err=True,
+        )
+        sys.exit(2)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),

@@ -12,7 +12,7 @@ import aiohttp
 import click
 import orjson
 
-from mirror.cli_options import async_command, database_options, load_settings
+from mirror.cli_options import async_command, database_options, load_settings, require_scopes
 from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
 from mirror.ingest.progress import WalkProgress, progress_for
 from mirror.ingest.summary import IngestSummary
@@ -115,12 +115,7 @@ async def ingest_command(
         upstream_url=upstream_url,
         scopes=",".join(scopes) if scopes else None,
     )
-    if not settings.scopes:
-        click.echo(
-            "mirror: configuration error: no scope to ingest: set MIRROR_SCOPES or pass --scope",
-            err=True,
-        )
-        sys.exit(2)
+    require_scopes(settings, "ingest")
     stop = asyncio.Event()
     failed = False
     terminal = progress_for(sys.stderr)

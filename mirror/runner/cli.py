@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from mirror.cli_options import async_command, configure_logging, database_options, load_settings
+from mirror.cli_options import (
+    async_command,
+    configure_logging,
+    database_options,
+    load_settings,
+    require_scopes,
+)
 from mirror.errors import ConfigError
 from mirror.runner.app import BackgroundTaskFailed, Mirror, RunOptions, run_until_stopped
 
@@ -169,12 +175,7 @@ async def run_command(
         kafka_bootstrap=kafka_bootstrap,
         scopes=",".join(scopes) if scopes else None,
     )
-    if not settings.scopes:
-        click.echo(
-            "mirror: configuration error: no scope to mirror: set MIRROR_SCOPES or pass --scope",
-            err=True,
-        )
-        sys.exit(2)
+    require_scopes(settings, "mirror")
     options = RunOptions(host=host, port=port, insecure=insecure, interval=interval)
 
     async def started(mirror: Mirror) -> None:
