@@ -329,7 +329,9 @@ async def _derived_images(
     index until ``limit`` are found (a candidate whose digests differ is skipped)."""
     upper = chain_successor(chain) or _TOP_KEY
     found: list[RelatedImage] = []
-    after: tuple[bytes, str] = (b"", "")
+    # start the keyset at the range's own start (a row comparison from the very
+    # beginning would make the index scan walk from the first key)
+    after: tuple[bytes, str] = (chain, "")
     page = min(limit + 16, 1000)
     while len(found) < limit:
         rows = await conn.fetch(
