@@ -25,7 +25,7 @@ writers queue rather than deadlock; a deadlock that still happens is retried.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -255,7 +255,7 @@ class PageWriter:
             COMPARE_PAGE, [i.id for i in items], [i.content_hash for i in items], self.folder_id
         )
         if self.folder_id is not None:
-            await self._remember_registries(items)
+            await self.remember_registries(registry_of(i.image) for i in items)
         if not changed_rows:
             return MergeResult()
         changed_ids = {r["id"] for r in changed_rows}
@@ -270,8 +270,11 @@ class PageWriter:
                 log.info("page merge deadlocked with another writer; retrying (%d)", attempt)
         raise AssertionError("unreachable")
 
-    async def _remember_registries(self, items: Sequence[PageImage]) -> None:
-        registries = {registry_of(i.image) for i in items} - self._known_registries
+    async def remember_registries(self, registry_ids: Iterable[str]) -> None:
+        """On a folder walk: record that these registries belong to the folder."""
+        if self.folder_id is None:
+            return
+        registries = set(registry_ids) - self._known_registries
         registries.discard("")
         if not registries:
             return

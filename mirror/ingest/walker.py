@@ -33,12 +33,13 @@ from mirror.ingest.leases import (
     ScopeLease,
     expected_images,
 )
+from mirror.ingest.memo import PageMemo
 from mirror.ingest.merge import PageWriter
 from mirror.ingest.progress import NullProgress, WalkProgress
-from mirror.ingest.staging import MalformedImage, page_images
+from mirror.ingest.staging import MalformedImage, PageImage, page_images
 from mirror.ingest.summary import ScopeResult, WalkStatus
 from mirror.model import Scope, ScopeKind
-from mirror.upstream.client import MAX_PAGE_SIZE, Page
+from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, parse_page
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ PREFETCH = 2
 class PageSource(Protocol):
     """What the walker needs from the upstream (``UpstreamClient`` is one)."""
 
-    def iter_pages(self, scope: Scope, page_size: int = ...) -> AsyncIterator[Page]: ...
+    def iter_pages(
+        self, scope: Scope, page_size: int = ..., *, known: KnownPage | None = ...
+    ) -> AsyncIterator[Page]: ...
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None: ...
 
@@ -73,12 +76,18 @@ class _Stopped(Exception):
     pass
 
 
+# A page as the walk merges it: parsed pages come with their images keyed and
+# hashed (done by the prefetching task, while the previous page is being merged);
+# pages the memo recognised come unparsed, with None.
+_Fetched = tuple[Page, list[PageImage] | None]
+
+
 async def _prefetch(
-    pages: AsyncIterator[Page], queue: asyncio.Queue[Page | BaseException | None]
+    pages: AsyncIterator[Page], queue: asyncio.Queue[_Fetched | BaseException | None]
 ) -> None:
     try:
         async for page in pages:
-            await queue.put(page)
+            await queue.put((page, None if page.known else page_images(page.images)))
         await queue.put(None)
     except asyncio.CancelledError:
         raise
@@ -87,8 +96,8 @@ async def _prefetch(
 
 
 async def _next_page(
-    queue: asyncio.Queue[Page | BaseException | None], stop: asyncio.Event
-) -> Page | None:
+    queue: asyncio.Queue[_Fetched | BaseException | None], stop: asyncio.Event
+) -> _Fetched | None:
     """The next page, None after the last; raises _Stopped when a stop comes first."""
     if stop.is_set():
         raise _Stopped
@@ -126,9 +135,12 @@ async def walk_scope(
         status = WalkStatus.COMPLETE
         error: str | None = None
         writer = PageWriter(conn, folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None)
+        memo = PageMemo(f"{name}?pageSize={options.page_size}")
         try:
             await writer.prepare()
-            await _walk_pages(client, scope, writer, lease, options, counts)
+            await memo.load(conn)
+            await _walk_pages(client, scope, writer, memo, lease, options, counts)
+            await memo.prune(conn)
             deletions = await confirm_and_delete(
                 conn, scope, client.get_image, keep_lease=lease.keep, stop=options.stop
             )
@@ -183,29 +195,46 @@ async def _walk_pages(
     client: PageSource,
     scope: Scope,
     writer: PageWriter,
+    memo: PageMemo,
     lease: ScopeLease,
     options: WalkOptions,
     counts: _Counts,
 ) -> None:
     name = str(scope)
-    queue: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(maxsize=PREFETCH)
-    producer = asyncio.create_task(_prefetch(client.iter_pages(scope, options.page_size), queue))
+    queue: asyncio.Queue[_Fetched | BaseException | None] = asyncio.Queue(maxsize=PREFETCH)
+    pages = client.iter_pages(scope, options.page_size, known=memo.next_token)
+    producer = asyncio.create_task(_prefetch(pages, queue))
     try:
-        while (page := await _next_page(queue, options.stop)) is not None:
-            items = page_images(page.images)
-            merged = await writer.apply(items)
+        while (fetched := await _next_page(queue, options.stop)) is not None:
+            merged, images = await _merge_page(writer, memo, *fetched)
             counts.pages += 1
-            counts.images += len(page.images)
+            counts.images += images
             counts.merged.add(merged)
             metrics.PAGES.labels(name).inc()
-            metrics.IMAGES.labels(name).inc(len(page.images))
+            metrics.IMAGES.labels(name).inc(images)
             _count_changes(merged)
-            options.progress.advance(name, len(page.images))
+            options.progress.advance(name, images)
             await lease.keep()
     finally:
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer
+
+
+async def _merge_page(
+    writer: PageWriter, memo: PageMemo, page: Page, items: list[PageImage] | None
+) -> tuple[MergeResult, int]:
+    """Merge one page; returns what changed and how many images the page listed."""
+    if items is None:  # the memo recognised the body
+        hit = await memo.check(writer.conn, page.page_token, page.body, writer.folder_id)
+        if hit is not None:
+            await writer.remember_registries(hit.registries)
+            return MergeResult(), hit.images
+        page = parse_page(page.body, page.page_token)
+        items = page_images(page.images)
+    merged = await writer.apply(items)
+    await memo.record(writer.conn, page.page_token, page.body, page.next_page_token, items)
+    return merged, len(page.images)
 
 
 def _count_changes(merged: MergeResult) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -71,11 +71,37 @@ _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Timeout
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One List answer: the image objects as the upstream sent them, and the next token ('' = last)."""
+    """One List answer: the image objects as the upstream sent them, and the next token ('' = last).
+
+    A page the caller said it already holds (``iter_pages(known=...)``) is not
+    parsed: ``known`` is set, ``images`` is empty and ``body`` holds the answer
+    in case the caller wants it parsed after all (``parse_page``).
+    """
 
     images: list[dict[str, Any]]
     next_page_token: str
     size_bytes: int
+    page_token: str = ""
+    body: bytes = b""
+    known: bool = False
+
+
+# The caller's test for a page it already holds: given the request's page token
+# and the answer's body, the next page token, or None to have the page parsed.
+KnownPage = Callable[[str, bytes], str | None]
+
+
+def parse_page(body: bytes, page_token: str = "") -> Page:
+    """A List answer's body as a Page; UpstreamError when it is not one."""
+    try:
+        data = orjson.loads(body)
+        images = data.get("images", [])
+        token = data.get("nextPageToken", "")
+        if not isinstance(images, list) or not isinstance(token, str):
+            raise TypeError
+    except (orjson.JSONDecodeError, TypeError, AttributeError):
+        raise UpstreamError("upstream List answered with a malformed body") from None
+    return Page(images, token, len(body), page_token, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +144,20 @@ class UpstreamClient:
         order_by: str | None = None,
     ) -> Page:
         """One List call for ``scope``."""
+        body = await self._list_body(
+            scope, page_size=page_size, page_token=page_token, filter=filter, order_by=order_by
+        )
+        return parse_page(body, page_token)
+
+    async def _list_body(
+        self,
+        scope: Scope,
+        *,
+        page_size: int,
+        page_token: str,
+        filter: str | None,
+        order_by: str | None,
+    ) -> bytes:
         params: dict[str, str] = dict(scope.list_params)
         params["pageSize"] = str(min(max(page_size, 1), MAX_PAGE_SIZE))
         if page_token:
@@ -126,16 +166,7 @@ class UpstreamClient:
             params["filter"] = filter
         if order_by:
             params["orderBy"] = order_by
-        body = await self._call("GET", self._base + IMAGES_PATH, params=params)
-        try:
-            data = orjson.loads(body)
-            images = data.get("images", [])
-            token = data.get("nextPageToken", "")
-            if not isinstance(images, list) or not isinstance(token, str):
-                raise TypeError
-        except (orjson.JSONDecodeError, TypeError, AttributeError):
-            raise UpstreamError("upstream List answered with a malformed body") from None
-        return Page(images=images, next_page_token=token, size_bytes=len(body))
+        return await self._call("GET", self._base + IMAGES_PATH, params=params)
 
     async def iter_pages(
         self,
@@ -144,14 +175,25 @@ class UpstreamClient:
         *,
         filter: str | None = None,
         order_by: str | None = None,
+        known: KnownPage | None = None,
     ) -> AsyncIterator[Page]:
-        """Every page of ``scope``, in order, until the upstream gives no next token."""
+        """Every page of ``scope``, in order, until the upstream gives no next token.
+
+        With ``known``, a page it recognises is yielded unparsed (``Page.known``)
+        with the next token it gave: re-walking an unchanged registry then costs
+        no JSON parsing.
+        """
         token = ""
         seen_tokens: set[str] = set()
         while True:
-            page = await self.list_page(
+            body = await self._list_body(
                 scope, page_size=page_size, page_token=token, filter=filter, order_by=order_by
             )
+            next_token = known(token, body) if known is not None else None
+            if next_token is None:
+                page = parse_page(body, token)
+            else:
+                page = Page([], next_token, len(body), token, body, known=True)
             yield page
             token = page.next_page_token
             if not token:

@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from mirror.ingest.loop import ingest_once
+from mirror.ingest.merge import delete_images
 from mirror.ingest.summary import WalkStatus
 from mirror.model import Scope
 from mirror.settings import Settings
-from mirror.upstream.client import Page, UpstreamClient
+from mirror.upstream.client import KnownPage, Page, UpstreamClient
 from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.simulator.config import SimulatorConfig
 from mirror.upstream.simulator.server import RunningSimulator, serve_simulator
@@ -94,8 +95,10 @@ class AfterPages:
     def __init__(self, client: UpstreamClient, n: int, action: Any) -> None:
         self.client, self.n, self.action, self.pages = client, n, action, 0
 
-    async def iter_pages(self, scope: Scope, page_size: int = 1000) -> AsyncIterator[Page]:
-        async for page in self.client.iter_pages(scope, page_size):
+    async def iter_pages(
+        self, scope: Scope, page_size: int = 1000, *, known: KnownPage | None = None
+    ) -> AsyncIterator[Page]:
+        async for page in self.client.iter_pages(scope, page_size, known=known):
             yield page
             self.pages += 1
             if self.pages == self.n:
@@ -142,6 +145,94 @@ async def test_invariant_6_unchanged_simulator_resync_writes_nothing(
             for t in ("images", "image_blobs", "blobs", "outbox")
         ]
     assert after == before
+
+
+class RecordingPages:
+    """Wraps the client: remembers, per page, whether the memo recognised it."""
+
+    def __init__(self, client: UpstreamClient) -> None:
+        self.client = client
+        self.known: list[bool] = []
+
+    async def iter_pages(
+        self, scope: Scope, page_size: int = 1000, *, known: KnownPage | None = None
+    ) -> AsyncIterator[Page]:
+        async for page in self.client.iter_pages(scope, page_size, known=known):
+            self.known.append(page.known)
+            yield page
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None:
+        return await self.client.get_image(image_id)
+
+
+async def test_unchanged_resync_is_served_from_the_page_memo(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    first = RecordingPages(client)
+    await ingest_once(db_pool, first, scopes, page_size=500)
+    assert first.known and not any(first.known)
+    second = RecordingPages(client)
+    summary = await ingest_once(db_pool, second, scopes, page_size=500)
+    assert (summary.images, summary.created, summary.updated, summary.deleted) == (3000, 0, 0, 0)
+    assert second.known == [True] * len(first.known)
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM ingest_page_memo") == len(first.known)
+
+
+async def test_page_memo_never_hides_an_index_that_changed(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    """The upstream is unchanged but the index is not: the memo's page is merged again."""
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes, page_size=500)
+    expected = await upstream_images(client, scopes)
+    gone = sorted(expected)[7]
+    async with db_pool.acquire() as conn, conn.transaction():
+        await delete_images(conn, [gone], "test")
+    pages = RecordingPages(client)
+    summary = await ingest_once(db_pool, pages, scopes, page_size=500)
+    assert (summary.images, summary.created, summary.updated, summary.deleted) == (3000, 1, 0, 0)
+    assert pages.known.count(True) == len(pages.known)  # the body matched: the index did not
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == expected
+        again = RecordingPages(client)
+        await ingest_once(db_pool, again, scopes, page_size=500)
+        assert (await indexed(conn)) == expected
+
+
+async def test_a_changed_page_is_parsed_and_its_memo_rewritten(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes, page_size=500)
+    some = sorted(await upstream_images(client, scopes))[0]
+    await admin(session, upstream, "POST", f"/images/{some}/tags", {"add": ["moved-here"]})
+    changed = RecordingPages(client)
+    summary = await ingest_once(db_pool, changed, scopes, page_size=500)
+    assert (summary.created, summary.updated, summary.deleted) == (0, 1, 0)
+    assert changed.known.count(False) == 1
+    after = RecordingPages(client)
+    await ingest_once(db_pool, after, scopes, page_size=500)
+    assert all(after.known)
+
+
+async def test_a_complete_walk_forgets_pages_it_no_longer_asks_for(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes, page_size=500)
+    key = f"{scopes[0]}?pageSize=500"
+    async with db_pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO ingest_page_memo VALUES ($1, 'gone', '', '', '{}', '{}', '{}')", key
+        )
+        before = await conn.fetchval("SELECT count(*) FROM ingest_page_memo")
+    await ingest_once(db_pool, client, scopes, page_size=500)
+    async with db_pool.acquire() as conn:
+        rows = await conn.fetch("SELECT walk_key, page_token FROM ingest_page_memo")
+    assert len(rows) == before - 1
+    assert (key, "gone") not in {(r["walk_key"], r["page_token"]) for r in rows}
 
 
 async def test_pushes_tag_moves_and_deletes_give_exactly_the_right_events(

@@ -83,6 +83,36 @@ async def test_iter_pages_follows_tokens_and_sends_scope_params(serve, session) 
     assert seen[1]["pageToken"] == "2"
 
 
+async def test_iter_pages_yields_known_pages_unparsed_with_their_remembered_token(
+    serve, session
+) -> None:  # type: ignore[no-untyped-def]
+    bodies = {
+        "": orjson.dumps({"images": [image(0)], "nextPageToken": "p2"}),
+        "p2": orjson.dumps({"images": [image(1)]}),
+    }
+
+    async def list_images(request: web.Request) -> web.Response:
+        body = bodies[request.query.get("pageToken", "")]
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images", list_images)
+    client = make_client(session, await serve(app))
+    asked: list[tuple[str, bytes]] = []
+
+    def known(token: str, body: bytes) -> str | None:
+        asked.append((token, body))
+        return "p2" if token == "" else None  # the first page is remembered, the second is not
+
+    pages = [p async for p in client.iter_pages(Scope.parse("folder:f1"), known=known)]
+    assert asked == [("", bodies[""]), ("p2", bodies["p2"])]
+    first, second = pages
+    assert first.known and first.images == [] and first.next_page_token == "p2"
+    assert first.body == bodies[""] and first.page_token == ""
+    assert not second.known and second.images == [image(1)] and second.page_token == "p2"
+    assert second.next_page_token == ""
+
+
 async def test_empty_list_answer_is_one_empty_page(serve, session) -> None:  # type: ignore[no-untyped-def]
     async def list_images(request: web.Request) -> web.Response:
         return web.json_response({})

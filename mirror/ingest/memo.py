@@ -1,0 +1,145 @@
+"""The page memo: re-walking an unchanged registry without parsing its pages.
+
+The upstream answers an unchanged List page with the same bytes. For each page
+of a walk the memo keeps (``ingest_page_memo``, keyed by the scope, the page
+size and the request's page token) the SHA-256 of the body, the next page token
+it gave, and the ids and content hashes of its images. A later walk that
+receives a body with the same hash for the same request skips the JSON parse,
+the per-image serialisation and hashing: one statement checks that the index
+still holds every one of those images with that content hash (and, on a folder
+walk, in that folder) and records them as seen for deletion detection.
+
+A memo can only save work, never change an outcome: a body that differs, or an
+index that changed since (another scope's walk, a Delete through the local
+API), sends the page down the ordinary path, which rewrites the memo row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from mirror.ingest.staging import PageImage, registry_of
+
+LOAD = "SELECT page_token, body_hash, next_token FROM ingest_page_memo WHERE walk_key = $1"
+
+RECORD = """
+INSERT INTO ingest_page_memo AS m
+    (walk_key, page_token, body_hash, next_token, ids, hashes, registries)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (walk_key, page_token) DO UPDATE SET
+    body_hash = EXCLUDED.body_hash,
+    next_token = EXCLUDED.next_token,
+    ids = EXCLUDED.ids,
+    hashes = EXCLUDED.hashes,
+    registries = EXCLUDED.registries
+"""
+
+# $1 walk key, $2 page token, $3 body hash; $4 the folder of a folder walk (else NULL).
+# When the memo row matches and the index holds every image as remembered, records
+# the ids as seen (ingest_walk_seen, as COMPARE_PAGE does) and answers ok.
+CHECK_AND_SEE = """
+WITH memo AS (
+    SELECT m.ids, m.hashes, m.registries FROM ingest_page_memo AS m
+    WHERE m.walk_key = $1 AND m.page_token = $2 AND m.body_hash = $3
+), page AS (
+    SELECT p.id, p.content_hash FROM memo, unnest(memo.ids, memo.hashes) AS p (id, content_hash)
+), stale AS (
+    SELECT 1 FROM page AS p LEFT JOIN images AS i ON i.id = p.id
+    WHERE i.id IS NULL
+       OR i.content_hash <> p.content_hash
+       OR ($4::text IS NOT NULL AND i.folder_id IS DISTINCT FROM $4::text)
+    LIMIT 1
+), ok AS (
+    SELECT EXISTS (SELECT 1 FROM memo) AND NOT EXISTS (SELECT 1 FROM stale) AS ok
+), seen AS (
+    INSERT INTO ingest_walk_seen (id) SELECT id FROM page WHERE (SELECT ok FROM ok)
+    RETURNING 1
+)
+SELECT (SELECT ok FROM ok) AS ok, (SELECT count(*) FROM seen) AS images,
+       (SELECT registries FROM memo) AS registries
+"""
+
+PRUNE = "DELETE FROM ingest_page_memo WHERE walk_key = $1 AND page_token <> ALL($2::text[])"
+
+
+def body_hash(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoHit:
+    """What a page's memo row said, once checked against the index."""
+
+    images: int
+    registries: list[str]
+
+
+class PageMemo:
+    """The memo rows of one walk key, loaded at the start of a walk.
+
+    Holds three small fields per page (not the ids), so a walk's memory stays
+    flat in the registry's size.
+    """
+
+    def __init__(self, walk_key: str) -> None:
+        self.walk_key = walk_key
+        self._pages: dict[str, tuple[bytes, str]] = {}
+        self._used: list[str] = []
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        self._pages = {
+            r["page_token"]: (bytes(r["body_hash"]), r["next_token"])
+            for r in await conn.fetch(LOAD, self.walk_key)
+        }
+
+    def next_token(self, page_token: str, body: bytes) -> str | None:
+        """The next page token when this answer is the one remembered, else None.
+
+        Matches on the body alone: whether the index still agrees is for
+        ``check`` to say, on the walk's connection, in page order.
+        """
+        self._used.append(page_token)
+        remembered = self._pages.get(page_token)
+        if remembered is None or remembered[0] != body_hash(body):
+            return None
+        return remembered[1]
+
+    async def check(
+        self, conn: asyncpg.Connection, page_token: str, body: bytes, folder_id: str | None
+    ) -> MemoHit | None:
+        """Record the remembered images as seen if the index still holds them; else None."""
+        row = await conn.fetchrow(
+            CHECK_AND_SEE, self.walk_key, page_token, body_hash(body), folder_id
+        )
+        if row is None or not row["ok"]:
+            return None
+        return MemoHit(row["images"], list(row["registries"] or ()))
+
+    async def record(
+        self,
+        conn: asyncpg.Connection,
+        page_token: str,
+        body: bytes,
+        next_token: str,
+        items: Sequence[PageImage],
+    ) -> None:
+        """Remember a page the walk merged (its images are now in the index as listed)."""
+        registries = sorted({registry_of(i.image) for i in items} - {""})
+        await conn.execute(
+            RECORD,
+            self.walk_key,
+            page_token,
+            body_hash(body),
+            next_token,
+            [i.id for i in items],
+            [i.content_hash for i in items],
+            registries,
+        )
+
+    async def prune(self, conn: asyncpg.Connection) -> None:
+        """After a complete walk: forget the pages this walk did not ask for."""
+        await conn.execute(PRUNE, self.walk_key, self._used)
