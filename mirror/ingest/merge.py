@@ -62,7 +62,7 @@ CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
-    created_at text, tags text[], doc text, content_hash bytea
+    created_at text, created_ns bigint, tags text[], doc text, content_hash bytea
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_blobs (
     image_id text, registry_id text, position smallint, kind text, digest text, blob_id text,
@@ -93,10 +93,12 @@ WHERE i.id IS NULL
 # and new images inherit their registry's folder when it is known.
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
-    id, name, registry_id, folder_id, digest, compressed_size, created_at, tags, doc, content_hash
+    id, name, registry_id, folder_id, digest, compressed_size, created_at, created_ns, tags, doc,
+    content_hash
 )
 SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
-       s.compressed_size, s.created_at::timestamptz, s.tags, s.doc::json, s.content_hash
+       s.compressed_size, s.created_at::timestamptz, s.created_ns, s.tags, s.doc::json,
+       s.content_hash
 FROM ingest_stage_images AS s
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
 ORDER BY s.id
@@ -107,6 +109,7 @@ ON CONFLICT (id) DO UPDATE SET
     digest = EXCLUDED.digest,
     compressed_size = EXCLUDED.compressed_size,
     created_at = EXCLUDED.created_at,
+    created_ns = EXCLUDED.created_ns,
     tags = EXCLUDED.tags,
     doc = EXCLUDED.doc,
     content_hash = EXCLUDED.content_hash,

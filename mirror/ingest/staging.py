@@ -15,7 +15,10 @@ from typing import Any
 
 import orjson
 
+from mirror.listing import created_at_ns
+
 CONTENT_HASH_BYTES = 16
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Column order of the staging tables (sql in mirror.ingest.merge).
 IMAGE_COLUMNS = (
@@ -26,13 +29,14 @@ IMAGE_COLUMNS = (
     "digest",
     "compressed_size",
     "created_at",
+    "created_ns",
     "tags",
     "doc",
     "content_hash",
 )
 BLOB_COLUMNS = ("image_id", "registry_id", "position", "kind", "digest", "blob_id", "size")
 
-ImageRecord = tuple[str, str, str, str | None, str, int, str | None, list[str], str, bytes]
+ImageRecord = tuple[str, str, str, str | None, str, int, str | None, int, list[str], str, bytes]
 BlobRecord = tuple[str, str, int, str, str, str | None, int]
 
 
@@ -82,6 +86,17 @@ def _size(value: Any, image_id: str) -> int:
         raise MalformedImage(f"image {image_id}: size {value!r} is not an int64") from None
 
 
+def _created_ns(value: Any, image_id: str) -> int:
+    """createdAt as the API sorts it (``mirror.listing.created_at_ns``); none sorts as 0."""
+    if not value:
+        return 0
+    try:
+        ns = created_at_ns(str(value))
+    except ValueError:
+        raise MalformedImage(f"image {image_id}: createdAt {value!r} is not RFC 3339") from None
+    return min(max(ns, INT64_MIN), INT64_MAX)
+
+
 def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
     image = item.image
     return (
@@ -92,6 +107,7 @@ def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
         str(image.get("digest", "")),
         _size(image.get("compressedSize"), item.id),
         image.get("createdAt") or None,
+        _created_ns(image.get("createdAt"), item.id),
         [str(t) for t in image.get("tags", ())],
         item.doc.decode(),
         item.content_hash,

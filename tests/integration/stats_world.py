@@ -19,9 +19,10 @@ from mirror.stats.reference import ReferenceIndex
 
 # tags travel as one comma-joined text per image (arrays of arrays must be rectangular)
 INSERT_IMAGES = """
-INSERT INTO images (id, name, registry_id, folder_id, digest, compressed_size, tags, doc, content_hash)
-SELECT id, name, registry_id, folder_id, digest, compressed_size, string_to_array(tags, ','),
-       doc, content_hash
+INSERT INTO images (id, name, registry_id, folder_id, digest, compressed_size, created_ns, tags,
+                    doc, content_hash)
+SELECT id, name, registry_id, folder_id, digest, compressed_size,
+       mirror_rfc3339_ns(doc ->> 'createdAt'), string_to_array(tags, ','), doc, content_hash
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
             $7::text[], $8::json[], $9::bytea[])
      AS x(id, name, registry_id, folder_id, digest, compressed_size, tags, doc, content_hash)
@@ -41,6 +42,8 @@ REFS_OF = """
 SELECT digest, count(*) AS n FROM image_blobs WHERE image_id = ANY($1::text[])
 GROUP BY digest ORDER BY digest
 """
+# image blob rows first, then the images: the order mirror.ingest.merge.delete_images keeps
+DELETE_IMAGE_BLOBS = "DELETE FROM image_blobs WHERE image_id = ANY($1::text[])"
 DELETE_IMAGES = "DELETE FROM images WHERE id = ANY($1::text[])"
 DROP_REFS = """
 UPDATE blobs AS b SET ref_count = b.ref_count - x.n,
@@ -155,6 +158,7 @@ class IndexWriter:
             return
         async with self.conn.transaction():
             refs = await self.conn.fetch(REFS_OF, list(image_ids))
+            await self.conn.execute(DELETE_IMAGE_BLOBS, list(image_ids))
             await self.conn.execute(DELETE_IMAGES, list(image_ids))
             await self.conn.execute(DROP_REFS, [r["digest"] for r in refs], [r["n"] for r in refs])
         for image_id in image_ids:

@@ -124,6 +124,11 @@ async def test_first_sync_equals_the_simulator_exactly(db_pool, upstream, sessio
             "SELECT count(*) FROM blobs b WHERE ref_count <> (SELECT count(*) FROM image_blobs ib WHERE ib.digest = b.digest)"
         )
         assert mismatch == 0
+        # created_ns (the API's createdAt order) comes from the ingest: the SQL definition agrees
+        sort_mismatch = await conn.fetchval(
+            "SELECT count(*) FROM images WHERE created_ns <> mirror_rfc3339_ns(doc ->> 'createdAt')"
+        )
+        assert sort_mismatch == 0
 
 
 async def test_invariant_6_unchanged_simulator_resync_writes_nothing(

@@ -51,12 +51,15 @@ def test_malformed_images_are_refused() -> None:
     [item] = page_images([IMAGE | {"compressedSize": "lots"}])
     with pytest.raises(MalformedImage):
         image_record(item, None)
+    [item] = page_images([IMAGE | {"createdAt": "yesterday"}])
+    with pytest.raises(MalformedImage, match="createdAt"):
+        image_record(item, None)
 
 
 def test_image_record_columns() -> None:
     [item] = page_images([IMAGE])
     record = image_record(item, "f1")
-    assert record[:8] == (
+    assert record[:9] == (
         "crpb",
         "reg1/team/app",
         "reg1",
@@ -64,11 +67,12 @@ def test_image_record_columns() -> None:
         "sha256:ff",
         300,
         "2024-01-01T00:00:00.123456789Z",
+        1_704_067_200_123_456_789,  # created_ns: exact nanoseconds, as the API sorts
         ["latest"],
     )
-    assert record[8] == item.doc.decode() and record[9] == item.content_hash
+    assert record[9] == item.doc.decode() and record[10] == item.content_hash
     [bare] = page_images([{"id": "crpc", "name": "reg2/x"}])
-    assert image_record(bare, None)[5:8] == (0, None, [])
+    assert image_record(bare, None)[5:9] == (0, None, 0, [])
 
 
 def test_blob_records_config_first_then_layers() -> None:
