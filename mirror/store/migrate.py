@@ -1,12 +1,21 @@
-"""Forward-only migrations from ``sql/NNN_name.sql``.
+"""Forward-only migrations from ``sql/NNN_name.sql``, then the routines of ``sql/routines/``.
 
-Each file runs in its own transaction together with its row in
+Each migration file runs in its own transaction together with its row in
 ``schema_migrations``; a session advisory lock keeps concurrent starters
 (serve, ingest and run all migrate at start) from racing.
+
+A routine file (``sql/routines/name.sql``) holds the current definition of
+functions that would otherwise be copied whole into a new migration to change
+a few lines (the stats triggers): ``CREATE OR REPLACE`` statements, applied
+after the migrations, under the same lock, whenever the file's SHA-256 differs
+from the one recorded in ``schema_routines``. Changing such a function is an
+edit of its file. A migration must not depend on a routine's newest body (on a
+fresh database every migration runs before any routine).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -33,6 +42,19 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 SELECT_VERSIONS = "SELECT version FROM schema_migrations"
 INSERT_VERSION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+CREATE_ROUTINES = """
+CREATE TABLE IF NOT EXISTS schema_routines (
+    name       text PRIMARY KEY,
+    checksum   bytea NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+SELECT_ROUTINES = "SELECT name, checksum FROM schema_routines"
+RECORD_ROUTINE = """
+INSERT INTO schema_routines (name, checksum) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()
+"""
+_ROUTINE_RE = re.compile(r"^[a-z0-9_]+\.sql$")
 
 
 class MigrationError(MirrorError):
@@ -44,6 +66,26 @@ class Migration:
     version: int
     name: str
     path: Path
+
+
+@dataclass(frozen=True)
+class Routine:
+    name: str
+    path: Path
+    checksum: bytes
+
+
+Step = Migration | Routine
+
+
+def find_routines(sql_dir: Path = SQL_DIR) -> list[Routine]:
+    routines: list[Routine] = []
+    for path in sorted((sql_dir / "routines").glob("*.sql")):
+        if not _ROUTINE_RE.match(path.name):
+            raise MigrationError(f"routines/{path.name}: routine files are named name.sql")
+        checksum = hashlib.sha256(path.read_bytes()).digest()
+        routines.append(Routine(path.stem, path, checksum))
+    return routines
 
 
 def find_migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
@@ -59,26 +101,40 @@ def find_migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return migrations
 
 
-async def pending_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration]:
+async def pending_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Step]:
+    """The migrations not applied yet, then the routine files changed since last applied."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     applied = {r["version"] for r in await conn.fetch(SELECT_VERSIONS)} if exists else set()
-    return [m for m in find_migrations(sql_dir) if m.version not in applied]
+    steps: list[Step] = [m for m in find_migrations(sql_dir) if m.version not in applied]
+    exists = await conn.fetchval("SELECT to_regclass('schema_routines') IS NOT NULL")
+    current = (
+        {r["name"]: bytes(r["checksum"]) for r in await conn.fetch(SELECT_ROUTINES)}
+        if exists
+        else {}
+    )
+    steps += [r for r in find_routines(sql_dir) if current.get(r.name) != r.checksum]
+    return steps
 
 
-async def apply_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration]:
-    """Apply every pending migration in order; returns those applied (empty when up to date)."""
+async def apply_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Step]:
+    """Apply every pending migration in order, then every changed routine file;
+    returns what was applied (empty when up to date)."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         await conn.execute(CREATE_VERSIONS)
+        await conn.execute(CREATE_ROUTINES)
         todo = await pending_migrations(conn, sql_dir)
-        for migration in todo:
-            log.info("applying migration %s", migration.name)
+        for step in todo:
+            log.info("applying %s %s", type(step).__name__.lower(), step.name)
             try:
                 async with conn.transaction():
-                    await conn.execute(migration.path.read_text())
-                    await conn.execute(INSERT_VERSION, migration.version, migration.name)
+                    await conn.execute(step.path.read_text())
+                    if isinstance(step, Migration):
+                        await conn.execute(INSERT_VERSION, step.version, step.name)
+                    else:
+                        await conn.execute(RECORD_ROUTINE, step.name, step.checksum)
             except asyncpg.PostgresError as exc:
-                raise MigrationError(f"{migration.path.name}: {exc}") from exc
+                raise MigrationError(f"{step.path.name}: {exc}") from exc
         return todo
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)

@@ -4,7 +4,14 @@ import asyncpg
 import pytest
 
 from mirror.model import Event, EventType
-from mirror.store.migrate import apply_migrations, find_migrations, pending_migrations
+from mirror.store.migrate import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    find_migrations,
+    find_routines,
+    pending_migrations,
+)
 from mirror.store.outbox import append_events
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
@@ -34,14 +41,19 @@ async def test_migrator_from_empty_then_idempotent(empty_database: str) -> None:
     conn = await asyncpg.connect(empty_database)
     try:
         applied = await apply_migrations(conn)
-        assert [m.version for m in applied] == [m.version for m in find_migrations()]
+        migrations = [m for m in applied if isinstance(m, Migration)]
+        assert [m.version for m in migrations] == [m.version for m in find_migrations()]
+        # the routines come after every migration
+        assert applied[len(migrations) :] == find_routines()
         tables = {
             r["tablename"]
             for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
         }
         assert {"images", "image_blobs", "blobs", "outbox", "scopes", "sync_runs"} <= tables
         versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r["version"] for r in versions] == [m.version for m in applied]
+        assert [r["version"] for r in versions] == [m.version for m in migrations]
+        routines = await conn.fetch("SELECT name FROM schema_routines ORDER BY name")
+        assert [r["name"] for r in routines] == [r.name for r in find_routines()]
         assert await apply_migrations(conn) == []
         assert await pending_migrations(conn) == []
     finally:
@@ -54,7 +66,7 @@ async def test_concurrent_migrators_apply_each_file_once(empty_database: str) ->
     conns = [await asyncpg.connect(empty_database) for _ in range(3)]
     try:
         results = await asyncio.gather(*(apply_migrations(c) for c in conns))
-        assert sum(len(r) for r in results) == len(find_migrations())
+        assert sum(len(r) for r in results) == len(find_migrations()) + len(find_routines())
         count = await conns[0].fetchval("SELECT count(*) FROM schema_migrations")
         assert count == len(find_migrations())
     finally:
@@ -67,12 +79,44 @@ async def test_failed_migration_leaves_nothing_behind(empty_database: str, tmp_p
     (tmp_path / "002_bad.sql").write_text("CREATE TABLE b (x int); SELECT * FROM nowhere;")
     conn = await asyncpg.connect(empty_database)
     try:
-        from mirror.store.migrate import MigrationError
-
         with pytest.raises(MigrationError, match="002_bad"):
             await apply_migrations(conn, tmp_path)
         assert await conn.fetchval("SELECT to_regclass('b')") is None
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+    finally:
+        await conn.close()
+
+
+async def test_a_routine_file_is_applied_again_when_it_changes(
+    empty_database: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "001_f.sql").write_text(
+        "CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+    )
+    (tmp_path / "routines").mkdir()
+    routine = tmp_path / "routines" / "answer.sql"
+    routine.write_text(
+        "CREATE OR REPLACE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 2';"
+    )
+    conn = await asyncpg.connect(empty_database)
+    try:
+        assert [s.name for s in await apply_migrations(conn, tmp_path)] == ["001_f", "answer"]
+        assert await conn.fetchval("SELECT answer()") == 2
+        assert await apply_migrations(conn, tmp_path) == []
+        routine.write_text(
+            "CREATE OR REPLACE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 3';"
+        )
+        assert [s.name for s in await pending_migrations(conn, tmp_path)] == ["answer"]
+        assert [s.name for s in await apply_migrations(conn, tmp_path)] == ["answer"]
+        assert await conn.fetchval("SELECT answer()") == 3
+        # a routine that fails leaves the previous body and its checksum in place
+        routine.write_text(
+            "CREATE OR REPLACE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT x';"
+        )
+        with pytest.raises(MigrationError, match=r"answer\.sql"):
+            await apply_migrations(conn, tmp_path)
+        assert await conn.fetchval("SELECT answer()") == 3
+        assert [s.name for s in await pending_migrations(conn, tmp_path)] == ["answer"]
     finally:
         await conn.close()
 
