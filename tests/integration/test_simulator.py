@@ -351,6 +351,48 @@ async def test_churn_changes_the_registry_at_the_set_rate(session: aiohttp.Clien
         assert status == 400
 
 
+async def _list_ids(session: aiohttp.ClientSession, url: str, folder: str) -> list[str]:
+    ids: list[str] = []
+    token = ""
+    while True:
+        params = {"folderId": folder, "pageSize": "100", "pageToken": token}
+        status, _, body = await _get(session, url + IMAGES, params)
+        assert status == 200, body
+        ids += [image["id"] for image in body.get("images", [])]
+        token = body.get("nextPageToken", "")
+        if not token:
+            return ids
+
+
+async def test_under_churn_get_finds_what_list_shows(session: aiohttp.ClientSession) -> None:
+    """An image Get answers NOT_FOUND for is gone for good: no later List shows it.
+
+    Churn also deletes images it has just pushed, often before a listing catches up.
+    """
+    async with serve_simulator(SimulatorConfig(images=3_000, seed=7)) as upstream:
+        folders = upstream.registry.model.folder_ids
+        await _send(session, "PUT", upstream.url + "/_simulator/churn", {"rate": 400})
+        not_found: set[str] = set()
+        gets = 0
+        for _ in range(3):
+            for folder in folders:
+                for image_id in await _list_ids(session, upstream.url, folder):
+                    status, _, _ = await _get(session, f"{upstream.url}{IMAGES}/{image_id}")
+                    assert status in (200, 404)
+                    gets += 1
+                    if status == 404:
+                        not_found.add(image_id)
+        status, churn = await _send(session, "PUT", upstream.url + "/_simulator/churn", {"rate": 0})
+        assert status == 200 and int(churn["applied"]) > 100
+        registry = upstream.registry
+        assert registry.counters.deleted and registry.counters.pushed
+        listed = [i for folder in folders for i in await _list_ids(session, upstream.url, folder)]
+        assert gets > 9_000
+        assert not_found.isdisjoint(listed)
+        assert len(listed) == len(set(listed)) == registry.count()
+        assert all(registry.get(image_id) is not None for image_id in listed)
+
+
 # -- operations ----------------------------------------------------------------------------------
 
 

@@ -154,7 +154,20 @@ class View:
     # -- keeping up --------------------------------------------------------------
 
     def sync(self, dead_log: RefLog, push_log: RefLog, n_static: int) -> None:
-        """Apply the deletions and pushes logged since the last call."""
+        """Apply the pushes, then the deletions, logged since the last call.
+
+        Pushes go first: an image pushed and deleted since the last call is in both
+        logs, and its deletion must find it in ``extra`` to take it out again.
+        """
+        for ref in push_log.since(self.push_seen):
+            if self.belongs(ref):
+                key = self.key(ref)
+                i = bisect.bisect_left(self.extra_keys, key)
+                if i == len(self.extra_keys) or self.extra_refs[i] != ref:
+                    self.extra_keys.insert(i, key)
+                    self.extra_refs.insert(i, ref)
+                    self.extra_at.insert(i, _first_key_at_least(self.static, self.key, key))
+        self.push_seen = push_log.end
         for ref in dead_log.since(self.dead_seen):
             if ref < n_static:
                 position = self.static.position(ref, self.key)
@@ -165,15 +178,6 @@ class View:
             else:
                 self._drop_extra(ref)
         self.dead_seen = dead_log.end
-        for ref in push_log.since(self.push_seen):
-            if self.belongs(ref):
-                key = self.key(ref)
-                i = bisect.bisect_left(self.extra_keys, key)
-                if i == len(self.extra_keys) or self.extra_refs[i] != ref:
-                    self.extra_keys.insert(i, key)
-                    self.extra_refs.insert(i, ref)
-                    self.extra_at.insert(i, _first_key_at_least(self.static, self.key, key))
-        self.push_seen = push_log.end
 
     def _drop_extra(self, ref: int) -> None:
         if not self.extra_refs:
