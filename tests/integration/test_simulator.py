@@ -367,7 +367,8 @@ async def _list_ids(session: aiohttp.ClientSession, url: str, folder: str) -> li
 async def test_under_churn_get_finds_what_list_shows(session: aiohttp.ClientSession) -> None:
     """An image Get answers NOT_FOUND for is gone for good: no later List shows it.
 
-    Churn also deletes images it has just pushed, often before a listing catches up.
+    Churn pushes images and deletes some of them again before a listing of their
+    folder catches up with either change (while the other folder is walked, say).
     """
     async with serve_simulator(SimulatorConfig(images=3_000, seed=7)) as upstream:
         folders = upstream.registry.model.folder_ids
