@@ -75,7 +75,9 @@ class Settings:
     )
     upstream_rps: float = field(default=50.0, metadata={"env": "MIRROR_UPSTREAM_RPS"})
     upstream_concurrency: int = field(default=8, metadata={"env": "MIRROR_UPSTREAM_CONCURRENCY"})
-    scopes: tuple[Scope, ...] = field(default=(), metadata={"env": "MIRROR_SCOPES"})
+    scopes: tuple[Scope, ...] = field(
+        default=(), metadata={"env": "MIRROR_SCOPES", "flag": "--scope"}
+    )
     kafka_bootstrap: str | None = field(default=None, metadata={"env": "MIRROR_KAFKA_BOOTSTRAP"})
     kafka_topic_prefix: str = field(
         default="registry-mirror", metadata={"env": "MIRROR_KAFKA_TOPIC_PREFIX"}
@@ -109,9 +111,10 @@ class Settings:
                 continue
             if name not in _PARSERS:
                 raise TypeError(f"unknown setting {name}")
-            env_name = next(f.metadata["env"] for f in fields(cls) if f.name == name)
+            meta = next(f.metadata for f in fields(cls) if f.name == name)
+            flag = meta.get("flag", f"--{name.replace('_', '-')}")
             values[name] = (
-                _PARSERS[name](value, f"--{name.replace('_', '-')} ({env_name})")
+                _PARSERS[name](value, f"{flag} ({meta['env']})")
                 if isinstance(value, str)
                 else value
             )

@@ -46,6 +46,19 @@ def test_flags_win_over_environment() -> None:
     assert s.upstream_url == "http://a:1"
 
 
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"scopes": "cluster:abc"}, "--scope (MIRROR_SCOPES)"),
+        ({"upstream_url": "ftp://x"}, "--upstream-url (MIRROR_UPSTREAM_URL)"),
+    ],
+)
+def test_a_bad_flag_is_named_as_typed(flags: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(env={}, **flags)
+    assert str(caught.value).startswith((named + " ", named + ":"))
+
 @pytest.mark.parametrize(
     ("env", "names"),
     [
