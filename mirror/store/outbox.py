@@ -16,9 +16,14 @@ from mirror.model import Event
 OUTBOX_LOCK_KEY = 0x6D69_7272_6F72_0002
 
 LOCK_OUTBOX = "SELECT pg_advisory_xact_lock($1)"
+# The payloads go as text[] and become json in the statement: a json[] parameter
+# would take the pool's text-format json codec, and asyncpg would send the whole
+# array as one quoted, escaped literal for the server to parse back.
 INSERT_EVENTS = """
 INSERT INTO outbox (topic, key, type, source, data)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::json[])
+SELECT e.topic, e.key, e.type, e.source, e.data::json
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+     AS e (topic, key, type, source, data)
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
 
