@@ -237,13 +237,16 @@ def record(rows: list[str], command: str) -> None:
             f"medians. Targets: first mirror >= {TARGET_FIRST:,} images/s, unchanged re-sync "
             f">= {TARGET_RESYNC:,} images/s, memory flat.\n\n" + header
         )
-    # the new rows go after the last row of the ingest table (older rows are kept)
+    # the new rows go after the last row of the results table, the one under the
+    # header (older rows are kept; other tables in the section are left alone)
     start = text.index(SECTION)
     next_section = text.find("\n## ", start + len(SECTION))
     end = len(text) if next_section == -1 else next_section
     lines = text[start:end].split("\n")
-    last_row = max(i for i, line in enumerate(lines) if line.startswith("|"))
-    lines[last_row + 1 : last_row + 1] = rows
+    after = lines.index(header.split("\n")[0]) + 1
+    while after < len(lines) and lines[after].startswith("|"):
+        after += 1
+    lines[after:after] = rows
     text = text[:start] + "\n".join(lines) + text[end:]
     RESULTS.write_text(text)
     print(f"recorded in {RESULTS} ({command})")
