@@ -89,8 +89,9 @@ class PageMemo:
         self.walk_key = walk_key
         self._pages: dict[str, tuple[bytes, str]] = {}
         self._used: list[str] = []
-        # body hashes computed when the page arrived, kept until its check (at most
-        # the prefetch queue's few pages): hashing a 1.3 MB page costs ~0.7 ms
+        # body hashes of remembered pages, computed when the page arrived and kept
+        # until its check hits or its new memo row is recorded (at most the prefetch
+        # queue's few pages): hashing a 1.3 MB page costs ~0.7 ms
         self._hashed: dict[str, bytes] = {}
 
     async def load(self, conn: asyncpg.Connection) -> None:
@@ -109,20 +110,18 @@ class PageMemo:
         remembered = self._pages.get(page_token)
         if remembered is None:
             return None
-        digest = body_hash(body)
-        if remembered[0] != digest:
-            return None
-        self._hashed[page_token] = digest
-        return remembered[1]
+        digest = self._hashed[page_token] = body_hash(body)
+        return remembered[1] if remembered[0] == digest else None
 
     async def check(
         self, conn: asyncpg.Connection, page_token: str, body: bytes, folder_id: str | None
     ) -> MemoHit | None:
         """Record the remembered images as seen if the index still holds them; else None."""
-        digest = self._hashed.pop(page_token, None) or body_hash(body)
+        digest = self._hashed.get(page_token) or body_hash(body)
         row = await conn.fetchrow(CHECK_AND_SEE, self.walk_key, page_token, digest, folder_id)
         if row is None or not row["ok"]:
-            return None
+            return None  # the page is merged, and ``record`` takes the hash
+        self._hashed.pop(page_token, None)
         return MemoHit(row["images"], list(row["registries"] or ()))
 
     async def record(
@@ -139,7 +138,7 @@ class PageMemo:
             RECORD,
             self.walk_key,
             page_token,
-            body_hash(body),
+            self._hashed.pop(page_token, None) or body_hash(body),
             next_token,
             [i.id for i in items],
             [i.content_hash for i in items],
