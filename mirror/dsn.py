@@ -36,10 +36,11 @@ class DsnParts:
         host, port = _split_hostport(hostinfo)
         user = query.get("user") or unquote(user) or os.environ.get("PGUSER") or _os_user()
         host = query.get("host") or unquote(host) or os.environ.get("PGHOST") or "localhost"
+        database = query.get("dbname") or query.get("database") or unquote(parts.path[1:])
         return cls(
             host=host,
             port=query.get("port") or port or os.environ.get("PGPORT") or DEFAULT_PORT,
-            database=query.get("dbname") or query.get("database") or unquote(parts.path[1:]) or user,
+            database=database or user,
             user=user,
             sslmode=query.get("sslmode"),
             password=query.get("password") or unquote(password) or None,
