@@ -123,8 +123,11 @@ async def test_ingest_once_exits_non_zero_when_a_scope_fails(database_url) -> No
     assert proc.returncode == ExitCode.FAILED == 1
     summary = orjson.loads(out.splitlines()[-1])
     assert summary["errors"] == 1 and summary["scopes"][0]["status"] == "failed"
-    assert err.decode().strip().splitlines()[-1].startswith(
-        "mirror: not every scope was walked: registry:r1 failed ("
+    assert (
+        err.decode()
+        .strip()
+        .splitlines()[-1]
+        .startswith("mirror: not every scope was walked: registry:r1 failed (")
     )
 
 
@@ -239,9 +242,12 @@ async def test_kill_9_frees_the_lease_at_once_for_the_next_ingest(
     proc.kill()
     assert await asyncio.wait_for(proc.wait(), timeout=30) == -signal.SIGKILL
     async with db_pool.acquire() as conn:
-        assert await conn.fetchval(
-            "SELECT count(*) FROM scopes WHERE lease_until > now() + interval '60 s'"
-        ) == 2
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM scopes WHERE lease_until > now() + interval '60 s'"
+            )
+            == 2
+        )
     fake.list_delay = 0
     proc = await start_ingest(fake, database_url, "--once", "--json", "--scope", "folder:f2")
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
