@@ -8,13 +8,15 @@ postgres process of it gets SIGKILL while both walks wait, page 1 merged, for pa
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import orjson
 import psutil
@@ -24,8 +26,14 @@ from aiohttp import web
 from mirror.dsn import DsnParts
 from mirror.exit_codes import ExitCode
 from mirror.ingest.leases import lease_holder
+from mirror.ingest.loop import run_ingest_loop
+from mirror.ingest.summary import IngestSummary
 from mirror.model import Scope
+from mirror.settings import Settings
+from mirror.store.database import open_database
 from mirror.store.embedded import EmbeddedPostgres
+from mirror.upstream.client import UpstreamClient
+from mirror.upstream.throttle import Throttle
 from tests.integration.ingest_fake_upstream import FakeUpstream, make_image, serving
 
 SCOPES = (Scope.parse("folder:f1"), Scope.parse("folder:f2"))
@@ -164,3 +172,79 @@ async def test_postgres_killed_mid_pass_ends_in_a_summary_and_exit_3(
         assert lines[-1].startswith("total: ") and lines[-1].endswith(", 2 error(s)")
         for scope, line in zip(SCOPES, lines[:-1], strict=True):
             assert line.startswith(f"{scope}: failed, 1 page(s), 1000 image(s), 1000 created")
+
+
+async def test_the_ingest_loop_outlives_the_database_backs_off_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Continuous mode: PostgreSQL killed between passes, then started again on the same
+    data dir. The loop never dies; it retries 1 s, 2 s, … apart, and walks again once
+    the server is back."""
+    data_dir = Path(tempfile.mkdtemp(prefix="mirror-test-pg-"))
+    server = EmbeddedPostgres(data_dir)
+    stop = asyncio.Event()
+    summaries: list[IngestSummary] = []
+    passed = asyncio.Condition()
+
+    async def on_pass(summary: IngestSummary) -> None:
+        async with passed:
+            summaries.append(summary)
+            passed.notify_all()
+
+    seen = 0
+
+    async def passes_until(check: Callable[[IngestSummary], bool]) -> None:
+        """Until a pass after those already seen satisfies ``check``."""
+        nonlocal seen
+
+        def found() -> bool:
+            nonlocal seen
+            while seen < len(summaries):
+                seen += 1
+                if check(summaries[seen - 1]):
+                    return True
+            return False
+
+        async with passed:
+            await asyncio.wait_for(passed.wait_for(found), 120)
+
+    caplog.set_level(logging.WARNING, logger="mirror.ingest.loop")
+    try:
+        dsn = await server.astart()
+        settings = Settings.load(env={"MIRROR_DATABASE_URL": dsn})
+        async with (
+            serving(FakeUpstream()) as fake,
+            open_database(settings) as pool,
+            aiohttp.ClientSession() as session,
+        ):
+            for i in range(30):
+                fake.put(make_image(i))
+            upstream = settings.with_(upstream_url=fake.url, scopes=(SCOPES[0],))
+            client = UpstreamClient(session, upstream, throttle=Throttle(10_000, 8))
+            loop = asyncio.create_task(
+                run_ingest_loop(pool, client, upstream, interval=0, stop=stop, on_pass=on_pass)
+            )
+            await passes_until(lambda s: s.exit_code is ExitCode.OK)
+
+            kill_postgres(server)
+            await passes_until(lambda s: s.exit_code is ExitCode.DATABASE)
+            await passes_until(lambda s: s.exit_code is ExitCode.DATABASE)
+            backoffs = [
+                r.getMessage().rsplit("next try in ", 1)[1]
+                for r in caplog.records
+                if "next try in" in r.getMessage()
+            ]
+            assert backoffs[:2] == ["1s or later", "2s or later"]
+            assert not loop.done()
+
+            await server.astop()  # forgets the dead server (it is not running: nothing to stop)
+            assert await EmbeddedPostgres(data_dir).astart() == dsn  # same socket: the pool's DSN
+            await passes_until(lambda s: s.exit_code is ExitCode.OK)
+            assert summaries[-1].scopes[0].images == 30
+
+            stop.set()
+            await asyncio.wait_for(loop, 60)  # ends cleanly: no exception
+    finally:
+        stop.set()
+        await EmbeddedPostgres(data_dir, delete_on_stop=True).astop()
+        shutil.rmtree(data_dir, ignore_errors=True)
