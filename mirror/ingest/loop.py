@@ -76,7 +76,10 @@ async def _walk(
     try:
         return await walk_scope(pool, client, scope, options)
     except DATABASE_ERRORS as exc:
-        error = f"database unavailable: {str(exc) or type(exc).__name__}"
+        lost = not isinstance(exc, asyncpg.PostgresError) or isinstance(
+            exc, asyncpg.PostgresConnectionError
+        )
+        error = f"database {'unavailable' if lost else 'error'}: {str(exc) or type(exc).__name__}"
         log.warning("%s: %s", scope, error)
         return ScopeResult(str(scope), WalkStatus.FAILED, errors=1, error=error)
 
