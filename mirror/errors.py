@@ -2,6 +2,8 @@
 
     MirrorError
     ├── ConfigError            bad settings; the CLI prints its one line and exits 2
+    ├── DatabaseUnavailable    PostgreSQL refused or could not be reached; one line, exit 3
+    ├── DataDirBusy            another `mirror run`/`demo` owns the embedded data dir; exit 4
     ├── ApiError               carries a gRPC status code; rendered as the upstream's error JSON
     │   ├── InvalidArgument    400
     │   ├── Unauthenticated    401
@@ -77,6 +79,17 @@ class MirrorError(Exception):
 
 class ConfigError(MirrorError):
     """A setting is missing or malformed. The message names the setting, never its secret value."""
+
+
+class DatabaseUnavailable(MirrorError):
+    """PostgreSQL could not be reached, refused the login, or went away.
+
+    The message names host, port, database and user, never the password.
+    """
+
+
+class DataDirBusy(MirrorError):
+    """Another process owns the embedded PostgreSQL's data dir (``mirror run`` or ``demo``)."""
 
 
 class ApiError(MirrorError):

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 import platformdirs
 
+from mirror.dsn import DsnParts
 from mirror.errors import ConfigError
 from mirror.model import Scope
 
@@ -152,6 +153,10 @@ def _database_url(raw: str, name: str) -> Secret:
     # The DSN may hold a password: never echo it back.
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise ConfigError(f"{name} must be a postgresql:// URL")
+    parts = DsnParts.parse(raw)
+    problem = parts.problem()
+    if problem is not None:
+        raise ConfigError(f"{name} ({parts.describe()}): {problem}")
     return Secret(raw)
 
 

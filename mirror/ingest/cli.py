@@ -13,9 +13,11 @@ import click
 import orjson
 
 from mirror.cli_options import async_command, database_options, load_settings, require_scopes
+from mirror.dsn import DsnParts
+from mirror.exit_codes import ExitCode
 from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
 from mirror.ingest.progress import WalkProgress, progress_for
-from mirror.ingest.summary import IngestSummary
+from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.settings import Settings
 from mirror.store.database import open_database
 from mirror.upstream.client import UpstreamClient
@@ -67,6 +69,32 @@ def _print_summary(summary: IngestSummary, as_json: bool) -> None:
     )
 
 
+_WHY = {
+    WalkStatus.SKIPPED: "its lease is held by another ingest process",
+    WalkStatus.CANCELLED: "stopped by a signal",
+}
+
+
+def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
+    """One line for stderr saying why `--once` exits non-zero."""
+    if summary.database_error is not None:
+        where = (
+            DsnParts.parse(settings.database_url.reveal()).describe()
+            if settings.database_url is not None
+            else f"embedded in {settings.data_dir}"
+        )
+        return (
+            f"mirror: database unavailable: PostgreSQL at {where} stopped answering during "
+            f"the pass ({summary.database_error}); not every scope was walked"
+        )
+    missed = [
+        f"{r.scope} {r.status.value} ({r.error or _WHY.get(r.status, 'not walked')})"
+        for r in summary.scopes
+        if r.status is not WalkStatus.COMPLETE
+    ]
+    return f"mirror: not every scope was walked: {'; '.join(missed)}"
+
+
 @click.command("ingest")
 @click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
 @click.option(
@@ -105,8 +133,13 @@ async def ingest_command(
 
     Changes are written with their events in the same transaction; an image is
     deleted only after a complete walk missed it and the upstream confirmed it
-    gone. Exits non-zero if a scope failed (with --once). SIGTERM finishes the
-    current page and exits cleanly.
+    gone. SIGTERM finishes the current page and exits cleanly.
+
+    With --once, exits 0 only when every scope was walked completely; otherwise
+    it prints the summary and one line saying why, and exits 1 (a walk failed),
+    3 (the database went away), 4 (a scope's lease is held by another ingest
+    process) or 5 (stopped by a signal); 2 is a configuration error
+    (docs/INGEST.md, "Exit codes").
     """
     settings = load_settings(
         database_url=database_url,
@@ -117,7 +150,7 @@ async def ingest_command(
     )
     require_scopes(settings, "ingest")
     stop = asyncio.Event()
-    failed = False
+    outcome: IngestSummary | None = None
     terminal = progress_for(sys.stderr)
     with stop_on_signals(stop), terminal or contextlib.nullcontext():
         progress: WalkProgress | None = terminal
@@ -128,7 +161,7 @@ async def ingest_command(
                     pool, client, settings.scopes, stop=stop, progress=progress
                 )
                 _print_summary(summary, as_json)
-                failed = summary.failed
+                outcome = summary
             else:
 
                 def on_pass(summary: IngestSummary) -> None:
@@ -143,5 +176,6 @@ async def ingest_command(
                     progress=progress,
                     on_pass=on_pass,
                 )
-    if failed:
-        sys.exit(1)
+    if outcome is not None and outcome.exit_code is not ExitCode.OK:
+        click.echo(_not_walked_line(outcome, settings), err=True)
+        sys.exit(outcome.exit_code)

@@ -20,7 +20,7 @@ import asyncpg
 
 from mirror.ingest.leases import DEFAULT_LEASE_S, new_owner_id
 from mirror.ingest.progress import NullProgress, WalkProgress
-from mirror.ingest.summary import IngestSummary
+from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
 from mirror.ingest.walker import PageSource, WalkOptions, walk_scope
 from mirror.model import Scope
 from mirror.settings import Settings
@@ -29,6 +29,13 @@ from mirror.upstream.client import MAX_PAGE_SIZE
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 60.0
+# What a dead or unreachable database raises through the pool.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# After a pass the database failed, the next waits at least this long, doubling to the cap.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
+# How long the end-of-pass check waits for the database to answer.
+PROBE_TIMEOUT_S = 5.0
 
 
 async def ingest_once(
@@ -52,9 +59,39 @@ async def ingest_once(
     )
     started = time.monotonic()
     results = await asyncio.gather(
-        *(walk_scope(pool, client, scope, options) for scope in dict.fromkeys(scopes))
+        *(_walk(pool, client, scope, options) for scope in dict.fromkeys(scopes))
     )
-    return IngestSummary.of(results, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    down = (
+        await database_down(pool) if any(r.status is WalkStatus.FAILED for r in results) else None
+    )
+    return IngestSummary.of(results, seconds, down)
+
+
+async def _walk(
+    pool: asyncpg.Pool, client: PageSource, scope: Scope, options: WalkOptions
+) -> ScopeResult:
+    """``walk_scope``, with the database failures it lets through (no connection to
+    start with, or none left to record the outcome on) made the scope's ``failed``."""
+    try:
+        return await walk_scope(pool, client, scope, options)
+    except DATABASE_ERRORS as exc:
+        lost = not isinstance(exc, asyncpg.PostgresError) or isinstance(
+            exc, asyncpg.PostgresConnectionError
+        )
+        error = f"database {'unavailable' if lost else 'error'}: {str(exc) or type(exc).__name__}"
+        log.warning("%s: %s", scope, error)
+        return ScopeResult(str(scope), WalkStatus.FAILED, errors=1, error=error)
+
+
+async def database_down(pool: asyncpg.Pool) -> str | None:
+    """Why the database does not answer now, or None when it does."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await pool.fetchval("SELECT 1")
+    except DATABASE_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 async def run_ingest_loop(
@@ -74,16 +111,27 @@ async def run_ingest_loop(
     """
     scopes = tuple(scopes if scopes is not None else settings.scopes)
     owner = new_owner_id()
+    backoff = 0.0
     while not stop.is_set():
         started = time.monotonic()
+        summary: IngestSummary | None = None
         try:
             summary = await ingest_once(
                 pool, client, scopes, stop=stop, owner=owner, progress=progress
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # The database went away between walks: try again next interval.
-            log.warning("ingest pass failed: %s", exc)
-        else:
+            down = summary.database_error
+        except DATABASE_ERRORS as exc:
+            down = str(exc) or type(exc).__name__
+        if down is None:
+            backoff = 0.0
+        else:  # the database went away: keep trying, less and less often
+            backoff = min(BACKOFF_MAX_S, max(BACKOFF_FIRST_S, backoff * 2))
+            log.warning(
+                "ingest pass: the database is unavailable (%s); next try in %.0fs or later",
+                down,
+                backoff,
+            )
+        if summary is not None:
             log.info(
                 "ingest pass: %d image(s), %d created, %d updated, %d deleted, %d error(s) in %.1fs",
                 summary.images,
@@ -97,6 +145,6 @@ async def run_ingest_loop(
                 maybe = on_pass(summary)
                 if maybe is not None:
                     await maybe
-        delay = max(0.0, interval - (time.monotonic() - started))
+        delay = max(backoff, interval - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)

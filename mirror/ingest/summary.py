@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mirror.exit_codes import ExitCode
+
 
 class WalkStatus(StrEnum):
     COMPLETE = "complete"  # every page seen; deletions confirmed
@@ -51,10 +53,14 @@ class ScopeResult:
 class IngestSummary:
     scopes: tuple[ScopeResult, ...] = field(default=())
     seconds: float = 0.0
+    # Set when a walk failed and the database did not answer at the end of the pass.
+    database_error: str | None = None
 
     @classmethod
-    def of(cls, results: Sequence[ScopeResult], seconds: float) -> IngestSummary:
-        return cls(tuple(results), seconds)
+    def of(
+        cls, results: Sequence[ScopeResult], seconds: float, database_error: str | None = None
+    ) -> IngestSummary:
+        return cls(tuple(results), seconds, database_error)
 
     def _sum(self, name: str) -> int:
         return sum(getattr(r, name) for r in self.scopes)
@@ -91,8 +97,25 @@ class IngestSummary:
     def failed(self) -> bool:
         return any(r.status is WalkStatus.FAILED for r in self.scopes)
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """The status of `mirror ingest --once`: 0 only when every scope was walked
+        completely; otherwise the worst of: the database went away (3), a walk failed
+        or did not finish for another reason (1), a stop signal (5), a lease held by
+        another process (4)."""
+        if self.database_error is not None:
+            return ExitCode.DATABASE
+        statuses = {r.status for r in self.scopes}
+        if statuses - {WalkStatus.COMPLETE, WalkStatus.CANCELLED, WalkStatus.SKIPPED}:
+            return ExitCode.FAILED
+        if WalkStatus.CANCELLED in statuses:
+            return ExitCode.CANCELLED
+        if WalkStatus.SKIPPED in statuses:
+            return ExitCode.HELD_ELSEWHERE
+        return ExitCode.OK
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "images": self.images,
             "created": self.created,
             "updated": self.updated,
@@ -103,4 +126,8 @@ class IngestSummary:
             "anomalies": self.anomalies,
             "imagesPerSecond": round(self.images / self.seconds, 1) if self.seconds > 0 else 0.0,
             "scopes": [r.to_json() for r in self.scopes],
+            "exitCode": int(self.exit_code),
         }
+        if self.database_error is not None:
+            out["databaseError"] = self.database_error
+        return out

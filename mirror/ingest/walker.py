@@ -151,7 +151,14 @@ async def walk_scope(
                 status = WalkStatus.CANCELLED
         except _Stopped:
             status = WalkStatus.CANCELLED
-        except (UpstreamError, LeaseLost, MalformedImage, asyncpg.PostgresError) as exc:
+        except (
+            UpstreamError,
+            LeaseLost,
+            MalformedImage,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,  # the connection closed under the walk (the server died)
+            OSError,
+        ) as exc:
             status = WalkStatus.FAILED
             error = str(exc) or type(exc).__name__
             log.warning("%s: walk failed after %d page(s): %s", name, counts.pages, error)
@@ -277,6 +284,7 @@ async def _record(
     try:
         await writer.close()
         await lease.finish(outcome)
-    except (asyncpg.PostgresError, OSError) as exc:
-        # The lease expires by itself and the next walker marks this run failed.
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # The lock goes with the session (or back to the pool, whose reset frees it);
+        # the next walker marks this run failed.
         log.warning("%s: could not record the walk's outcome: %s", name, exc)

@@ -35,6 +35,7 @@ from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.settings import Settings
 from mirror.store.database import open_database
+from mirror.store.owner import own_data_dir
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,14 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+def owning_data_dir(settings: Settings, command: str) -> contextlib.AbstractContextManager[None]:
+    """A whole mirror owns its embedded data dir (DataDirBusy if another one does);
+    with MIRROR_DATABASE_URL there is nothing to own."""
+    if settings.embedded_database:
+        return own_data_dir(settings.data_dir, command)
+    return contextlib.nullcontext()
+
+
 async def run_until_stopped(
     settings: Settings,
     options: RunOptions,
@@ -239,7 +248,7 @@ async def run_until_stopped(
 ) -> None:
     """``mirror run``: start the mirror, wait for a signal or a failure, stop it all."""
     stop = stop or asyncio.Event()
-    with stop_on_signals(stop):
+    with owning_data_dir(settings, "mirror run"), stop_on_signals(stop):
         async with start_mirror(settings, options, stop) as mirror:
             if on_started is not None:
                 await on_started(mirror)

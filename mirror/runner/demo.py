@@ -23,7 +23,14 @@ import platformdirs
 from mirror.ingest.progress import NullProgress, TerminalProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.model import Scope, ScopeKind
-from mirror.runner.app import IngestHooks, Mirror, RunOptions, start_mirror, stop_on_signals
+from mirror.runner.app import (
+    IngestHooks,
+    Mirror,
+    RunOptions,
+    owning_data_dir,
+    start_mirror,
+    stop_on_signals,
+)
 from mirror.settings import Settings
 from mirror.stats.figures import DedupStats, LayerReport
 from mirror.stats.queries import fetch_layer_report, fetch_stats
@@ -92,10 +99,13 @@ def demo_settings(
 
 
 async def run_demo(settings: Settings, options: DemoOptions, out: IO[str] = sys.stdout) -> None:
-    """Start the simulator and the mirror, welcome the user, run until a signal."""
+    """Start the simulator and the mirror, welcome the user, run until a signal.
+
+    A data dir another mirror owns stops the demo before it prints anything.
+    """
     stop = asyncio.Event()
     say = _Printer(out)
-    with stop_on_signals(stop):
+    with owning_data_dir(settings, "mirror demo"), stop_on_signals(stop):
         say(
             f"registry-mirror demo: simulating {options.images:,} images "
             f"(seed {options.seed}, churn {options.churn:g} changes/s)"
@@ -109,11 +119,27 @@ async def run_demo(settings: Settings, options: DemoOptions, out: IO[str] = sys.
                 churn=options.churn,
             )
         )
+        started = asyncio.Event()  # set once the mirror is up
         try:
-            await _mirror_simulator(settings, options, simulator, stop, say)
+            await _mirror_simulator(settings, options, simulator, stop, say, started)
         finally:
             await simulator.close()
-            say("demo stopped: simulator, mirror and embedded PostgreSQL are down")
+            if started.is_set():  # a mirror that never started (a busy port): nothing to report
+                say(stopped_line(settings))
+
+
+def stopped_line(settings: Settings) -> str:
+    """What is down now, truthfully: the embedded server may live on for other processes."""
+    if not settings.embedded_database:
+        return (
+            "demo stopped: simulator and mirror are down (--database-url's PostgreSQL is untouched)"
+        )
+    if (settings.data_dir / "pgdata" / "postmaster.pid").exists():
+        return (
+            "demo stopped: simulator and mirror are down; the embedded PostgreSQL keeps "
+            "running for the other processes using it"
+        )
+    return "demo stopped: simulator, mirror and embedded PostgreSQL are down"
 
 
 async def _mirror_simulator(
@@ -122,6 +148,7 @@ async def _mirror_simulator(
     simulator: RunningSimulator,
     stop: asyncio.Event,
     say: _Printer,
+    started: asyncio.Event,
 ) -> None:
     model = simulator.registry.model
     scopes = tuple(Scope(ScopeKind.FOLDER, folder_id) for folder_id in model.folder_ids)
@@ -135,6 +162,7 @@ async def _mirror_simulator(
         say(f"  PostgreSQL:  embedded, in {settings.data_dir}")
     welcome = _Welcome(say, options.run.interval)
     async with start_mirror(settings, options.run, stop, hooks=welcome.hooks()) as mirror:
+        started.set()
         welcome.mirror = mirror
         say(f"  dashboard:   {mirror.api_url}/")
         say(f"  API:         {mirror.api_url}/container-registry/v1/images")

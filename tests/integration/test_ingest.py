@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 import pytest
 
+from mirror.ingest.leases import RunOutcome, ScopeLease, lease_holder
 from mirror.ingest.loop import ingest_once
 from mirror.ingest.summary import WalkStatus
 from mirror.ingest.walker import PREFETCH
@@ -423,16 +424,33 @@ async def test_overlapping_scopes_without_leases_race_safely(db_pool, fake, clie
 async def test_lease_held_elsewhere_skips_the_scope(db_pool, fake, client) -> None:  # type: ignore[no-untyped-def]
     populate(fake, 10)
     async with db_pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO scopes (scope, lease_owner, lease_until) VALUES ('folder:f1', 'other', now() + interval '1 minute')"
-        )
-    summary = await ingest_once(db_pool, client, [FOLDER])
-    assert summary.scopes[0].status is WalkStatus.SKIPPED and not summary.failed
-    async with db_pool.acquire() as conn:
+        lease = await ScopeLease.take(conn, FOLDER, "other")
+        assert lease is not None
+        assert await lease_holder(conn, FOLDER) == conn.get_server_pid()
+        summary = await ingest_once(db_pool, client, [FOLDER])
+        assert summary.scopes[0].status is WalkStatus.SKIPPED
         assert await conn.fetchval("SELECT count(*) FROM images") == 0
-        await conn.execute("UPDATE scopes SET lease_until = now() - interval '1 second'")
+        await lease.finish(RunOutcome("cancelled", 0, 0, 0, 0, 0, 0, 0.0))
+        assert await lease_holder(conn, FOLDER) is None
     summary = await ingest_once(db_pool, client, [FOLDER])
     assert summary.scopes[0].status is WalkStatus.COMPLETE
+
+
+async def test_a_row_lease_without_its_lock_does_not_block_the_scope(db_pool, fake, client) -> None:  # type: ignore[no-untyped-def]
+    """What a walker killed mid-walk leaves: a lease row still in the future, a run
+    still running, and no session holding the lock. The scope is walked at once."""
+    populate(fake, 10)
+    async with db_pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO scopes (scope, lease_owner, lease_until) VALUES ('folder:f1', 'dead', now() + interval '1 hour')"
+        )
+        await conn.execute("INSERT INTO sync_runs (scope, generation) VALUES ('folder:f1', 0)")
+    summary = await ingest_once(db_pool, client, [FOLDER])
+    assert summary.scopes[0].status is WalkStatus.COMPLETE
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT lease_owner FROM scopes") is None
+        runs = [r["status"] for r in await conn.fetch("SELECT status FROM sync_runs ORDER BY id")]
+        assert runs == ["failed", "complete"]
 
 
 async def test_stop_between_pages_cancels_without_deleting(db_pool, fake, client) -> None:  # type: ignore[no-untyped-def]

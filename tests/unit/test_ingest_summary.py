@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mirror.exit_codes import ExitCode
 from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
 
 
@@ -33,3 +34,25 @@ def test_summary_adds_up_scopes_and_has_the_promised_keys() -> None:
     assert data["scopes"][1]["error"] == "HTTP 503"
     ok = IngestSummary.of([ScopeResult("folder:f1", WalkStatus.CANCELLED)], 0.0)
     assert not ok.failed and ok.to_json()["imagesPerSecond"] == 0.0
+
+
+def _summary(*statuses: WalkStatus, database_error: str | None = None) -> IngestSummary:
+    results = [ScopeResult(f"folder:f{i}", status) for i, status in enumerate(statuses)]
+    return IngestSummary.of(results, 1.0, database_error)
+
+
+def test_exit_code_is_0_only_when_every_scope_was_walked_completely() -> None:
+    C, F, X, S = (
+        WalkStatus.COMPLETE,
+        WalkStatus.FAILED,
+        WalkStatus.CANCELLED,
+        WalkStatus.SKIPPED,
+    )
+    assert _summary(C, C).exit_code == ExitCode.OK == 0
+    assert _summary(C, S).exit_code == ExitCode.HELD_ELSEWHERE == 4
+    assert _summary(S, X).exit_code == ExitCode.CANCELLED == 5
+    assert _summary(X, F, S).exit_code == ExitCode.FAILED == 1
+    assert _summary(C, F, database_error="refused").exit_code == ExitCode.DATABASE == 3
+    data = _summary(C, F, database_error="refused").to_json()
+    assert (data["exitCode"], data["databaseError"]) == (3, "refused")
+    assert "databaseError" not in _summary(C).to_json()
