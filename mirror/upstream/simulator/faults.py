@@ -30,7 +30,7 @@ from mirror.errors import (
     ApiError,
     Internal,
     PermissionDenied,
-    ResourceExhausted,
+    Throttled,
     Unauthenticated,
     Unavailable,
 )
@@ -39,18 +39,6 @@ from mirror.upstream.simulator.config import Faults
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_simulator"
-
-
-class Throttled(ResourceExhausted):
-    """429 with a ``Retry-After`` (seconds) the error middleware sends as a header."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("Too many requests: the quota of requests per second is exceeded")
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(0, math.ceil(self.retry_after)))}
 
 
 def fault_middleware(faults: Faults, rng: random.Random) -> Middleware:
