@@ -233,12 +233,16 @@ def _topic_prefix(raw: str, name: str) -> str:
     return raw
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _duration(raw: str, name: str) -> timedelta:
-    match = _DURATION_RE.match(raw.strip().lower())
+    """A number and its unit; a bare number is refused (is ``7`` seconds or days?)."""
+    text = raw.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        raise ConfigError(f"{name} needs a unit (s, m, h, d, w), e.g. {text}d; got {raw!r}")
+    match = _DURATION_RE.match(text)
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(f"{name} must be a positive duration like 90s, 30m, 12h, 7d; got {raw!r}")
     return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
