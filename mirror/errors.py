@@ -3,6 +3,7 @@
     MirrorError
     ├── ConfigError              bad settings; the CLI prints its one line and exits 2
     ├── MigrationError           a migration file is malformed or failed to apply
+    ├── IndexUnavailable         a read command found no index there, or its schema behind
     ├── ApiError                 carries a gRPC status code; rendered as the upstream's error JSON
     │   ├── InvalidArgument      400
     │   ├── Unauthenticated      401
@@ -205,6 +206,15 @@ class UpstreamStatusError(UpstreamError):
 
 class MigrationError(MirrorError):
     """A migration file is malformed or failed to apply."""
+
+
+class IndexUnavailable(MirrorError):
+    """No index where a read-only command looked (``missing``), or one whose schema is
+    behind the code."""
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class MalformedImage(MirrorError, ValueError):

@@ -55,6 +55,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("registry-mirror", appauthor=False))
 
 
+def default_demo_data_dir() -> Path:
+    """Apart from the real default (``registry-mirror``), so the demo never meets real data."""
+    return Path(platformdirs.user_data_dir("registry-mirror-demo", appauthor=False))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the mirror is configured with. Field metadata names the environment variable."""
@@ -106,6 +111,10 @@ class Settings:
             raw = env.get(f.metadata["env"], "")
             if raw.strip() != "":
                 values[f.name] = _PARSERS[f.name](raw.strip(), f.metadata["env"])
+        if flags.get("data_dir") is not None and flags.get("database_url") is None:
+            # Flags win over the environment: a data-dir flag selects the embedded
+            # server in it, whatever MIRROR_DATABASE_URL says.
+            values.pop("database_url", None)
         for name, value in flags.items():
             if value is None:
                 continue

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import IO
 
 import asyncpg
-import platformdirs
 
 from mirror.ingest.progress import NullProgress, TerminalProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.model import Scope, ScopeKind
 from mirror.runner.app import IngestHooks, Mirror, RunOptions, start_mirror, stop_on_signals
-from mirror.settings import Settings
+from mirror.settings import Settings, default_demo_data_dir
 from mirror.stats.figures import DedupStats, LayerReport
 from mirror.stats.queries import fetch_layer_report, fetch_stats
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, start_simulator
@@ -54,11 +53,6 @@ DEMO_UPSTREAM_RPS = 2000.0
 DEMO_UPSTREAM_CONCURRENCY = 8
 # The demo prints its own short lines; the components' INFO logs would drown them.
 DEMO_LOG_LEVEL = "WARNING"
-
-
-def default_demo_data_dir() -> Path:
-    """Apart from the real default (``registry-mirror``), so the demo never meets real data."""
-    return Path(platformdirs.user_data_dir("registry-mirror-demo", appauthor=False))
 
 
 @dataclass(frozen=True, slots=True)
