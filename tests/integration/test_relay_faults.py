@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -200,13 +202,32 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
         broker.stop()
 
 
+# What the relay logs when it tried Kafka and got no acknowledgement.
+TRIED = ("has not acknowledged", "Kafka failed", "Kafka refused", "Kafka unavailable")
+
+
+async def logged(caplog: pytest.LogCaptureFixture, texts: tuple[str, ...], after: int) -> None:
+    """Until the relay logs one of ``texts`` (a record past the first ``after``): the
+    barrier that says where it is, instead of a sleep."""
+
+    async def seen() -> bool:
+        return any(t in r.getMessage() for r in caplog.records[after:] for t in texts)
+
+    await wait_until(seen, f"the relay logged one of {texts}")
+
+
 async def test_broker_down_while_events_accumulate_loses_nothing(
-    db_pool: asyncpg.Pool, settings: Settings, own_broker: KafkaBroker, topic_prefix: str
+    db_pool: asyncpg.Pool,
+    settings: Settings,
+    own_broker: KafkaBroker,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mirror.events.relay")
     relay_settings = settings.with_(
         kafka_bootstrap=own_broker.bootstrap, kafka_topic_prefix=topic_prefix
     )
-    relay = Relay(db_pool, relay_settings, options=FAST)
+    relay = Relay(db_pool, relay_settings, options=replace(FAST, ack_warn_interval=0.5))
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
@@ -214,8 +235,10 @@ async def test_broker_down_while_events_accumulate_loses_nothing(
         await wait_all_sent(db_pool)
 
         await asyncio.to_thread(own_broker.stop, keep_data=True)
+        mark = len(caplog.records)
         await append(db_pool, keyed_events(300, keys=20, start=200))
-        await asyncio.sleep(2)  # the relay tries, and must not mark anything unacknowledged
+        # the relay sent a batch and waits for Kafka's answer: nothing may be marked
+        await logged(caplog, TRIED, mark)
         assert await unsent_count(db_pool) == 300
         await asyncio.to_thread(own_broker.start)
         await wait_all_sent(db_pool, limit=120)
@@ -228,9 +251,10 @@ async def test_broker_down_while_events_accumulate_loses_nothing(
     await asyncio.to_thread(own_broker.stop, keep_data=True)
     await append(db_pool, keyed_events(100, keys=20, start=500))
     stop = asyncio.Event()
+    mark = len(caplog.records)
     task = asyncio.create_task(Relay(db_pool, relay_settings, options=FAST).run(stop))
     try:
-        await asyncio.sleep(1)
+        await logged(caplog, ("Kafka unavailable",), mark)  # it tried, and waits
         assert await unsent_count(db_pool) == 100
         await asyncio.to_thread(own_broker.start)
         await wait_all_sent(db_pool, limit=120)
