@@ -65,6 +65,8 @@ BIGGEST_REGISTRY = (
 )
 BIGGEST_FOLDER = "SELECT folder_id, count(*) AS n FROM images GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
 SAMPLE_IDS = "SELECT id FROM images TABLESAMPLE SYSTEM (2) LIMIT $1"
+# a small index (the test suite's smoke run) may sample no page at 2 %
+FIRST_IDS = "SELECT id FROM images ORDER BY id LIMIT $1"
 
 
 def free_port() -> int:
@@ -404,6 +406,7 @@ async def measure(
         registry, registry_n = await conn.fetchrow(BIGGEST_REGISTRY)
         folder, folder_n = await conn.fetchrow(BIGGEST_FOLDER)
         ids = [r["id"] for r in await conn.fetch(SAMPLE_IDS, 20_000)]
+        ids = ids or [r["id"] for r in await conn.fetch(FIRST_IDS, 20_000)]
     finally:
         await conn.close()
     print(

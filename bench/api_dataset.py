@@ -8,7 +8,6 @@ worker processes (the generator is pure Python) and copied in chunks.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -16,24 +15,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
+from mirror.ingest.staging import (
+    BLOB_COLUMNS,
+    IMAGE_COLUMNS,
+    blob_records,
+    image_record,
+    page_images,
+)
 from mirror.upstream.simulator.generator import RegistryModel
 
 CHUNK = 20_000
-IMAGE_COLUMNS = (
-    "id",
-    "name",
-    "registry_id",
-    "folder_id",
-    "digest",
-    "compressed_size",
-    "created_at",
-    "tags",
-    "doc",
-    "content_hash",
-)
-BLOB_COLUMNS = ("image_id", "registry_id", "position", "kind", "digest", "blob_id", "size")
+# The ingest's own rows and column order (mirror.ingest.staging): a column the
+# schema gains reaches this loader with the ingest, not by copying a list.
+CREATED_AT = IMAGE_COLUMNS.index("created_at")
+CREATED_NS = IMAGE_COLUMNS.index("created_ns")
 
 FILL_BLOBS = """
 INSERT INTO blobs (digest, size, ref_count)
@@ -58,31 +54,23 @@ def _model(images: int, seed: int) -> RegistryModel:
 def image_rows(
     model: RegistryModel, start: int, stop: int
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The images and image_blobs rows of generated images ``start <= ref < stop``."""
+    """The images and image_blobs rows of generated images ``start <= ref < stop``.
+
+    Built by the ingest's record builders from the simulator's JSON; only
+    ``created_at`` changes type: the staging table takes the upstream's text, the
+    ``images`` table a timestamp (taken from ``created_ns``, the same instant).
+    """
     images: list[tuple[Any, ...]] = []
     blobs: list[tuple[Any, ...]] = []
     for sim in model.iter_images(start, stop):
-        doc = orjson.dumps(sim.to_json()).decode()
         registry = sim.name.split("/", 1)[0]
         folder = model.folder_ids[model.folder_of_registry(model.registry_index(registry) or 0)]
-        created = datetime.fromtimestamp(sim.created_ns // 1000 / 1e6, tz=UTC)
-        images.append(
-            (
-                sim.id,
-                sim.name,
-                registry,
-                folder,
-                sim.digest,
-                sim.compressed_size,
-                created,
-                list(sim.tags),
-                doc,
-                hashlib.blake2b(doc.encode(), digest_size=16).digest(),
-            )
-        )
-        for position, (blob_id, digest, size) in enumerate((sim.config, *sim.layers)):
-            kind = "c" if position == 0 else "l"
-            blobs.append((sim.id, registry, position, kind, digest, blob_id, size))
+        (item,) = page_images([sim.to_json()])
+        record: list[Any] = list(image_record(item, folder))
+        if record[CREATED_AT] is not None:
+            record[CREATED_AT] = datetime.fromtimestamp(record[CREATED_NS] // 1000 / 1e6, tz=UTC)
+        images.append(tuple(record))
+        blobs.extend(blob_records(item))
     return images, blobs
 
 

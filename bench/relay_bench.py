@@ -371,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kafka-bootstrap", default=os.environ.get("MIRROR_BENCH_KAFKA_BOOTSTRAP"))
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
+    if args.rate * args.duration < LATENCY_TX_EVENTS * WRITERS:
+        parser.error(
+            f"--rate x --duration must be at least {LATENCY_TX_EVENTS * WRITERS} events "
+            f"({WRITERS} writers commit {LATENCY_TX_EVENTS} events a transaction)"
+        )
     command = "python -m bench.relay_bench " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )

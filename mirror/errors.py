@@ -1,22 +1,31 @@
 """The project's errors, one hierarchy.
 
     MirrorError
-    ├── ConfigError            bad settings; the CLI prints its one line and exits 2
-    ├── DatabaseUnavailable    PostgreSQL refused or could not be reached; one line, exit 3
-    ├── DataDirBusy            another `mirror run`/`demo` owns the embedded data dir; exit 4
-    ├── ApiError               carries a gRPC status code; rendered as the upstream's error JSON
-    │   ├── InvalidArgument    400
-    │   ├── Unauthenticated    401
-    │   ├── PermissionDenied   403
-    │   ├── NotFound           404
-    │   ├── AlreadyExists      409
-    │   ├── ResourceExhausted  429
-    │   ├── Internal           500
-    │   ├── Unimplemented      501
-    │   ├── Unavailable        503
-    │   └── DeadlineExceeded   504
-    └── UpstreamError          the upstream failed in a way retries did not cure
-        └── UpstreamStatusError  it answered with an error status (keeps its ApiError)
+    ├── ConfigError              bad settings; the CLI prints its one line and exits 2
+    ├── DatabaseUnavailable      PostgreSQL refused or could not be reached; one line, exit 3
+    ├── DataDirBusy              another `mirror run`/`demo` owns the embedded data dir; exit 4
+    ├── MigrationError           a migration file is malformed or failed to apply
+    ├── IndexUnavailable         a read command found no index there, or its schema behind
+    ├── ApiError                 carries a gRPC status code; rendered as the upstream's error JSON
+    │   ├── InvalidArgument      400
+    │   ├── Unauthenticated      401
+    │   ├── PermissionDenied     403
+    │   ├── NotFound             404
+    │   ├── AlreadyExists        409
+    │   ├── FailedPrecondition   400
+    │   ├── ResourceExhausted    429
+    │   │   └── Throttled        429 with Retry-After (the simulator's throttling)
+    │   ├── Internal             500
+    │   ├── Unimplemented        501
+    │   ├── Unavailable          503
+    │   └── DeadlineExceeded     504
+    ├── UpstreamError            the upstream failed in a way retries did not cure
+    │   └── UpstreamStatusError  it answered with an error status (keeps its ApiError)
+    ├── MalformedImage           an upstream image the index cannot hold (also a ValueError)
+    ├── LeaseLost                another walker took the scope over
+    ├── KafkaUnavailableError    Kafka unreachable, or it refused to create the topics
+    ├── KafkaBrokerError         the local development broker could not be set up or started
+    └── EnvelopeError            a Kafka record is not a binary-mode CloudEvent (also a ValueError)
 
 Low-level errors (asyncpg, aiohttp, aiokafka) are translated at the edge with
 ``raise ... from exc``; the API middleware turns any ``ApiError`` into
@@ -25,6 +34,7 @@ Low-level errors (asyncpg, aiohttp, aiokafka) are translated at the edge with
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import Any, ClassVar
 
@@ -148,6 +158,18 @@ class ResourceExhausted(ApiError):
     code = GrpcCode.RESOURCE_EXHAUSTED
 
 
+class Throttled(ResourceExhausted):
+    """429 with a ``Retry-After`` (seconds) the error middleware sends as a header."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("Too many requests: the quota of requests per second is exceeded")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(0, math.ceil(self.retry_after)))}
+
+
 class Internal(ApiError):
     code = GrpcCode.INTERNAL
 
@@ -193,3 +215,36 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(f"upstream answered {http_status}: {error.message}")
         self.error = error
         self.http_status = http_status
+
+
+class MigrationError(MirrorError):
+    """A migration file is malformed or failed to apply."""
+
+
+class IndexUnavailable(MirrorError):
+    """No index where a read-only command looked (``missing``), or one whose schema is
+    behind the code."""
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class MalformedImage(MirrorError, ValueError):
+    """An image object the upstream sent that cannot be indexed (no id, bad size…)."""
+
+
+class LeaseLost(MirrorError):
+    """Another walker took the scope over (this one stalled past its lease)."""
+
+
+class KafkaUnavailableError(MirrorError):
+    """Kafka could not be reached, or refused to create the topics."""
+
+
+class KafkaBrokerError(MirrorError):
+    """The local Kafka broker could not be resolved, formatted, started or probed."""
+
+
+class EnvelopeError(MirrorError, ValueError):
+    """A Kafka record is not a CloudEvent in binary mode (a required attribute is missing)."""

@@ -56,6 +56,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("registry-mirror", appauthor=False))
 
 
+def default_demo_data_dir() -> Path:
+    """Apart from the real default (``registry-mirror``), so the demo never meets real data."""
+    return Path(platformdirs.user_data_dir("registry-mirror-demo", appauthor=False))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the mirror is configured with. Field metadata names the environment variable."""
@@ -107,6 +112,10 @@ class Settings:
             raw = env.get(f.metadata["env"], "")
             if raw.strip() != "":
                 values[f.name] = _PARSERS[f.name](raw.strip(), f.metadata["env"])
+        if flags.get("data_dir") is not None and flags.get("database_url") is None:
+            # Flags win over the environment: a data-dir flag selects the embedded
+            # server in it, whatever MIRROR_DATABASE_URL says.
+            values.pop("database_url", None)
         for name, value in flags.items():
             if value is None:
                 continue
@@ -238,12 +247,16 @@ def _topic_prefix(raw: str, name: str) -> str:
     return raw
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _duration(raw: str, name: str) -> timedelta:
-    match = _DURATION_RE.match(raw.strip().lower())
+    """A number and its unit; a bare number is refused (is ``7`` seconds or days?)."""
+    text = raw.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        raise ConfigError(f"{name} needs a unit (s, m, h, d, w), e.g. {text}d; got {raw!r}")
+    match = _DURATION_RE.match(text)
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(f"{name} must be a positive duration like 90s, 30m, 12h, 7d; got {raw!r}")
     return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])

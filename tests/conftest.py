@@ -11,32 +11,41 @@ from mirror.settings import Settings
 from mirror.store.migrate import apply_migrations
 from mirror.store.pool import create_pool
 from tests.kafka_fixture import kafka_bootstrap  # noqa: F401  (session fixture)
-from tests.postgres_fixture import dsn_with_database, new_database_name, postgres_for_tests
+from tests.postgres_fixture import (
+    TestServer,
+    dsn_with_database,
+    new_database_name,
+    postgres_for_tests,
+)
 
 TEMPLATE_DB = "mirror_template"
 
-# Tests own this server: durability buys nothing here and costs seconds.
-FAST_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[TestServer]:
+    """The tests' PostgreSQL server (session-wide), and whether the suite owns it."""
+    with postgres_for_tests() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
+def postgres_dsn(postgres_server: TestServer) -> str:
     """Admin DSN of the tests' PostgreSQL server (session-wide)."""
-    with postgres_for_tests() as dsn:
-        yield dsn
+    return postgres_server.dsn
 
 
 @pytest.fixture(scope="session")
-async def template_database(postgres_dsn: str) -> str:
+async def template_database(postgres_server: TestServer) -> str:
     """A database migrated once per session; each test copies it."""
+    postgres_dsn = postgres_server.dsn
     admin = await asyncpg.connect(postgres_dsn)
     try:
-        for setting in FAST_SETTINGS:
-            try:
-                await admin.execute(f"ALTER SYSTEM SET {setting} = off")
-            except asyncpg.InsufficientPrivilegeError:
-                break
-        await admin.execute("SELECT pg_reload_conf()")
+        # never on a server given through MIRROR_TEST_DATABASE_URL: not ours to change
+        statements = postgres_server.speed_up_statements()
+        for statement in statements:
+            await admin.execute(statement)
+        if statements:
+            await admin.execute("SELECT pg_reload_conf()")
         await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
         await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
     finally:

@@ -3,6 +3,10 @@
 Resolution order: ``MIRROR_TEST_DATABASE_URL`` → a testcontainers PostgreSQL 18
 when a Docker engine answers → an embedded PostgreSQL 18 in a temporary
 folder. With ``CI=true`` a server that cannot start fails the run; nothing skips.
+
+Only a server the suite started itself is tuned for speed (``fsync`` off…); a
+server given through ``MIRROR_TEST_DATABASE_URL`` belongs to someone else and
+its configuration is never changed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,25 +38,45 @@ def dsn_with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+# Durability buys nothing on a throw-away server and costs seconds.
+FAST_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+@dataclass(frozen=True)
+class TestServer:
+    """A PostgreSQL server for the tests: its admin DSN, and whether the suite started it."""
+
+    __test__ = False  # not a test class, whatever pytest's name rule says
+
+    dsn: str
+    owned: bool
+
+    def speed_up_statements(self) -> list[str]:
+        """``ALTER SYSTEM`` statements for a server the suite owns; none for a given one."""
+        if not self.owned:
+            return []
+        return [f"ALTER SYSTEM SET {setting} = off" for setting in FAST_SETTINGS]
+
+
 @contextmanager
-def postgres_for_tests() -> Iterator[str]:
-    """Yield an admin DSN of a PostgreSQL server the tests may create databases on."""
+def postgres_for_tests() -> Iterator[TestServer]:
+    """Yield a PostgreSQL server the tests may create databases on."""
     from_env = os.environ.get("MIRROR_TEST_DATABASE_URL")
     if from_env:
-        yield from_env
+        yield TestServer(from_env, owned=False)
         return
     if docker_available():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:18", driver=None) as container:
-            yield container.get_connection_url()
+            yield TestServer(container.get_connection_url(), owned=True)
         return
     from mirror.store.embedded import EmbeddedPostgres
 
     data_dir = Path(tempfile.mkdtemp(prefix="mirror-test-pg-"))
     server = EmbeddedPostgres(data_dir, delete_on_stop=True)
     try:
-        yield server.start()
+        yield TestServer(server.start(), owned=True)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

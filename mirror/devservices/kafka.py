@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from mirror.errors import MirrorError
+from mirror.errors import KafkaBrokerError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ LOG_TAIL_LINES = 40
 MARKER_NAME = ".complete"
 LOG_NAME = "broker.log"
 STATE_NAME = "kafka.json"
-
-
-class KafkaBrokerError(MirrorError):
-    """The local Kafka broker could not be resolved, formatted, started or probed."""
 
 
 # --------------------------------------------------------------------------- jars
@@ -340,12 +336,12 @@ class KafkaBroker:
                 )
             try:
                 brokers = probe_metadata(HOST, self.port)
-            except (OSError, ProbeError) as exc:
+            except (OSError, _ProbeError) as exc:
                 last_error = exc
             else:
                 if any(port == self.port for _, _, port in brokers):
                     return
-                last_error = ProbeError(f"metadata lists no broker on our port: {brokers}")
+                last_error = _ProbeError(f"metadata lists no broker on our port: {brokers}")
             if time.monotonic() > deadline:
                 raise KafkaBrokerError(
                     f"the Kafka broker on {self.bootstrap} was not ready after "
@@ -422,7 +418,7 @@ API_VERSIONS = 18
 CLIENT_ID = b"mirror-devservices"
 
 
-class ProbeError(Exception):
+class _ProbeError(Exception):
     """The broker answered, but not (yet) with what a ready broker says."""
 
 
@@ -449,7 +445,7 @@ def _api_versions(sock: socket.socket) -> dict[int, tuple[int, int]]:
     reader = _Reader(_round_trip(sock, API_VERSIONS, 0, 1, b""))
     error = reader.int16()
     if error != 0:
-        raise ProbeError(f"ApiVersions answered error code {error}")
+        raise _ProbeError(f"ApiVersions answered error code {error}")
     versions = {}
     for _ in range(reader.int32()):
         key, low, high = reader.int16(), reader.int16(), reader.int16()
@@ -479,7 +475,7 @@ def _round_trip(
     response = _receive(sock, size)
     (answered,) = struct.unpack_from(">i", response)
     if answered != correlation_id:
-        raise ProbeError(f"correlation id {answered} answers no request of ours")
+        raise _ProbeError(f"correlation id {answered} answers no request of ours")
     return response[4:]
 
 
@@ -488,7 +484,7 @@ def _receive(sock: socket.socket, size: int) -> bytes:
     while len(chunks) < size:
         chunk = sock.recv(size - len(chunks))
         if not chunk:
-            raise ProbeError("the broker closed the connection mid-response")
+            raise _ProbeError("the broker closed the connection mid-response")
         chunks += chunk
     return bytes(chunks)
 
@@ -502,7 +498,7 @@ class _Reader:
         try:
             (value,) = struct.unpack_from(fmt, self._data, self._offset)
         except struct.error as exc:
-            raise ProbeError(f"truncated response: {exc}") from exc
+            raise _ProbeError(f"truncated response: {exc}") from exc
         self._offset += struct.calcsize(fmt)
         return value
 

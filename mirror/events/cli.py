@@ -75,7 +75,7 @@ async def relay_command(
     One relay is active at a time; start more as standbys, they take over within
     seconds when the active one dies.
     """
-    from mirror.events.producer import KafkaUnavailableError
+    from mirror.errors import KafkaUnavailableError
     from mirror.events.relay import RelayOptions, run_relay
     from mirror.store.database import open_database
 
@@ -158,7 +158,7 @@ async def tail_command(
     log_level: str | None,
 ) -> None:
     """Print events as they arrive, one CloudEvent JSON object a line (duplicates dropped)."""
-    from mirror.events.producer import KafkaUnavailableError
+    from mirror.errors import KafkaUnavailableError
     from mirror.events.subscriber import EventSubscriber, ReceivedEvent
 
     settings = load_settings(

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from mirror.errors import EnvelopeError
+
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 CONTENT_TYPE_HEADER = "content-type"
@@ -28,10 +30,6 @@ HEADER_PREFIX = "ce_"
 # The attributes the spec requires of every event, and those we always set besides.
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 ATTRIBUTES = (*REQUIRED_ATTRIBUTES, "time", "subject")
-
-
-class EnvelopeError(ValueError):
-    """A Kafka record is not a CloudEvent in binary mode (a required attribute is missing)."""
 
 
 @dataclass(frozen=True, slots=True)

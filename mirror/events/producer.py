@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4, has_zstd
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from mirror.errors import MirrorError
+from mirror.errors import KafkaUnavailableError
 from mirror.events.envelope import kafka_topic
 from mirror.model import EventType
 from mirror.settings import Settings
@@ -30,10 +30,6 @@ REQUEST_TIMEOUT_MS = 30_000
 # a quarter second keeps a Kafka outage from flooding the log and the network.
 RETRY_BACKOFF_MS = 250
 CLIENT_ID = "registry-mirror-relay"
-
-
-class KafkaUnavailableError(MirrorError):
-    """Kafka could not be reached, or refused to create the topics."""
 
 
 def compression_type() -> str:

@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from mirror.errors import ConfigError
+from mirror.errors import ConfigError, KafkaUnavailableError
 from mirror.events.envelope import OutboxEvent, to_kafka_record
 from mirror.events.pending import (
     OUTBOX_CHANNEL,
@@ -54,7 +54,6 @@ from mirror.events.pending import (
     unlock_relay,
 )
 from mirror.events.producer import (
-    KafkaUnavailableError,
     compression_type,
     create_producer,
     ensure_topics,

@@ -46,14 +46,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from mirror.errors import EnvelopeError, KafkaUnavailableError
 from mirror.events.envelope import (
     CONTENT_TYPE,
     SPECVERSION,
-    EnvelopeError,
     kafka_topic,
     structured_from_kafka,
 )
-from mirror.events.producer import TOPICS, KafkaUnavailableError
+from mirror.events.producer import TOPICS
 from mirror.model import EventType
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from mirror.errors import LeaseLost
 from mirror.model import Scope
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,6 @@ LAST_IMAGES = "SELECT last_images FROM scopes WHERE scope = $1"
 def new_owner_id() -> str:
     """Names this ingest process in leases: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class LeaseLost(Exception):
-    """Another walker took the scope over (this one stalled past its lease)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from mirror.errors import MalformedImage
 from mirror.listing import created_at_ns
 
 CONTENT_HASH_BYTES = 16
@@ -38,10 +39,6 @@ BLOB_COLUMNS = ("image_id", "registry_id", "position", "kind", "digest", "blob_i
 
 ImageRecord = tuple[str, str, str, str | None, str, int, str | None, int, list[str], str, bytes]
 BlobRecord = tuple[str, str, int, str, str, str | None, int]
-
-
-class MalformedImage(ValueError):
-    """An image object the upstream sent that cannot be indexed (no id, bad size…)."""
 
 
 @dataclass(frozen=True, slots=True)

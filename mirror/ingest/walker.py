@@ -22,13 +22,12 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from mirror.errors import UpstreamError
+from mirror.errors import LeaseLost, MalformedImage, UpstreamError
 from mirror.ingest import metrics
 from mirror.ingest.changes import MergeResult
 from mirror.ingest.deletions import DeletionOutcome, confirm_and_delete
 from mirror.ingest.leases import (
     DEFAULT_LEASE_S,
-    LeaseLost,
     RunOutcome,
     ScopeLease,
     expected_images,
@@ -36,7 +35,7 @@ from mirror.ingest.leases import (
 from mirror.ingest.memo import PageMemo
 from mirror.ingest.merge import PageWriter
 from mirror.ingest.progress import NullProgress, WalkProgress
-from mirror.ingest.staging import MalformedImage, PageImage, page_images
+from mirror.ingest.staging import PageImage, page_images
 from mirror.ingest.summary import ScopeResult, WalkStatus
 from mirror.model import Scope, ScopeKind
 from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, parse_page

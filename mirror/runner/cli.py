@@ -70,6 +70,11 @@ def _fail(exc: BaseException) -> None:
 @click.option(
     "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL]"
 )
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Remove the demo's index (and its data dir when nothing else is in it), then exit.",
+)
 @async_command
 async def demo_command(
     images: int,
@@ -81,6 +86,7 @@ async def demo_command(
     data_dir: Path | None,
     database_url: str | None,
     log_level: str | None,
+    reset: bool,
 ) -> None:
     """The main job on embedded defaults: simulate a registry, mirror it, serve it, until Ctrl-C.
 
@@ -94,6 +100,19 @@ async def demo_command(
     """
     from mirror.runner.demo import DemoOptions, demo_settings, run_demo
 
+    if reset:
+        from mirror.runner.demo_reset import reset_demo_data
+        from mirror.settings import default_demo_data_dir
+
+        if database_url is not None:
+            click.echo("mirror: --reset removes an embedded data dir, not --database-url's", err=True)
+            sys.exit(2)
+        try:
+            click.echo(f"mirror demo: {reset_demo_data(data_dir or default_demo_data_dir())}")
+        except ConfigError as exc:
+            click.echo(f"mirror: {exc}", err=True)
+            sys.exit(1)
+        return
     try:
         settings = demo_settings(data_dir=data_dir, database_url=database_url, log_level=log_level)
     except ConfigError as exc:

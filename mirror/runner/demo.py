@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import asyncpg
-import platformdirs
 
 from mirror.ingest.progress import NullProgress, TerminalProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary
@@ -31,7 +32,7 @@ from mirror.runner.app import (
     start_mirror,
     stop_on_signals,
 )
-from mirror.settings import Settings
+from mirror.settings import Settings, default_demo_data_dir
 from mirror.stats.figures import DedupStats, LayerReport
 from mirror.stats.queries import fetch_layer_report, fetch_stats
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, start_simulator
@@ -61,11 +62,6 @@ DEMO_UPSTREAM_RPS = 2000.0
 DEMO_UPSTREAM_CONCURRENCY = 8
 # The demo prints its own short lines; the components' INFO logs would drown them.
 DEMO_LOG_LEVEL = "WARNING"
-
-
-def default_demo_data_dir() -> Path:
-    """Apart from the real default (``registry-mirror``), so the demo never meets real data."""
-    return Path(platformdirs.user_data_dir("registry-mirror-demo", appauthor=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +254,7 @@ class _Welcome:
         for line in dedup_lines(stats, report):
             say(line)
         say()
-        for line in await curl_lines(pool, url, report):
+        for line in await curl_lines(pool, url, report, self.mirror.settings):
             say(line)
         say()
         say(
@@ -324,25 +320,36 @@ async def stale_scopes(pool: asyncpg.Pool, current: tuple[Scope, ...]) -> list[s
 
 
 SELECT_SAMPLE_IMAGE = """
-SELECT id, registry_id, folder_id FROM images ORDER BY id LIMIT 1
+SELECT id, name, registry_id, folder_id FROM images ORDER BY id LIMIT 1
 """
 
 
-async def curl_lines(pool: asyncpg.Pool, url: str, report: LayerReport) -> list[str]:
-    """Ready-to-paste commands against real ids of this index."""
+async def curl_lines(
+    pool: asyncpg.Pool, url: str, report: LayerReport, settings: Settings | None = None
+) -> list[str]:
+    """Ready-to-paste commands against real ids of this index (and its data dir)."""
     sample = await pool.fetchrow(SELECT_SAMPLE_IMAGE)
+    images = f"{url}/container-registry/v1/images"
     lines = ["try:"]
     if sample is not None:
-        folder = sample["folder_id"]
+        folder, registry = sample["folder_id"], sample["registry_id"]
         if folder:
-            lines.append(
-                f"  curl -s '{url}/container-registry/v1/images?folderId={folder}&pageSize=2'"
-            )
-        lines.append(f"  curl -s '{url}/container-registry/v1/images/{sample['id']}'")
+            lines.append(f"  curl -s '{images}?folderId={folder}&pageSize=2'")
+        name_filter = quote(f'name IN ("{sample["name"]}")', safe="(),/")
+        lines.append(
+            f"  curl -s '{images}?registryId={registry}&filter={name_filter}"
+            "&orderBy=created_at%20desc'"
+        )
+        lines.append(f"  curl -s '{images}/{sample['id']}'")
     if report.layers:
         lines.append(f"  curl -s '{url}/mirror/v1/blobs/{report.layers[0].digest}'")
+    lines.append(f"  curl -s '{url}/mirror/v1/stats'")
     if sample is not None:
         lines.append(f"  curl -s '{url}/mirror/v1/stats?registryId={sample['registry_id']}'")
     lines.append(f"  curl -s '{url}/mirror/v1/stats/layers'")
+    if sample is not None:
+        lines.append(f"  curl -s '{url}/mirror/v1/images/{sample['id']}/usage'")
     lines.append(f"  curl -s '{url}/mirror/v1/events?limit=5'")
+    if settings is not None and settings.embedded_database:
+        lines.append(f"  mirror stats --data-dir {shlex.quote(str(settings.data_dir))}")
     return lines

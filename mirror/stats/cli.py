@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,12 +12,14 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from mirror.cli_options import async_command, database_options, load_settings
-from mirror.errors import ConfigError
+from mirror.cli_options import database_options, load_settings, run_async
+from mirror.errors import ConfigError, IndexUnavailable, NotFound
 from mirror.model import Scope, ScopeKind
+from mirror.settings import Settings, default_data_dir, default_demo_data_dir
 from mirror.stats.figures import DedupStats, LayerReport, scope_label
-from mirror.stats.queries import fetch_layer_report, fetch_scopes, fetch_stats
-from mirror.store.database import open_database
+from mirror.stats.queries import fetch_layer_report, fetch_scopes, fetch_stats, scope_known
+from mirror.store.embedded import EmbeddedPostgres
+from mirror.store.existing import open_existing_index
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
@@ -117,10 +120,36 @@ def _short(digest: str) -> str:
 
 
 def _parse_scopes(values: Sequence[str]) -> list[Scope]:
+    """The --scope values; a bad one exits 2 with one line, as every setting does."""
     try:
         return [Scope.parse(v) for v in values]
     except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scope") from None
+        click.echo(f"mirror: configuration error: --scope: {exc}", err=True)
+        sys.exit(2)
+
+
+async def _read(
+    settings: Settings, scopes: Sequence[Scope], top: int
+) -> tuple[list[DedupStats], LayerReport]:
+    async with open_existing_index(settings) as pool, pool.acquire() as conn:
+        for scope in scopes:
+            if not await scope_known(conn, scope):
+                raise NotFound(
+                    f"{scope_label(scope)} is not in the index (no image of it was mirrored)"
+                )
+        return await gather_report(conn, scopes, top)
+
+
+def _no_index_hint(settings: Settings) -> str:
+    """Where to look instead, when the default data dir holds no index but the demo's does."""
+    demo = default_demo_data_dir()
+    if (
+        settings.embedded_database
+        and settings.data_dir == default_data_dir()
+        and (EmbeddedPostgres(demo).pgdata / "PG_VERSION").exists()
+    ):
+        return f"; the demo's index is in {demo}: add --data-dir {demo}"
+    return "; pass --data-dir DIR or --database-url DSN"
 
 
 @click.command("stats")
@@ -141,8 +170,7 @@ def _parse_scopes(values: Sequence[str]) -> list[Scope]:
     help="How many top layers and reclaimable blobs to show.",
 )
 @database_options
-@async_command
-async def stats_command(
+def stats_command(
     scope_texts: tuple[str, ...],
     as_json: bool,
     top: int,
@@ -152,12 +180,20 @@ async def stats_command(
 ) -> None:
     """Dedup statistics: logical vs stored bytes, savings, top shared layers, reclaimable blobs.
 
-    Shared layers are counted once, by digest (never by blob id).
+    Shared layers are counted once, by digest (never by blob id). It only reads:
+    an empty data dir, a database without the mirror's schema or one whose schema
+    is behind (`mirror db upgrade`) is said so, never created or migrated.
     """
     scopes = _parse_scopes(scope_texts)
     settings = load_settings(database_url=database_url, data_dir=data_dir, log_level=log_level)
-    async with open_database(settings, max_size=2) as pool, pool.acquire() as conn:
-        stats, report = await gather_report(conn, scopes, top)
+    try:
+        stats, report = run_async(_read(settings, scopes, top))
+    except IndexUnavailable as exc:
+        click.echo(f"mirror: {exc}{_no_index_hint(settings) if exc.missing else ''}", err=True)
+        sys.exit(1)
+    except NotFound as exc:
+        click.echo(f"mirror: not found: {exc.message}", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(orjson.dumps(report_json(stats, report)).decode())
     else:

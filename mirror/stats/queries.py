@@ -57,6 +57,11 @@ SELECT scope_key FROM (
 GROUP BY scope_key HAVING sum(images) > 0
 ORDER BY scope_key
 """
+# Whether a scope has aggregates at all: the index held an image of it once.
+SCOPE_KNOWN = """
+SELECT EXISTS (SELECT 1 FROM stats_totals WHERE scope_key = $1)
+    OR EXISTS (SELECT 1 FROM stats_totals_pending WHERE scope_key = $1)
+"""
 
 SELECT_TOP_LAYERS = """
 SELECT b.digest, b.size, b.ref_count,
@@ -188,6 +193,11 @@ async def fetch_scopes(conn: asyncpg.Connection | asyncpg.Pool, kind: ScopeKind)
     """The folders (or registries, repositories) that hold images, by id."""
     rows = await conn.fetch(SELECT_SCOPE_KEYS, f"{kind.value}:")
     return [Scope(kind, r["scope_key"].split(":", 1)[1]) for r in rows]
+
+
+async def scope_known(conn: asyncpg.Connection | asyncpg.Pool, scope: Scope) -> bool:
+    """Whether the index ever held an image of ``scope`` (it may hold none now)."""
+    return bool(await conn.fetchval(SCOPE_KNOWN, scope_key(scope)))
 
 
 async def fetch_layer_report(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from mirror.errors import MirrorError
+from mirror.errors import MigrationError
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ INSERT INTO schema_routines (name, checksum) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()
 """
 _ROUTINE_RE = re.compile(r"^[a-z0-9_]+\.sql$")
-
-
-class MigrationError(MirrorError):
-    """A migration file is malformed or failed to apply."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from mirror.devservices.kafka import KafkaBroker, KafkaBrokerError
+from mirror.devservices.kafka import KafkaBroker
+from mirror.errors import KafkaBrokerError
 
 Record = tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]
 

@@ -1,7 +1,9 @@
 """Nothing lost, nothing reordered: the relay under faults, against a real broker.
 
 Every committed change must arrive exactly once after dropping repeated ``ce_id``s,
-each key's events in commit order, across (a) the relay SIGKILLed mid-batch,
+each key's events in commit order, across (a) the relay SIGKILLed mid-batch (Kafka
+acknowledged a batch whose rows are not marked sent: a row lock the test holds is the
+barrier its UPDATE waits on),
 (b) the Kafka broker stopped while events accumulate, (c) two relays racing.
 """
 
@@ -9,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -88,6 +92,50 @@ async def records_on_kafka(bootstrap: str, prefix: str) -> int:
         await consumer.stop()
 
 
+# The barrier of the kill test: the newest unsent row, locked by the test, so the
+# relay's UPDATE marking its batch sent waits on it (after Kafka acknowledged it).
+LOCK_NEWEST_UNSENT = """
+SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE
+"""
+# Backends waiting on a lock this session holds, and what they run.
+BLOCKED_BY_ME = """
+SELECT pid, query FROM pg_stat_activity
+WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))
+"""
+
+
+@contextlib.asynccontextmanager
+async def mark_barrier(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """Hold a row lock on an unsent outbox row the relay is about to publish.
+
+    The relay claims rows without locking them and publishes them; only its
+    ``UPDATE outbox SET sent_at`` (``mirror.events.pending.MARK_SENT``) needs the
+    row, so it blocks there: the batch is on Kafka and not marked sent.
+    """
+    conn = await asyncpg.connect(database_url)
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await wait_until(
+            lambda: conn.fetchval(LOCK_NEWEST_UNSENT), "an unsent row was locked", limit=30
+        )
+        yield conn
+    finally:
+        await tx.rollback()
+        await conn.close()
+
+
+async def blocked_mark(barrier: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The backends waiting on the barrier, once the relay's mark is one of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        blocked = await barrier.fetch(BLOCKED_BY_ME)
+        if any("SET sent_at" in r["query"] for r in blocked):
+            return blocked
+        assert time.monotonic() < deadline, "the relay's mark never waited on the barrier"
+        await asyncio.sleep(0.05)
+
+
 async def test_relay_killed_mid_batch_loses_nothing(
     db_pool: asyncpg.Pool,
     database_url: str,
@@ -97,21 +145,28 @@ async def test_relay_killed_mid_batch_loses_nothing(
 ) -> None:
     env = relay_env(database_url, kafka_bootstrap, topic_prefix, tmp_path)
     log = tmp_path / "relay.log"
-    caught_mid_batch = 0
     async with steady_writer(db_pool):
         for _ in range(3):
             process = start_relay_process(env, log, "--batch-size", "200")
             try:
                 await wait_sent_above(db_pool, await sent_count(db_pool) + 300)
-                # Kill while Kafka holds records whose rows are not marked sent yet.
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
+                async with mark_barrier(database_url) as barrier:
+                    blocked = await blocked_mark(barrier)
+                    # Kafka holds the waiting batch; its rows are not marked sent.
                     sent = await sent_count(db_pool)
-                    if await records_on_kafka(kafka_bootstrap, topic_prefix) > sent:
-                        caught_mid_batch += 1
-                        break
-                os.kill(process.pid, signal.SIGKILL)
-                assert await asyncio.to_thread(process.wait, 30) == -signal.SIGKILL
+                    assert await records_on_kafka(kafka_bootstrap, topic_prefix) > sent
+                    os.kill(process.pid, signal.SIGKILL)
+                    assert await asyncio.to_thread(process.wait, 30) == -signal.SIGKILL
+                    # The dead relay's backend would still apply its UPDATE once the lock
+                    # goes: end it first, as a crash of the relay's host would.
+                    for row in blocked:
+                        await barrier.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
+
+                    async def gone() -> bool:
+                        return not await barrier.fetch(BLOCKED_BY_ME)
+
+                    await wait_until(gone, "the killed relay's backends ended")
+                assert await sent_count(db_pool) == sent  # the batch stayed unmarked
             finally:
                 stop_process(process)
         assert await unsent_count(db_pool) > 0  # the writer kept going while no relay ran
@@ -128,7 +183,7 @@ async def test_relay_killed_mid_batch_loses_nothing(
         kafka_bootstrap, topic_prefix, expect_ids={r["event_id"] for r in committed}
     )
     counts = assert_exactly_once_in_commit_order(delivered, committed)
-    print(f"kill test: {counts}, {caught_mid_batch} of 3 kills with unmarked records on Kafka")
+    assert counts["duplicates"] > 0, counts  # the unmarked batches were sent again
 
 
 @pytest.fixture
@@ -147,13 +202,32 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
         broker.stop()
 
 
+# What the relay logs when it tried Kafka and got no acknowledgement.
+TRIED = ("has not acknowledged", "Kafka failed", "Kafka refused", "Kafka unavailable")
+
+
+async def logged(caplog: pytest.LogCaptureFixture, texts: tuple[str, ...], after: int) -> None:
+    """Until the relay logs one of ``texts`` (a record past the first ``after``): the
+    barrier that says where it is, instead of a sleep."""
+
+    async def seen() -> bool:
+        return any(t in r.getMessage() for r in caplog.records[after:] for t in texts)
+
+    await wait_until(seen, f"the relay logged one of {texts}")
+
+
 async def test_broker_down_while_events_accumulate_loses_nothing(
-    db_pool: asyncpg.Pool, settings: Settings, own_broker: KafkaBroker, topic_prefix: str
+    db_pool: asyncpg.Pool,
+    settings: Settings,
+    own_broker: KafkaBroker,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mirror.events.relay")
     relay_settings = settings.with_(
         kafka_bootstrap=own_broker.bootstrap, kafka_topic_prefix=topic_prefix
     )
-    relay = Relay(db_pool, relay_settings, options=FAST)
+    relay = Relay(db_pool, relay_settings, options=replace(FAST, ack_warn_interval=0.5))
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
@@ -161,8 +235,10 @@ async def test_broker_down_while_events_accumulate_loses_nothing(
         await wait_all_sent(db_pool)
 
         await asyncio.to_thread(own_broker.stop, keep_data=True)
+        mark = len(caplog.records)
         await append(db_pool, keyed_events(300, keys=20, start=200))
-        await asyncio.sleep(2)  # the relay tries, and must not mark anything unacknowledged
+        # the relay sent a batch and waits for Kafka's answer: nothing may be marked
+        await logged(caplog, TRIED, mark)
         assert await unsent_count(db_pool) == 300
         await asyncio.to_thread(own_broker.start)
         await wait_all_sent(db_pool, limit=120)
@@ -175,9 +251,10 @@ async def test_broker_down_while_events_accumulate_loses_nothing(
     await asyncio.to_thread(own_broker.stop, keep_data=True)
     await append(db_pool, keyed_events(100, keys=20, start=500))
     stop = asyncio.Event()
+    mark = len(caplog.records)
     task = asyncio.create_task(Relay(db_pool, relay_settings, options=FAST).run(stop))
     try:
-        await asyncio.sleep(1)
+        await logged(caplog, ("Kafka unavailable",), mark)  # it tried, and waits
         assert await unsent_count(db_pool) == 100
         await asyncio.to_thread(own_broker.start)
         await wait_all_sent(db_pool, limit=120)

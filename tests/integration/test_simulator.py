@@ -6,13 +6,15 @@ No database needed. The million-image walk runs only with MIRROR_TEST_MILLION=1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -23,8 +25,11 @@ from mirror.upstream.simulator import (
     PageTokenStyle,
     RunningSimulator,
     SimulatorConfig,
+    faults,
     serve_simulator,
 )
+from mirror.upstream.simulator.churn import Churn
+from mirror.upstream.simulator.runtime import Simulator
 
 IMAGES = "/container-registry/v1/images"
 
@@ -167,16 +172,24 @@ async def test_dropped_connections(session: aiohttp.ClientSession) -> None:
         assert status == 200
 
 
-async def test_latency_is_added(session: aiohttp.ClientSession) -> None:
+async def test_latency_is_added(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waited: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        waited.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(faults, "sleep", recording_sleep)
     async with serve_simulator(
         SimulatorConfig(images=50, latency_ms=80, latency_sigma=0)
     ) as upstream:
-        started = time.monotonic()
         status, _, _ = await _get(session, upstream.url + IMAGES, {"folderId": _folder(upstream)})
-        assert status == 200 and time.monotonic() - started >= 0.08
-        started = time.monotonic()
+        assert status == 200 and waited == [0.08]
         await _get(session, upstream.url + "/_simulator/state")  # the admin API has no latency
-        assert time.monotonic() - started < 0.08
+        assert waited == [0.08]
 
 
 async def test_bad_fault_settings_are_refused(session: aiohttp.ClientSession) -> None:
@@ -323,14 +336,52 @@ async def test_admin_state_repositories_and_ids(session: aiohttp.ClientSession) 
         assert any(patch.items() <= endpoint.items() for endpoint in index["endpoints"])
 
 
-async def test_churn_changes_the_registry_at_the_set_rate(session: aiohttp.ClientSession) -> None:
+async def test_churn_applies_its_rate_on_its_clock() -> None:
+    """200 changes a second: 100 once its clock has moved half a second, no more."""
+    registry = Simulator.from_config(SimulatorConfig(images=2_000)).registry
+    now = [0.0]
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(now[0])
+        return now[0]
+
+    churn = Churn(registry, 200, random.Random(1), clock=clock)
+    task = asyncio.create_task(churn.run())
+    try:
+        await _until(lambda: bool(reads), "the churn took its start time")
+        now[0] = 0.5
+        await _until(lambda: reads.count(0.5) >= 2, "the churn read the moved clock twice")
+        assert churn.applied == 100
+        assert registry.counters.pushed + registry.counters.retagged + registry.counters.deleted
+        churn.rate = 0
+        await asyncio.wait_for(churn.idle.wait(), 10)
+        now[0] = 10.0
+        await asyncio.sleep(0)
+        assert churn.applied == 100  # at rate 0 time passing changes nothing
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Yield to the loop until ``condition`` holds (bounded: a hang is a failure)."""
+    for _ in range(100_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_churn_changes_the_registry_until_stopped(session: aiohttp.ClientSession) -> None:
     async with serve_simulator(SimulatorConfig(images=2_000, churn=200)) as upstream:
-        await asyncio.sleep(0.5)
+        churner = upstream.simulator.churn
+        await _until(lambda: churner.applied >= 30, "the churn applied 30 changes")
         status, churn = await _send(session, "PUT", upstream.url + "/_simulator/churn", {"rate": 0})
         assert status == 200 and churn["rate"] == 0
         applied = int(churn["applied"])
-        assert 30 < applied < 400
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(churner.idle.wait(), 10)  # parked: nothing more can change
         _, _, state = await _get(session, upstream.url + "/_simulator/state")
         assert int(state["churn"]["applied"]) == applied
         registry = upstream.registry
@@ -404,17 +455,44 @@ async def test_operation_is_done_after_the_delay_or_fails_if_the_image_went_mean
         first, second = list(upstream.registry.ids())[:2]
         status, operation = await _send(session, "DELETE", f"{upstream.url}{IMAGES}/{first}")
         assert status == 200 and operation["done"] is False and "response" not in operation
-        status, _, _ = await _get(session, f"{upstream.url}{IMAGES}/{first}")
-        assert status == 200, "the image stays until the operation is done"
-        await asyncio.sleep(0.45)
-        _, _, done = await _get(session, f"{upstream.url}/operations/{operation['id']}")
-        assert done["done"] is True and done["response"]["@type"].endswith("protobuf.Empty")
+        done = await _until_done(session, upstream.url, operation["id"], image_id=first)
+        assert done["response"]["@type"].endswith("protobuf.Empty")
         assert done["modifiedAt"] >= done["createdAt"]
+        status, _, _ = await _get(session, f"{upstream.url}{IMAGES}/{first}")
+        assert status == 404
+
+        # Give the second operation all the time it needs to find its image gone.
+        await _send(session, "PATCH", upstream.url + "/_simulator/faults", {"operationDelay": 5})
         status, other = await _send(session, "DELETE", f"{upstream.url}{IMAGES}/{second}")
         await _send(session, "DELETE", f"{upstream.url}/_simulator/images/{second}")
-        await asyncio.sleep(0.45)
-        _, _, failed = await _get(session, f"{upstream.url}/operations/{other['id']}")
-        assert failed["done"] is True and failed["error"]["code"] == 5 and "response" not in failed
+        _, _, pending = await _get(session, f"{upstream.url}/operations/{other['id']}")
+        assert pending["done"] is False, "the image must go while the operation is pending"
+        failed = await _until_done(session, upstream.url, other["id"], limit=30)
+        assert failed["error"]["code"] == 5 and "response" not in failed
+
+
+async def _until_done(
+    session: aiohttp.ClientSession,
+    base: str,
+    operation_id: str,
+    *,
+    image_id: str | None = None,
+    limit: float = 10,
+) -> dict[str, Any]:
+    """Poll the operation until it is done; while it is not, ``image_id`` must still answer."""
+    deadline = time.monotonic() + limit
+    while True:
+        if image_id is not None:
+            image_status, _, _ = await _get(session, f"{base}{IMAGES}/{image_id}")
+        _, _, operation = await _get(session, f"{base}/operations/{operation_id}")
+        if operation["done"]:
+            return dict(operation)
+        # read before the operation's status: a 404 here with the operation not done
+        # would be an image gone before its Delete finished
+        if image_id is not None:
+            assert image_status == 200, "the image stays until the operation is done"
+        assert time.monotonic() < deadline, f"operation {operation_id} not done in {limit} s"
+        await asyncio.sleep(0.02)
 
 
 # -- the command -----------------------------------------------------------------------------------

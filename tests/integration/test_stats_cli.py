@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from mirror.cli import main
 from mirror.store.pool import create_pool
 from tests.integration.stats_world import IndexWriter, make_image
+from tests.postgres_fixture import dsn_with_database, new_database_name
 
 D = [f"sha256:{i:064x}" for i in range(6)]
 
@@ -95,9 +97,103 @@ def test_json_for_one_scope(database_url: str) -> None:
     assert body["reclaimableBlobs"] == "2" and len(body["reclaimable"]) == 1
 
 
-def test_bad_scope_is_a_usage_error(database_url: str) -> None:
+def test_bad_scope_is_one_line_naming_the_flag(database_url: str) -> None:
     result = CliRunner().invoke(
         main, ["stats", "--database-url", database_url, "--scope", "bucket:x"]
     )
     assert result.exit_code == 2
-    assert "unknown kind" in result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("mirror: configuration error: --scope: ") and "unknown kind" in line
+    assert "Usage:" not in result.output
+
+
+def test_an_unknown_scope_is_not_found_not_a_table_of_zeros(database_url: str) -> None:
+    asyncio.run(populate(database_url))
+    result = CliRunner().invoke(
+        main, ["stats", "--database-url", database_url, "--scope", "registry:doesnotexist"]
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "mirror: not found: registry:doesnotexist is not in the index (no image of it was mirrored)"
+    ]
+    # a scope whose images were all deleted is known: its zeros are the truth
+    result = CliRunner().invoke(
+        main, ["stats", "--database-url", database_url, "--scope", "registry:crpreg2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.output)["scopes"][0]["images"] == "0"
+
+
+def test_data_dir_flag_wins_over_the_environment_and_creates_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(populate(database_url))
+    empty = tmp_path / "elsewhere"
+    result = CliRunner(env={"MIRROR_DATABASE_URL": database_url}).invoke(
+        main, ["stats", "--data-dir", str(empty)]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1].startswith(
+        f"mirror: no index in {empty}: nothing was mirrored there; "
+    )
+    assert not empty.exists()  # no cluster made for a read
+
+
+def test_a_database_without_the_schema_is_said_so_and_left_alone(postgres_dsn: str) -> None:
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    async def has_schema(dsn: str) -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval("SELECT to_regclass('schema_migrations')") is not None
+        finally:
+            await conn.close()
+
+    name = new_database_name()
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        dsn = dsn_with_database(postgres_dsn, name)
+        result = CliRunner().invoke(main, ["stats", "--database-url", dsn])
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines() == [
+            "mirror: no index in the database given (--database-url / MIRROR_DATABASE_URL): "
+            "its database has no mirror schema; pass --data-dir DIR or --database-url DSN"
+        ]
+        assert not asyncio.run(has_schema(dsn))
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_schema_behind_asks_for_db_upgrade_and_is_not_migrated(database_url: str) -> None:
+    async def forget_last_migration() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(
+                await conn.fetchval(
+                    "DELETE FROM schema_migrations WHERE version = "
+                    "(SELECT max(version) FROM schema_migrations) RETURNING version"
+                )
+            )
+        finally:
+            await conn.close()
+
+    async def recorded(version: int) -> bool:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return bool(
+                await conn.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", version)
+            )
+        finally:
+            await conn.close()
+
+    version = asyncio.run(forget_last_migration())
+    result = CliRunner().invoke(main, ["stats", "--database-url", database_url])
+    assert result.exit_code == 1, result.output
+    assert "is behind this version (1 migration(s) pending" in result.output
+    assert "run `mirror db upgrade` first" in result.output
+    assert not asyncio.run(recorded(version))

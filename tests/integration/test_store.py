@@ -3,10 +3,10 @@
 import asyncpg
 import pytest
 
+from mirror.errors import MigrationError
 from mirror.model import Event, EventType
 from mirror.store.migrate import (
     Migration,
-    MigrationError,
     apply_migrations,
     find_migrations,
     find_routines,

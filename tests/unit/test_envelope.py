@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
+from mirror.errors import EnvelopeError
 from mirror.events.envelope import (
-    EnvelopeError,
     OutboxEvent,
     attributes_from_headers,
     binary_headers,

@@ -23,7 +23,6 @@ def test_relay_defaults() -> None:
         ("90m", timedelta(minutes=90)),
         ("45s", timedelta(seconds=45)),
         ("2w", timedelta(weeks=2)),
-        ("3600", timedelta(hours=1)),
         ("1.5d", timedelta(hours=36)),
     ],
 )
@@ -34,6 +33,12 @@ def test_retention_durations(raw: str, expected: timedelta) -> None:
 @pytest.mark.parametrize("raw", ["0d", "7x", "-1d", "d", "seven days"])
 def test_bad_retention_names_the_setting(raw: str) -> None:
     with pytest.raises(ConfigError, match="MIRROR_EVENTS_RETENTION"):
+        Settings.load(env={"MIRROR_EVENTS_RETENTION": raw})
+
+
+@pytest.mark.parametrize("raw", ["7", "3600", "1.5"])
+def test_a_bare_number_is_refused_not_taken_as_seconds(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"MIRROR_EVENTS_RETENTION needs a unit"):
         Settings.load(env={"MIRROR_EVENTS_RETENTION": raw})
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from mirror.errors import MalformedImage
 from mirror.ingest.staging import (
-    MalformedImage,
     blob_records,
     blob_signature,
     content_hash,

@@ -119,3 +119,14 @@ def test_service_account_key_must_be_a_key(tmp_path: Path) -> None:
         Settings.load(env={"MIRROR_UPSTREAM_SA_KEY_FILE": str(key)})
     key.write_text('{"id": "k1", "service_account_id": "sa1", "private_key": "PEM"}')
     assert Settings.load(env={"MIRROR_UPSTREAM_SA_KEY_FILE": str(key)}).upstream_sa_key_file == key
+
+
+def test_a_data_dir_flag_selects_the_embedded_server_over_the_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"MIRROR_DATABASE_URL": "postgresql://from-env/mirror"}
+    settings = Settings.load(env=env, data_dir=str(tmp_path))
+    assert settings.database_url is None and settings.embedded_database
+    assert settings.data_dir == tmp_path
+    # the environment alone, or both flags: the DSN stands
+    assert Settings.load(env=env).database_url is not None
+    both = Settings.load(env=env, data_dir=str(tmp_path), database_url="postgresql://flag/m")
+    assert both.database_url is not None and both.database_url.reveal() == "postgresql://flag/m"

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mirror.events.envelope import EnvelopeError, OutboxEvent, to_kafka_record
+from mirror.errors import EnvelopeError
+from mirror.events.envelope import OutboxEvent, to_kafka_record
 from mirror.events.subscriber import SeenIds, received_event, topics_for
 
 

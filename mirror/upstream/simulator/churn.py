@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 
 from mirror.errors import ApiError
 from mirror.upstream.simulator import catalog
@@ -21,11 +22,20 @@ NEW_REPOSITORY = 0.02  # share of pushes that start a new repository
 class Churn:
     """Applies ``rate`` changes a second while ``run`` is running; the rate can change any time."""
 
-    def __init__(self, registry: SimulatedRegistry, rate: float, rng: random.Random) -> None:
+    def __init__(
+        self,
+        registry: SimulatedRegistry,
+        rate: float,
+        rng: random.Random,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.registry = registry
         self.rng = rng
         self._rate = rate
         self._changed = asyncio.Event()
+        self._clock = clock  # seconds; the running loop's clock unless a test gives its own
+        self.idle = asyncio.Event()  # set while ``run`` waits at rate 0 (no change can happen)
         self.applied = 0
 
     @property
@@ -41,16 +51,18 @@ class Churn:
 
     async def run(self) -> None:
         """Forever: sleep while the rate is 0, else apply changes on schedule."""
-        loop = asyncio.get_running_loop()
+        clock = self._clock or asyncio.get_running_loop().time
         while True:
             self._changed.clear()
             rate = self._rate
             if rate <= 0:
+                self.idle.set()
                 await self._changed.wait()
+                self.idle.clear()
                 continue
-            started, done = loop.time(), 0
+            started, done = clock(), 0
             while not self._changed.is_set():
-                due = int((loop.time() - started) * rate) - done
+                due = int((clock() - started) * rate) - done
                 for _ in range(min(due, 10_000)):
                     self.step()
                 done += due

@@ -22,6 +22,7 @@ import hmac
 import logging
 import math
 import random
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -30,7 +31,7 @@ from mirror.errors import (
     ApiError,
     Internal,
     PermissionDenied,
-    ResourceExhausted,
+    Throttled,
     Unauthenticated,
     Unavailable,
 )
@@ -39,18 +40,8 @@ from mirror.upstream.simulator.config import Faults
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_simulator"
-
-
-class Throttled(ResourceExhausted):
-    """429 with a ``Retry-After`` (seconds) the error middleware sends as a header."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("Too many requests: the quota of requests per second is exceeded")
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(0, math.ceil(self.retry_after)))}
+# How the latency is waited out; the test suite swaps it to see each delay drawn.
+sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 def fault_middleware(faults: Faults, rng: random.Random) -> Middleware:
@@ -61,7 +52,7 @@ def fault_middleware(faults: Faults, rng: random.Random) -> Middleware:
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
         if faults.latency_ms > 0:
-            await asyncio.sleep(_latency_seconds(faults, rng))
+            await sleep(_latency_seconds(faults, rng))
         draw = rng.random()
         if draw < faults.drop_rate:
             return await _drop(request, handler, cut_body=rng.random() < 0.5)

@@ -1,0 +1,69 @@
+"""Every benchmark runs end to end at a tiny size, so `bench/` cannot rot unnoticed.
+
+Seconds, not figures: each bench runs as ``python -m bench.NAME_bench`` against
+the suite's PostgreSQL (and Kafka for the relay) with ``--no-record``, must exit
+0 and must leave ``bench/RESULTS.md`` untouched. A bench added to ``bench/``
+without a smoke line here fails ``test_every_bench_has_a_smoke_run``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import available
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+# name -> (tiny-size arguments, a line its output must contain)
+SMOKE: dict[str, tuple[list[str], str]] = {
+    "api": (
+        "--images 300 --runs 1 --gets 20 --first-pages 3 --seconds 0.3 --concurrency 2 "
+        "--sim-latency-ms 0 --sim-pages 2".split(),
+        "same images: True",
+    ),
+    "ingest": ("--sizes 300 --runs 1".split(), "| 300 | 1 |"),
+    "relay": (
+        "--events 200 --rate 400 --duration 1 --runs 1 --batch-size 50".split(),
+        "median of 1:",
+    ),
+    "stats": ("--images 300 --calls 5".split(), "HTTP GET /mirror/v1/stats"),
+}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def test_every_bench_has_a_smoke_run() -> None:
+    assert sorted(SMOKE) == available()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_bench_runs_at_a_tiny_size(name: str, postgres_dsn: str, request) -> None:  # type: ignore[no-untyped-def]
+    args, expected = SMOKE[name]
+    args = [*args, "--database-url", postgres_dsn, "--no-record"]
+    if name == "relay":
+        args += ["--kafka-bootstrap", request.getfixturevalue("kafka_bootstrap")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env["PYTHONPATH"] = str(ROOT)
+    before = _digest(RESULTS)
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}_bench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert expected in output, output[-4000:]
+    assert _digest(RESULTS) == before, "a --no-record run wrote bench/RESULTS.md"
