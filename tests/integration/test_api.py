@@ -409,12 +409,13 @@ class BrokenUpstream:
 async def test_upstream_failures_are_mapped(world: World) -> None:
     from mirror.errors import UpstreamError
 
+    indexed = await world.pool.fetchval("SELECT id FROM images ORDER BY id LIMIT 1")
     async with world.api(upstream=BrokenUpstream(UpstreamError("connection refused"))) as api:
-        response = await api.delete(f"{IMAGES}/crp00000000000000001")
+        response = await api.delete(f"{IMAGES}/{indexed}")
         body = await response.json()
         assert response.status == 503 and body["code"] == 14
     async with world.api(upstream=BrokenUpstream(RuntimeError("secret /etc/passwd detail"))) as api:
-        response = await api.delete(f"{IMAGES}/crp00000000000000001")
+        response = await api.delete(f"{IMAGES}/{indexed}")
         text = await response.text()
         assert response.status == 500 and orjson.loads(text)["code"] == 13
         assert "secret" not in text and "passwd" not in text and "Traceback" not in text
