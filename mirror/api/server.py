@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # What the parser found, said without repeating any of the request.
 _PARSER_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (http_exceptions.LineTooLong, "the request line or a header is too long"),
-    (http_exceptions.BadHttpMethod, "malformed HTTP method"),
+    (http_exceptions.BadHttpMethod, "unknown or malformed HTTP method"),
     (http_exceptions.BadStatusLine, "malformed request line"),
     (http_exceptions.InvalidHeader, "malformed header"),
     (http_exceptions.InvalidURLError, "malformed request target"),

@@ -129,6 +129,10 @@ def assert_error_json(status: int, headers: dict[str, str], body: bytes, code: i
             b"caf",
         ),
         ("control byte in the method", b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n", b"G\x01T"),
+        ("unknown method", b"BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"BREW"),
+        ("lower-case method", b"get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"get /"),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"PRI"),
+        ("bad Content-Length", b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n", b"x1"),
         (
             "TLS on the HTTP port",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
