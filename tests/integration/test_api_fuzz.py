@@ -45,8 +45,8 @@ from mirror.upstream.simulator import SimulatorConfig, serve_simulator
 from tests.integration.db_writes import database_writes, settle
 from tests.integration.test_api_edges import RecordingUpstream
 
-EXAMPLES_PER_ROUTE = 60  # about 20 routes: some 1,300 requests, and 200 raw request lines
-RAW_EXAMPLES = 200
+EXAMPLES_PER_ROUTE = 60  # about 20 routes: some 1,300 requests
+RAW_EXAMPLES = 150  # raw request lines, and as many header lines on valid requests
 REQUEST_INFO = "type.googleapis.com/google.rpc.RequestInfo"
 TOKENS = "r-token:read,a-token:admin"
 AUTH_HEADERS = [
@@ -279,14 +279,25 @@ targets = st.one_of(
     st.sampled_from([b"/container-registry/v1/images/..", b"*", b"http://x/", b"/" + b"a" * 9000]),
     line_bytes.map(lambda b: b"/" + b),
 )
+# Bytes a header may carry but that need not be UTF-8 (no control characters).
+high_bytes = st.lists(st.integers(0x20, 0xFF).filter(lambda b: b != 0x7F), max_size=30).map(bytes)
+header_lines = st.one_of(
+    st.just(b""),
+    st.tuples(
+        st.sampled_from([b"Authorization", b"X-Request-Id", b"Content-Type", b"Accept", b"X"]),
+        st.sampled_from([b"Bearer ", b"Basic ", b""]),
+        st.one_of(line_bytes, high_bytes),
+    ).map(lambda parts: parts[0] + b": " + parts[1] + parts[2]),
+)
 versions = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9", b""])
 
 
-async def send_raw(target: Target, line: bytes) -> None:
+async def send_raw(target: Target, line: bytes, header: bytes = b"") -> None:
     target.sent += 1
     reader, writer = await asyncio.open_connection(target.host, target.port)
     try:
-        writer.write(line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+        extra = header + b"\r\n" if header else b""
+        writer.write(line + b"\r\nHost: x\r\n" + extra + b"Connection: close\r\n\r\n")
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout=30)
     finally:
@@ -320,7 +331,9 @@ class _Headers(dict[str, str]):
 
 
 def fuzz_raw(target: Target) -> list[str]:
-    @given(method=methods, path=targets, version=versions)
+    failures: list[str] = []
+
+    @given(method=methods, path=targets, version=versions, header=header_lines)
     @hypothesis.settings(
         max_examples=RAW_EXAMPLES,
         deadline=None,
@@ -328,14 +341,34 @@ def fuzz_raw(target: Target) -> list[str]:
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
-    def check(method: bytes, path: bytes, version: bytes) -> None:
-        target.run(send_raw(target, b" ".join(p for p in (method, path, version) if p)))
+    def request_lines(method: bytes, path: bytes, version: bytes, header: bytes) -> None:
+        line = b" ".join(p for p in (method, path, version) if p)
+        target.run(send_raw(target, line, header))
 
-    try:
-        check()
-    except Exception as exc:
-        return [f"raw request line: {exc}"]
-    return []
+    # Header bytes on requests that reach the handlers (a valid request line).
+    paths = [
+        b"/container-registry/v1/images?folderId=" + target.known["folderId"][0].encode(),
+        b"/container-registry/v1/images/" + target.known["imageId"][0].encode(),
+        b"/mirror/v1/stats",
+    ]
+
+    @given(path=st.sampled_from(paths), header=header_lines)
+    @hypothesis.settings(
+        max_examples=RAW_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    def headers(path: bytes, header: bytes) -> None:
+        target.run(send_raw(target, b"GET " + path + b" HTTP/1.1", header))
+
+    for check in (request_lines, headers):
+        try:
+            check()
+        except Exception as exc:
+            failures.append(f"raw {check.__name__}: {exc}")
+    return failures
 
 
 # -- the test ------------------------------------------------------------------------------
