@@ -22,7 +22,7 @@ import uuid
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
-from mirror.api.middleware import REQUEST_ID_HEADER, error_response
+from mirror.api.middleware import error_response
 from mirror.errors import ApiError, DeadlineExceeded, Internal, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class ApiRequestHandler(RequestHandler):
                 error.code.name,
                 error.message,
             )
-        response = error_response(error, request_id)
-        response.headers[REQUEST_ID_HEADER] = request_id
+        response = error_response(error, request_id)  # X-Request-Id included
         response.force_close()
         return response
 
