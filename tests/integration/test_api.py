@@ -29,7 +29,12 @@ from mirror.store.pool import create_pool
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, serve_simulator
-from tests.integration.db_writes import database_writes, settle
+from tests.integration.db_writes import (
+    assert_nothing_written,
+    database_state,
+    rows_written_since,
+    settle,
+)
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
 IMAGES = "/container-registry/v1/images"
@@ -265,7 +270,7 @@ async def test_reading_pages_writes_nothing(world: World, api: TestClient) -> No
     row token), and their next pages: no transaction id is assigned, no row written."""
     registry_id = biggest_registry(world)
     await settle(world.pool)
-    before = await database_writes(world.pool)
+    before = await database_state(world.pool)
     tokens: list[tuple[dict[str, str], str]] = []
     for n in range(3_000):
         params = {
@@ -280,7 +285,19 @@ async def test_reading_pages_writes_nothing(world: World, api: TestClient) -> No
     for params, token in tokens[:200]:
         page = await get_json(api, IMAGES, {**params, "pageToken": token})
         assert len(page["images"]) == 1
-    assert await database_writes(world.pool) == before
+    await assert_nothing_written(world.pool, before)
+
+
+async def test_the_write_check_sees_an_update_and_a_delete(db_pool: asyncpg.Pool) -> None:
+    """The check above can fail: a same-value UPDATE and a DELETE are both seen."""
+    await settle(db_pool)
+    before = await database_state(db_pool)
+    await db_pool.execute("UPDATE api_secrets SET created_at = created_at")
+    assert await rows_written_since(db_pool, before["next_xid"]) == {"api_secrets": 1}
+    before = await database_state(db_pool)
+    await db_pool.execute("DELETE FROM api_secrets")
+    with pytest.raises(AssertionError, match="a table's rows changed"):
+        await assert_nothing_written(db_pool, before)
 
 
 async def test_tokens_work_across_api_processes(world: World, api: TestClient) -> None:
