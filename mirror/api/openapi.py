@@ -359,7 +359,11 @@ PATHS: dict[str, Any] = {
         "delete": {
             "operationId": "deleteImage",
             "summary": "Delete an image upstream; the index follows when the Operation is done.",
-            "description": "Needs the admin role when MIRROR_API_TOKENS is set.",
+            "description": (
+                "Needs the admin role when MIRROR_API_TOKENS is set. Passed to the upstream "
+                "only for an image the index holds: any other id is NOT_FOUND, answered "
+                "locally."
+            ),
             "parameters": [IMAGE_ID],
             "responses": {"200": _json(_ref("Operation")), **ERRORS},
         },
