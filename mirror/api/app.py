@@ -44,7 +44,7 @@ from mirror.api.metrics import metrics_handler, metrics_middleware
 from mirror.api.middleware import error_middleware
 from mirror.api.openapi import OPENAPI_PATH, openapi_handler
 from mirror.api.operations import DeleteTracker, OperationsUpstream
-from mirror.api.page_keys import PageKeys, delete_expired_keys
+from mirror.api.page_keys import PageKeys
 from mirror.api.stats_handlers import add_stats_routes
 from mirror.api.sync_status import add_sync_routes
 from mirror.settings import Settings
@@ -56,9 +56,12 @@ log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 POLL_INTERVAL_S = 2.0
-KEY_SWEEP_INTERVAL_S = 3600.0
 # A client request body is never needed (Delete has none): keep the limit small.
 CLIENT_MAX_SIZE = 64 * 1024
+# A connection whose request headers are not complete this long after it opened (or
+# after its previous answer) is closed: aiohttp's keep-alive timeout, which also
+# covers a request still being received (aiohttp has no header-read timeout of its own).
+IDLE_TIMEOUT_S = 30.0
 
 
 def create_app(
@@ -66,12 +69,21 @@ def create_app(
     *,
     pool: asyncpg.Pool | None = None,
     upstream: OperationsUpstream | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> web.Application:
-    """The API app. ``pool``/``upstream`` given: used as they are and left open on exit."""
+    """The API app. ``pool``/``upstream`` given: used as they are and left open on exit.
+
+    Serve it with ``mirror.api.server.ApiRunner``, which answers what aiohttp's
+    parser refuses in the upstream's error JSON too.
+    """
     middlewares: list[Middleware] = [metrics_middleware, error_middleware]
     if settings.api_tokens:
         middlewares.append(auth_middleware(TokenTable(settings.api_tokens)))
-    app = web.Application(middlewares=middlewares, client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"keepalive_timeout": idle_timeout},
+    )
     app[SETTINGS] = settings
     app[PUBLIC_PATHS] = {HEALTH_PATH, READY_PATH, OPENAPI_PATH}
     app.cleanup_ctx.append(_resources(pool, upstream))
@@ -123,23 +135,17 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def _follow_deletes(app: web.Application) -> None:
-    """Settle pending Delete operations even if no client asks; sweep expired page keys."""
-    tracker, pool = app[DELETES], app[POOL]
-    since_sweep = KEY_SWEEP_INTERVAL_S
+    """Settle pending Delete operations even if no client asks."""
+    tracker = app[DELETES]
     while True:
         try:
             await tracker.poll_pending()
-            if since_sweep >= KEY_SWEEP_INTERVAL_S:
-                async with pool.acquire() as conn:
-                    await delete_expired_keys(conn)
-                since_sweep = 0.0
         except asyncio.CancelledError:
             raise
         except Exception:
             # The next round retries; a dead loop would leave deletes unsettled forever.
             log.exception("following pending delete operations failed")
         await asyncio.sleep(POLL_INTERVAL_S)
-        since_sweep += POLL_INTERVAL_S
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -72,4 +72,5 @@ def auth_middleware(tokens: TokenTable) -> Middleware:
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    # A header's bytes that are not UTF-8 arrive as surrogate escapes: digest the bytes sent.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()

@@ -87,7 +87,7 @@ async def get_blob(request: web.Request) -> web.Response:
         token = ""
         if len(rows) > page_size:
             rows = rows[:page_size]
-            token = await page_keys.encode(conn, fingerprint, [rows[-1]["id"]])
+            token = page_keys.encode(fingerprint, [rows[-1]["id"]], [rows[-1]["id"]])
     head: dict[str, Any] = {"digest": blob["digest"], "size": str(blob["size"])}
     head["refCount"] = str(blob["ref_count"])
     head["firstSeen"] = rfc3339(blob["first_seen"])

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from mirror.api.app import create_app
 from mirror.api.bind import check_bind
+from mirror.api.server import ApiRunner
 from mirror.cli_options import async_command, database_options, load_settings
 from mirror.errors import ConfigError
 
@@ -46,7 +47,7 @@ async def serve_command(
     """
     settings = load_settings(database_url=database_url, data_dir=data_dir, log_level=log_level)
     check_bind(settings, host, insecure)
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    runner = ApiRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()  # opens (and migrates) the database: a bad URL stops here, in one line
     try:
         site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)

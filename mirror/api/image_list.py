@@ -3,7 +3,7 @@
 Each image's JSON is the stored ``images.doc`` text, byte for byte as the
 upstream sent it: a page is built by joining those texts, never by parsing and
 re-serialising them. The page token is this service's own (keyset, signed; see
-``page_tokens``); everything else about a page is the upstream's: its order,
+``page_tokens`` and ``page_keys``): reading a page writes nothing; everything else about a page is the upstream's: its order,
 its size, and a ``nextPageToken`` exactly when more images follow.
 """
 
@@ -24,6 +24,7 @@ from mirror.listing import ListRequest, SortField
 # convert_to: the stored text as UTF-8 bytes, handed to the client without a decode
 # and re-encode in Python.
 SELECT_IMAGE_DOC = "SELECT convert_to(doc::text, 'UTF8') FROM images WHERE id = $1"
+SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
 
 
 class ImageReader:
@@ -39,13 +40,21 @@ class ImageReader:
             doc: bytes | None = await conn.fetchval(SELECT_IMAGE_DOC, image_id)
         return doc
 
+    async def holds(self, image_id: str) -> bool:
+        """Whether the index holds the image."""
+        async with self._pool.acquire() as conn:
+            held: bool = await conn.fetchval(SELECT_IMAGE_HELD, image_id)
+        return held
+
     async def list_page(self, request: ListRequest) -> bytes:
         """The JSON body of one List page (``{"images": [...], "nextPageToken": "..."}``)."""
         fingerprint = query_fingerprint(request.query_key)
         async with self._pool.acquire() as conn:
             cursor: Sequence[Value] | None = None
             if request.page_token:
-                cursor = await self._page_keys.decode(conn, request.page_token, fingerprint)
+                cursor = await self._page_keys.decode(
+                    conn, request.page_token, fingerprint, request.order
+                )
                 _check_cursor(request, cursor)
             shape = shape_of(request, after_cursor=cursor is not None)
             rows = await conn.fetch(
@@ -55,7 +64,7 @@ class ImageReader:
             if len(rows) > request.page_size:
                 rows = rows[: request.page_size]
                 last = sort_values(request.order, rows[-1])
-                token = await self._page_keys.encode(conn, fingerprint, last)
+                token = self._page_keys.encode(fingerprint, last, [row["id"] for row in rows])
         return page_body([row["doc"] for row in rows], token)
 
 

@@ -2,6 +2,12 @@
 
 Same paths, parameters, validation, JSON and errors as the cloud's REST API
 (``mirror.listing`` holds the request contract shared with the simulator).
+
+A Delete is passed to the upstream only for an image the index holds: a
+malformed id is INVALID_ARGUMENT and an id the index does not hold is
+NOT_FOUND, both answered here without calling the upstream. The mirror vouches
+only for what it indexes, as its Get does; an image pushed since the last walk
+is deleted through the cloud itself (or after the next walk).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ async def get_image(request: web.Request) -> web.Response:
 
 async def delete_image(request: web.Request) -> web.Response:
     image_id = validate_resource_id("imageId", request.match_info["imageId"])
+    if not await request.app[IMAGES].holds(image_id):
+        raise NotFound(f"Image {image_id} not found")
     return json_response(await request.app[DELETES].start_delete(image_id))
 
 

@@ -6,7 +6,9 @@ cloud's HTTP status; aiohttp's own errors (no such route, wrong method, body
 too large) are translated the same way; a database that does not answer is 503
 UNAVAILABLE; any other exception is logged with
 its traceback and the request id and answered as a bare 500 INTERNAL that
-reveals nothing of the internals.
+reveals nothing of the internals. Request paths and error messages (which may
+quote what the client sent) are logged with their control characters escaped:
+a ``%0a`` in a path never starts a log line of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mirror.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
+from mirror.log_format import escape_controls
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +82,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         _log_api_error(request, request_id, exc.error)
         return error_response(exc.error, request_id)
     except UpstreamError as exc:
-        log.warning("request %s %s %s: %s", request_id, request.method, request.path, exc)
+        log.warning("request %s %s %s: %s", request_id, request.method, _path(request), exc)
         return error_response(Unavailable("the upstream is unavailable"), request_id)
     except DATABASE_UNAVAILABLE as exc:
         log.warning(
             "request %s %s %s: the database is unavailable (%s)",
             request_id,
             request.method,
-            request.path,
+            _path(request),
             type(exc).__name__,
         )
         return error_response(Unavailable("the index database is unavailable"), request_id)
@@ -97,7 +100,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         _log_api_error(request, request_id, error)
         return error_response(error, request_id)
     except Exception:
-        log.exception("request %s %s %s failed", request_id, request.method, request.path)
+        log.exception("request %s %s %s failed", request_id, request.method, _path(request))
         return error_response(Internal(INTERNAL_MESSAGE), request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
@@ -110,8 +113,12 @@ def _log_api_error(request: web.Request, request_id: str, error: ApiError) -> No
         "request %s %s %s -> %d %s: %s",
         request_id,
         request.method,
-        request.path,
+        _path(request),
         error.http_status,
         error.code.name,
-        error.message,
+        escape_controls(error.message),
     )
+
+
+def _path(request: web.Request) -> str:
+    return escape_controls(request.path)

@@ -26,6 +26,7 @@ OPENAPI_PATH = "/openapi.json"
 
 INT64 = {"type": "string", "pattern": "^-?[0-9]+$", "description": "int64, as a decimal string"}
 TIMESTAMP = {"type": "string", "format": "date-time"}
+ID_PATTERN = "^[A-Za-z0-9_-]*$"  # mirror.listing.ID_RE: the alphabet of the cloud's ids
 REPOSITORY_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(/([a-z0-9]+(?:[._-][a-z0-9]+)*))*$"
 
 
@@ -71,7 +72,7 @@ PAGE_TOKEN = _query(
 SCOPE_PARAMS = [
     _query(
         "registryId",
-        {"type": "string", "maxLength": ID_MAX_LEN},
+        {"type": "string", "maxLength": ID_MAX_LEN, "pattern": ID_PATTERN},
         "Ignored when repositoryName is given.",
     ),
     _query(
@@ -81,12 +82,14 @@ SCOPE_PARAMS = [
     ),
     _query(
         "folderId",
-        {"type": "string", "maxLength": ID_MAX_LEN},
+        {"type": "string", "maxLength": ID_MAX_LEN, "pattern": ID_PATTERN},
         "Ignored when repositoryName or registryId is given.",
     ),
 ]
 IMAGE_ID = _path(
-    "imageId", {"type": "string", "minLength": 1, "maxLength": ID_MAX_LEN}, "Image id."
+    "imageId",
+    {"type": "string", "minLength": 1, "maxLength": ID_MAX_LEN, "pattern": ID_PATTERN},
+    "Image id.",
 )
 
 SCHEMAS: dict[str, Any] = {
@@ -313,11 +316,13 @@ SCHEMAS: dict[str, Any] = {
 STATS_SCOPE = [
     _query(
         "registryId",
-        {"type": "string", "maxLength": ID_MAX_LEN},
+        {"type": "string", "maxLength": ID_MAX_LEN, "pattern": ID_PATTERN},
         "Ignored when repositoryName is given.",
     ),
     _query("repositoryName", {"type": "string", "pattern": REPOSITORY_PATTERN}, "A repository."),
-    _query("folderId", {"type": "string", "maxLength": ID_MAX_LEN}, "A folder."),
+    _query(
+        "folderId", {"type": "string", "maxLength": ID_MAX_LEN, "pattern": ID_PATTERN}, "A folder."
+    ),
 ]
 LIMIT = {"type": "integer", "minimum": 0, "maximum": 1000}
 
@@ -354,7 +359,11 @@ PATHS: dict[str, Any] = {
         "delete": {
             "operationId": "deleteImage",
             "summary": "Delete an image upstream; the index follows when the Operation is done.",
-            "description": "Needs the admin role when MIRROR_API_TOKENS is set.",
+            "description": (
+                "Needs the admin role when MIRROR_API_TOKENS is set. Passed to the upstream "
+                "only for an image the index holds: any other id is NOT_FOUND, answered "
+                "locally."
+            ),
             "parameters": [IMAGE_ID],
             "responses": {"200": _json(_ref("Operation")), **ERRORS},
         },
@@ -366,7 +375,12 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 _path(
                     "operationId",
-                    {"type": "string", "minLength": 1, "maxLength": ID_MAX_LEN},
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": ID_MAX_LEN,
+                        "pattern": ID_PATTERN,
+                    },
                     "Operation id.",
                 )
             ],

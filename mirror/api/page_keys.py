@@ -1,51 +1,48 @@
-"""Page tokens' server-side state: the signing secret and the keys too long to inline.
+"""Page tokens of one database: the signing secret, and the keys row tokens name.
 
 The secret lives in ``api_secrets`` (created by migration 020), so every API
-process on one database signs and verifies the same tokens. A sort key that
-does not fit a 100-character token (a long name together with a digest, say)
-is stored in ``api_page_keys`` under a handle derived from the key itself (the
-same key always gets the same handle, so re-reading a page writes nothing new);
-the token then carries the signed handle. Stored keys expire after
-``KEY_LIFETIME``; an expired token is a clean 400.
+process on one database signs and verifies the same tokens.
+
+A sort key that does not fit a 100-character token (a long name together with
+a digest, say) is not stored anywhere: the token carries the ids of the page's
+last rows instead (as many as fit, the last row last) and the next request
+re-reads the key of the last of them the index still holds. An image's name,
+digest and createdAt never change, so a row's key is the same whenever it is
+read. Resuming after an earlier row of the page when the last ones are gone
+neither skips nor repeats an image that exists throughout (invariant 5): the
+page held every image between those rows when it was read, so any image found
+there now is new. When every row the token names is gone, the token is a clean
+400 (``invalid pageToken: expired``) and the client lists again from the start.
+Reading a page writes nothing, and waits on no write.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
-from datetime import timedelta
 
 import asyncpg
 
-from mirror.api.page_tokens import (
-    STORED_HANDLE_BYTES,
-    PageTokenCodec,
-    Value,
-    pack_key,
-    unpack_key,
-)
+from mirror.api.list_query import sort_values
+from mirror.api.page_tokens import PageTokenCodec, RowCursor, Value
 from mirror.errors import InvalidArgument
+from mirror.listing import SortKey
 
-KEY_LIFETIME = timedelta(days=7)
 SECRET_NAME = "page_tokens"
+GONE_MESSAGE = (
+    "invalid pageToken: expired (the images that ended the previous page are gone; "
+    "list again from the start)"
+)
 
 SELECT_SECRET = "SELECT secret FROM api_secrets WHERE name = $1"
-INSERT_KEY = """
-INSERT INTO api_page_keys (handle, key) VALUES ($1, $2)
-ON CONFLICT (handle) DO UPDATE SET created_at = now()
-WHERE api_page_keys.created_at < now() - interval '1 day'
-"""
-SELECT_KEY = "SELECT key FROM api_page_keys WHERE handle = $1 AND created_at > now() - $2::interval"
-DELETE_EXPIRED_KEYS = "DELETE FROM api_page_keys WHERE created_at < now() - $1::interval"
+# Every column a sort key can use (mirror.api.list_query.COLUMNS), by primary key.
+SELECT_ROW_KEYS = "SELECT id, name, digest, created_ns FROM images WHERE id = ANY($1::text[])"
 
 
 class PageKeys:
-    """Encodes and decodes the page tokens of one database (inline, or stored when long)."""
+    """Encodes and decodes the page tokens of one database (inline, or naming rows when long)."""
 
     def __init__(self, secret: bytes) -> None:
         self.codec = PageTokenCodec(secret)
-        self._handle_key = hmac.new(secret, b"api_page_keys", hashlib.sha256).digest()
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection) -> PageKeys:
@@ -54,32 +51,31 @@ class PageKeys:
             raise RuntimeError("api_secrets has no page-token secret: are the migrations applied?")
         return cls(bytes(secret))
 
-    async def encode(
-        self, conn: asyncpg.Connection, fingerprint: bytes, key: Sequence[Value]
-    ) -> str:
-        """The token for the page after ``key``."""
+    def encode(self, fingerprint: bytes, key: Sequence[Value], page_ids: Sequence[str]) -> str:
+        """The token for the page after ``key``, the key of the last of ``page_ids``.
+
+        ``page_ids`` are the page's image ids in page order (its last rows suffice).
+        """
         token = self.codec.encode(fingerprint, key)
         if token is not None:
             return token
-        payload = pack_key(key)
-        handle = hmac.new(self._handle_key, fingerprint + payload, hashlib.sha256).digest()
-        handle = handle[:STORED_HANDLE_BYTES]
-        await conn.execute(INSERT_KEY, handle, payload)
-        return self.codec.encode_handle(fingerprint, handle)
+        return self.codec.encode_rows(fingerprint, page_ids)
 
     async def decode(
-        self, conn: asyncpg.Connection, token: str, fingerprint: bytes
+        self,
+        conn: asyncpg.Connection,
+        token: str,
+        fingerprint: bytes,
+        order: Sequence[SortKey] = (),
     ) -> tuple[Value, ...]:
-        """The key a token carries; ``InvalidArgument`` when it is not valid for this listing."""
+        """The key a token carries, in ``order`` (then id); ``InvalidArgument`` when it is not
+        valid for this listing, or names only rows the index no longer holds."""
         decoded = self.codec.decode(token, fingerprint)
-        if not isinstance(decoded, bytes):
+        if not isinstance(decoded, RowCursor):
             return decoded
-        payload = await conn.fetchval(SELECT_KEY, decoded, KEY_LIFETIME)
-        if payload is None:
-            raise InvalidArgument("invalid pageToken: expired")
-        return unpack_key(bytes(payload))
-
-
-async def delete_expired_keys(conn: asyncpg.Connection) -> int:
-    status = await conn.execute(DELETE_EXPIRED_KEYS, KEY_LIFETIME)
-    return int(status.split()[-1])
+        rows = {row["id"]: row for row in await conn.fetch(SELECT_ROW_KEYS, list(decoded.ids))}
+        for image_id in reversed(decoded.ids):
+            row = rows.get(image_id)
+            if row is not None:
+                return tuple(sort_values(order, row))
+        raise InvalidArgument(GONE_MESSAGE)

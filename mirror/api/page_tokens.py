@@ -2,19 +2,22 @@
 
 A token is ``base64url(version || payload || mac)`` without padding, where
 
-* ``payload`` is the values of the last row's sort key, in sort order, id last,
-  each a tag byte and its bytes: ``None``; a string with a varint length, as
-  UTF-8 or, when it uses only the 40 characters of ids and repository names,
-  three characters to two bytes; a ``sha256:`` digest as its 32 raw bytes; a
-  signed 64-bit integer;
+* ``payload`` is, for an inline token (version 1), the values of the last row's
+  sort key, in sort order, id last; for a row token (version 3), the ids of the
+  page's last rows, oldest first, as many as fit. Each value is a tag byte and
+  its bytes: ``None``; a string with a varint length, as UTF-8 or, when it uses
+  only the 40 characters of ids and repository names, three characters to two
+  bytes; a ``sha256:`` digest as its 32 raw bytes; a signed 64-bit integer;
 * ``mac`` is HMAC-SHA256 over ``query fingerprint || version || payload``,
   truncated to 8 bytes. The fingerprint is not stored: a token presented with
   another scope, filter or order fails its MAC like a forged one.
 
 Anything that does not decode and verify is ``InvalidArgument`` (400): a
 forged, truncated or stale-format token never reaches the database. Tokens
-stay within the upstream's 100-character limit; ``encode`` returns ``None``
-when a key is too long to fit, and the caller stores that key server-side.
+stay within the upstream's 100-character limit: ``encode`` returns ``None``
+when a key is too long to fit, and the caller issues a row token instead,
+whose key the server re-reads from the index by id (``page_keys``). Nothing
+is stored to issue either kind: reading a page writes nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import hmac
 import re
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mirror.errors import InvalidArgument
 
 MAX_TOKEN_CHARS = 100
 MAC_BYTES = 8
 VERSION_INLINE = 1
-VERSION_STORED = 2
-STORED_HANDLE_BYTES = 16
+# Version 2 named a key stored server-side (api_page_keys, dropped by migration 060).
+VERSION_RETIRED_STORED = 2
+VERSION_ROWS = 3
 
 Value = str | int | None
 
@@ -51,7 +56,15 @@ _INT64 = struct.Struct(">q")
 _MAX_RAW_BYTES = MAX_TOKEN_CHARS * 3 // 4
 
 INVALID_TOKEN_MESSAGE = "invalid pageToken: malformed"
+RETIRED_TOKEN_MESSAGE = "invalid pageToken: expired"
 FOREIGN_TOKEN_MESSAGE = "invalid pageToken: not issued for this listing (scope, filter or orderBy differ, or it was altered)"
+
+
+@dataclass(frozen=True, slots=True)
+class RowCursor:
+    """A row token's content: the ids of the page's last rows, in page order (last row last)."""
+
+    ids: tuple[str, ...]
 
 
 class PageTokenCodec:
@@ -69,15 +82,23 @@ class PageTokenCodec:
             return None
         return _b64(body + self._mac(fingerprint, body))
 
-    def encode_handle(self, fingerprint: bytes, handle: bytes) -> str:
-        """A token that refers to a key stored server-side under ``handle``."""
-        if len(handle) != STORED_HANDLE_BYTES:
-            raise ValueError(f"a stored-key handle has {STORED_HANDLE_BYTES} bytes")
-        body = bytes([VERSION_STORED]) + handle
+    def encode_rows(self, fingerprint: bytes, ids: Sequence[str]) -> str:
+        """A row token: the last of ``ids`` (a page's ids, in page order), as many as fit."""
+        packed: list[bytes] = []
+        room = _MAX_RAW_BYTES - 1 - MAC_BYTES
+        for image_id in reversed(ids):
+            value = _pack([image_id])
+            if len(value) > room:
+                break
+            packed.append(value)
+            room -= len(value)
+        if not packed:
+            raise ValueError("a row token needs an id that fits a token")
+        body = bytes([VERSION_ROWS]) + b"".join(reversed(packed))
         return _b64(body + self._mac(fingerprint, body))
 
-    def decode(self, token: str, fingerprint: bytes) -> tuple[Value, ...] | bytes:
-        """The key values of an inline token, or the handle (bytes) of a stored one.
+    def decode(self, token: str, fingerprint: bytes) -> tuple[Value, ...] | RowCursor:
+        """The key values of an inline token, or the row ids of a row token.
 
         Raises ``InvalidArgument`` for anything that is not a token this
         service signed for this very query.
@@ -91,8 +112,13 @@ class PageTokenCodec:
         version, payload = body[0], body[1:]
         if version == VERSION_INLINE:
             return _unpack(payload)
-        if version == VERSION_STORED and len(payload) == STORED_HANDLE_BYTES:
-            return payload
+        if version == VERSION_ROWS:
+            ids = _unpack(payload)
+            if not ids or not all(isinstance(value, str) for value in ids):
+                raise InvalidArgument(INVALID_TOKEN_MESSAGE)
+            return RowCursor(tuple(str(value) for value in ids))
+        if version == VERSION_RETIRED_STORED:
+            raise InvalidArgument(RETIRED_TOKEN_MESSAGE)
         raise InvalidArgument(INVALID_TOKEN_MESSAGE)
 
     def _mac(self, fingerprint: bytes, body: bytes) -> bytes:
@@ -110,7 +136,7 @@ def query_fingerprint(*parts: str) -> bytes:
 
 
 def pack_key(values: Sequence[Value]) -> bytes:
-    """The payload encoding of a key (also what is stored server-side for long keys)."""
+    """The payload encoding of a key."""
     return _pack(values)
 
 

@@ -8,7 +8,6 @@ INVALID_ARGUMENT. Without any of them the answer covers the whole index.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 from aiohttp import web
@@ -16,7 +15,8 @@ from aiohttp import web
 from mirror.api.appkeys import POOL
 from mirror.api.jsonbody import json_response
 from mirror.errors import InvalidArgument, NotFound
-from mirror.model import ID_MAX_LEN, REPOSITORY_NAME_RE, Scope, ScopeKind
+from mirror.listing import parse_int64, validate_optional_id, validate_resource_id
+from mirror.model import REPOSITORY_NAME_RE, Scope, ScopeKind
 from mirror.stats.queries import (
     DEFAULT_LAYERS,
     DEFAULT_RECLAIMABLE,
@@ -28,7 +28,6 @@ from mirror.stats.queries import (
 
 MAX_LIMIT = 1000
 _SCOPE_PARAMS = ("repositoryName", "registryId", "folderId")
-_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
 def _single_values(
@@ -49,11 +48,7 @@ def _single_values(
 def parse_scope(given: Mapping[str, str]) -> Scope | None:
     """The scope of a stats request (``None``: the whole index)."""
     for param in ("registryId", "folderId"):
-        value = given.get(param, "")
-        if len(value) > ID_MAX_LEN:
-            raise InvalidArgument(
-                f"invalid {param}: longer than {ID_MAX_LEN} characters ({len(value)})"
-            )
+        validate_optional_id(param, given.get(param, ""))
     repository = given.get("repositoryName", "")
     if repository and not REPOSITORY_NAME_RE.fullmatch(repository):
         raise InvalidArgument(
@@ -73,9 +68,7 @@ def parse_limit(given: Mapping[str, str], param: str, default: int) -> int:
     text = given.get(param, "")
     if text == "":
         return default
-    if not _INT_RE.fullmatch(text):
-        raise InvalidArgument(f"invalid {param}: {text[:40]!r} is not an integer")
-    value = int(text)
+    value = parse_int64(param, text)
     if value < 0 or value > MAX_LIMIT:
         raise InvalidArgument(f"invalid {param}: must be between 0 and {MAX_LIMIT}")
     return value or default
@@ -98,11 +91,7 @@ async def get_layers(request: web.Request) -> web.Response:
 
 
 async def get_image_usage(request: web.Request) -> web.Response:
-    image_id = request.match_info["imageId"]
-    if len(image_id) > ID_MAX_LEN:
-        raise InvalidArgument(
-            f"invalid imageId: longer than {ID_MAX_LEN} characters ({len(image_id)})"
-        )
+    image_id = validate_resource_id("imageId", request.match_info["imageId"])
     given = _single_values(request.query.items(), (*_SCOPE_PARAMS, "limit"))
     usage = await fetch_image_usage(
         request.app[POOL],

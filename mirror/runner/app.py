@@ -28,6 +28,7 @@ from aiohttp import web
 
 from mirror.api.app import create_app
 from mirror.api.bind import check_bind
+from mirror.api.server import ApiRunner
 from mirror.errors import ConfigError
 from mirror.events.relay import run_relay
 from mirror.ingest.loop import run_ingest_loop
@@ -152,7 +153,7 @@ async def _start_api(
 ) -> str:
     app = create_app(settings, pool=pool, upstream=upstream)
     # Open requests get a short grace when stopping; the feed and stats answer in ms.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = ApiRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, options.host, options.port)

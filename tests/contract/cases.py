@@ -15,6 +15,8 @@ import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from yarl import URL
+
 from mirror.listing import parse_list_request
 from mirror.model import Scope, ScopeKind
 
@@ -45,7 +47,7 @@ class Case:
     status: int = 200
     code: int | None = None
     message: str | None = None  # a part of the error message
-    path: Callable[[Known], str] = lambda known: IMAGES
+    path: Callable[[Known], str | URL] = lambda known: IMAGES
     method: str = "GET"
     check: Callable[[Known, list[dict]], None] | None = None  # extra checks on a List page
 
@@ -78,6 +80,11 @@ def _count(n: int) -> Callable[[Known, list[dict]], None]:
         assert len(images) == n
 
     return check
+
+
+def _raw(path: str) -> URL:
+    """A path sent exactly as written: no dot segment resolved, no escape decoded by the client."""
+    return URL(path, encoded=True)
 
 
 def _b64(text: str) -> str:
@@ -114,6 +121,10 @@ CASES: list[Case] = [
     invalid("repositoryName //", lambda k: {"repositoryName": k.registry_id + "//api"}, "invalid repositoryName"),
     invalid("repositoryName trailing /", lambda k: {"repositoryName": k.repository + "/"}, "invalid repositoryName"),
     invalid("repositoryName double separator", lambda k: {"repositoryName": "a__b"}, "invalid repositoryName"),
+    invalid("folderId with a NUL", lambda k: {"folderId": k.folder_id[:10] + "\x00"}, "invalid folderId"),
+    invalid("registryId with a space", lambda k: {"registryId": "crp 1"}, "invalid registryId"),
+    invalid("registryId of dots", lambda k: {"registryId": ".."}, "invalid registryId"),
+    invalid("ignored folderId with a line break", lambda k: {"registryId": k.registry_id, "folderId": "b1g\nx"}, "invalid folderId"),
     invalid("parameter twice", lambda k: [("folderId", k.folder_id), ("folderId", k.other_folder_id)], "invalid folderId: given more than once"),
     # -- pageSize
     Case("default page size is 100", lambda k: {"folderId": k.folder_id}, check=_count(100)),
@@ -126,6 +137,8 @@ CASES: list[Case] = [
     invalid("pageSize text", lambda k: {"folderId": k.folder_id, "pageSize": "ten"}, "invalid pageSize"),
     invalid("pageSize fraction", lambda k: {"folderId": k.folder_id, "pageSize": "2.5"}, "invalid pageSize"),
     invalid("pageSize beyond int64", lambda k: {"folderId": k.folder_id, "pageSize": "9" * 20}, "invalid pageSize"),
+    invalid("pageSize of 5,000 digits", lambda k: {"folderId": k.folder_id, "pageSize": "9" * 5000}, "invalid pageSize"),
+    Case("pageSize with 5,000 leading zeros", lambda k: {"folderId": k.folder_id, "pageSize": "0" * 5000 + "3"}, check=_count(3)),
     # -- pageToken
     invalid("pageToken of 101", lambda k: {"folderId": k.folder_id, "pageToken": "a" * 101}, "invalid pageToken"),
     invalid("pageToken garbage", lambda k: {"folderId": k.folder_id, "pageToken": "%%%not-a-token"}, "invalid pageToken"),
@@ -170,8 +183,14 @@ CASES: list[Case] = [
     Case("get unknown", lambda k: {}, 404, NOT_FOUND, "not found", path=lambda k: f"{IMAGES}/{k.unknown_image_id}"),
     Case("get odd id", lambda k: {}, 404, NOT_FOUND, path=lambda k: f"{IMAGES}/not-an-id"),
     Case("get id of 51", lambda k: {}, 400, INVALID_ARGUMENT, "invalid imageId", path=lambda k: f"{IMAGES}/{'c' * 51}"),
+    Case("get id with a NUL", lambda k: {}, 400, INVALID_ARGUMENT, "invalid imageId", path=lambda k: _raw(f"{IMAGES}/crp%00")),
+    Case("get id with a line break", lambda k: {}, 400, INVALID_ARGUMENT, "invalid imageId", path=lambda k: _raw(f"{IMAGES}/crp%0aforged")),
+    Case("delete ..", lambda k: {}, 400, INVALID_ARGUMENT, "invalid imageId", path=lambda k: _raw(f"{IMAGES}/%2e%2e"), method="DELETE"),
+    Case("delete .", lambda k: {}, 400, INVALID_ARGUMENT, "invalid imageId", path=lambda k: _raw(f"{IMAGES}/%2e"), method="DELETE"),
+    Case("delete id with a slash", lambda k: {}, 400, INVALID_ARGUMENT, "invalid imageId", path=lambda k: _raw(f"{IMAGES}/{k.image_id}%2f..%2f"), method="DELETE"),
     Case("delete unknown", lambda k: {}, 404, NOT_FOUND, path=lambda k: f"{IMAGES}/{k.unknown_image_id}", method="DELETE"),
     Case("operation unknown", lambda k: {}, 404, NOT_FOUND, path=lambda k: f"{OPERATIONS}/crp{'0' * 17}"),
+    Case("operation id with a NUL", lambda k: {}, 400, INVALID_ARGUMENT, "invalid operationId", path=lambda k: _raw(f"{OPERATIONS}/crp%00")),
     Case("operation id of 51", lambda k: {}, 400, INVALID_ARGUMENT, "invalid operationId", path=lambda k: f"{OPERATIONS}/{'o' * 51}"),
     Case("unknown path", lambda k: {}, 404, NOT_FOUND, path=lambda k: "/container-registry/v1/nothing"),
     Case("wrong method", lambda k: {}, 501, UNIMPLEMENTED, path=lambda k: IMAGES, method="DELETE"),

@@ -24,6 +24,7 @@ from google.protobuf import empty_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 from yandex.cloud.containerregistry.v1 import image_pb2, image_service_pb2
 from yandex.cloud.operation import operation_pb2
+from yarl import URL
 
 from mirror.listing import ListRequest, image_sort_key, parse_list_request
 from mirror.upstream.simulator.state import SimulatedRegistry
@@ -74,7 +75,7 @@ class Answer:
 
 
 async def call(
-    target: ContractTarget, method: str, path: str, params: Params | None = None
+    target: ContractTarget, method: str, path: str | URL, params: Params | None = None
 ) -> Answer:
     request = target.client.get if method == "GET" else target.client.delete
     async with request(path, params=params, headers=dict(target.headers)) as response:

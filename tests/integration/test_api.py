@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
 from mirror.ingest.loop import ingest_once
+from mirror.ingest.merge import delete_images
 from mirror.ingest.summary import WalkStatus
 from mirror.listing import NameFilter, image_sort_key, matches, parse_list_request
 from mirror.model import Scope, ScopeKind
@@ -28,6 +29,12 @@ from mirror.store.pool import create_pool
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, serve_simulator
+from tests.integration.db_writes import (
+    assert_nothing_written,
+    database_state,
+    rows_written_since,
+    settle,
+)
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
 IMAGES = "/container-registry/v1/images"
@@ -213,10 +220,11 @@ async def test_forged_tampered_and_foreign_tokens_are_400(world: World, api: Tes
     assert "images" in await get_json(api, IMAGES, {**params, "pageToken": bad[-1]})
 
 
-async def test_a_key_too_long_for_a_token_is_kept_server_side(
+async def test_a_key_too_long_for_a_token_names_the_last_rows(
     world: World, api: TestClient
 ) -> None:
-    """orderBy name, digest: the key (name + digest + id) does not fit 100 characters."""
+    """orderBy name, digest: the key (name + digest + id) does not fit 100 characters, so
+    the token names the page's last rows and the next page re-reads their key by id."""
     params = {"folderId": world.upstream.registry.model.folder_ids[0], "orderBy": "name, digest"}
     request = parse_list_request(params)
     expected = sorted(
@@ -235,14 +243,61 @@ async def test_a_key_too_long_for_a_token_is_kept_server_side(
             break
         assert len(token) <= 100
     assert walked == expected
-    assert await world.pool.fetchval("SELECT count(*) FROM api_page_keys") > 0
-    # a stored key that expired (or was lost) is a clean 400
-    first = await get_json(api, IMAGES, {**params, "pageSize": "3"})
-    await world.pool.execute("DELETE FROM api_page_keys")
+    assert await world.pool.fetchval("SELECT to_regclass('api_page_keys')") is None
+
+    # The page's last row is deleted: the next page resumes after the row before it,
+    # neither repeating nor skipping any image.
+    first = await get_json(api, IMAGES, {**params, "pageSize": "6"})
+    assert [i["id"] for i in first["images"]] == [i["id"] for i in expected[:6]]
+    async with world.pool.acquire() as conn, conn.transaction():
+        await delete_images(conn, [expected[5]["id"]], "test", source="/test")
+    second = await get_json(
+        api, IMAGES, {**params, "pageSize": "3", "pageToken": first["nextPageToken"]}
+    )
+    assert [i["id"] for i in second["images"]] == [i["id"] for i in expected[6:9]]
+
+    # Every row the token names is gone: a clean 400, nothing guessed.
+    async with world.pool.acquire() as conn, conn.transaction():
+        await delete_images(conn, [i["id"] for i in expected[:5]], "test", source="/test")
     error = await get_json(
         api, IMAGES, {**params, "pageSize": "3", "pageToken": first["nextPageToken"]}, status=400
     )
     assert error["code"] == 3 and "expired" in error["message"]
+
+
+async def test_reading_pages_writes_nothing(world: World, api: TestClient) -> None:
+    """3,000 Lists, each with its own filter and a key too long to inline (so each issues a
+    row token), and their next pages: no transaction id is assigned, no row written."""
+    registry_id = biggest_registry(world)
+    await settle(world.pool)
+    before = await database_state(world.pool)
+    tokens: list[tuple[dict[str, str], str]] = []
+    for n in range(3_000):
+        params = {
+            "registryId": registry_id,
+            "filter": f'name NOT IN ("{registry_id}/none-{n}")',
+            "orderBy": "name desc, digest" if n % 2 else "name, created_at desc",
+            "pageSize": "1",
+        }
+        page = await get_json(api, IMAGES, params)
+        assert len(page["images"]) == 1
+        tokens.append((params, page["nextPageToken"]))
+    for params, token in tokens[:200]:
+        page = await get_json(api, IMAGES, {**params, "pageToken": token})
+        assert len(page["images"]) == 1
+    await assert_nothing_written(world.pool, before)
+
+
+async def test_the_write_check_sees_an_update_and_a_delete(db_pool: asyncpg.Pool) -> None:
+    """The check above can fail: a same-value UPDATE and a DELETE are both seen."""
+    await settle(db_pool)
+    before = await database_state(db_pool)
+    await db_pool.execute("UPDATE api_secrets SET created_at = created_at")
+    assert await rows_written_since(db_pool, before["next_xid"]) == {"api_secrets": 1}
+    before = await database_state(db_pool)
+    await db_pool.execute("DELETE FROM api_secrets")
+    with pytest.raises(AssertionError, match="a table's rows changed"):
+        await assert_nothing_written(db_pool, before)
 
 
 async def test_tokens_work_across_api_processes(world: World, api: TestClient) -> None:
@@ -371,12 +426,13 @@ class BrokenUpstream:
 async def test_upstream_failures_are_mapped(world: World) -> None:
     from mirror.errors import UpstreamError
 
+    indexed = await world.pool.fetchval("SELECT id FROM images ORDER BY id LIMIT 1")
     async with world.api(upstream=BrokenUpstream(UpstreamError("connection refused"))) as api:
-        response = await api.delete(f"{IMAGES}/crp00000000000000001")
+        response = await api.delete(f"{IMAGES}/{indexed}")
         body = await response.json()
         assert response.status == 503 and body["code"] == 14
     async with world.api(upstream=BrokenUpstream(RuntimeError("secret /etc/passwd detail"))) as api:
-        response = await api.delete(f"{IMAGES}/crp00000000000000001")
+        response = await api.delete(f"{IMAGES}/{indexed}")
         text = await response.text()
         assert response.status == 500 and orjson.loads(text)["code"] == 13
         assert "secret" not in text and "passwd" not in text and "Traceback" not in text

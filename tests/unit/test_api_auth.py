@@ -42,6 +42,13 @@ def test_every_entry_is_compared_as_equal_length_digests(monkeypatch: pytest.Mon
         assert seen == [(32, 32), (32, 32)]
 
 
+def test_a_token_that_is_not_utf8_is_just_wrong() -> None:
+    """Header bytes that are not UTF-8 arrive as surrogate escapes: refused, not a crash."""
+    table = TokenTable(TOKENS)
+    assert table.role_of(b"\xff\xfe".decode("utf-8", "surrogateescape")) is None
+    assert table.role_of("reader-token\udcff") is None
+
+
 def test_changes_need_admin() -> None:
     assert required_role("GET") == READ
     assert required_role("HEAD") == READ

@@ -15,7 +15,7 @@ MIRROR = Path(__file__).resolve().parents[2] / "mirror"
 
 # Lowest first; the table in docs/ARCHITECTURE.md draws the same order.
 LAYERS: list[set[str]] = [
-    {"errors", "exit_codes", "dsn"},
+    {"errors", "exit_codes", "dsn", "log_format"},
     {"model"},
     {"settings", "listing"},
     {"cli_options", "store", "upstream", "devservices"},

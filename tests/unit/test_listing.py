@@ -21,8 +21,10 @@ from mirror.listing import (
     image_sort_key,
     matches,
     parse_filter,
+    parse_int64,
     parse_list_request,
     parse_order_by,
+    parse_page_size,
     validate_resource_id,
 )
 from mirror.model import Scope, ScopeKind
@@ -382,3 +384,41 @@ def test_any_query_is_a_request_or_invalid_argument(query: dict[str, str]) -> No
     else:
         assert 1 <= request.page_size <= 1000
         assert request.scope.id in query.values()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["crp\x00", "..", ".", "a/b", "a b", "crp\n", "é", "crp%00", "\u2028", "a\tb"],
+)
+def test_ids_outside_the_cloud_alphabet_are_invalid(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="is not an id"):
+        validate_resource_id("imageId", value)
+    with pytest.raises(InvalidArgument, match="invalid folderId"):
+        parse_list_request({"folderId": value})
+
+
+def test_ids_of_the_cloud_alphabet_are_fine() -> None:
+    for value in ("crp0abcdefghijklmnop", "b1g-A_z", "not-an-id", "x" * 50):
+        assert validate_resource_id("imageId", value) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("0" * 5000 + "7", 7), ("+" + "0" * 30 + "1000", 1000), ("-" + "0" * 40, 100)],
+)
+def test_page_size_with_any_number_of_leading_zeros(text: str, size: int) -> None:
+    assert parse_page_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["9" * 4301, "9" * 100_000, "-" + "1" * 5000, "9" * 20])
+def test_a_number_too_long_for_int64_is_out_of_range_unconverted(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="out of the int64 range"):
+        parse_page_size(text)
+    with pytest.raises(InvalidArgument, match="out of the int64 range"):
+        parse_int64("limit", text)
+
+
+def test_values_in_messages_are_escaped() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_list_request({"folderId": "b1g", "repositoryName": "a\nINFO forged"})
+    assert "\n" not in caught.value.message and "a\\nINFO forged" in caught.value.message

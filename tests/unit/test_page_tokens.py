@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from mirror.api.page_tokens import (
     MAX_TOKEN_CHARS,
+    VERSION_RETIRED_STORED,
     PageTokenCodec,
+    RowCursor,
     pack_key,
     query_fingerprint,
     unpack_key,
@@ -38,7 +40,7 @@ def codec() -> PageTokenCodec:
 
 
 @given(st.lists(values, max_size=4))
-def test_any_key_round_trips_or_asks_to_be_stored(key: list[str | int | None]) -> None:
+def test_any_key_round_trips_or_asks_for_a_row_token(key: list[str | int | None]) -> None:
     codec = PageTokenCodec(SECRET)
     token = codec.encode(FP, key)
     assert unpack_key(pack_key(key)) == tuple(key)
@@ -66,11 +68,37 @@ def test_a_key_too_long_is_not_truncated(codec: PageTokenCodec) -> None:
     assert codec.encode(FP, [NAME, DIGEST, IMAGE_ID]) is None
 
 
-def test_stored_handle_round_trips(codec: PageTokenCodec) -> None:
-    handle = bytes(range(16))
-    token = codec.encode_handle(FP, handle)
+def test_a_row_token_names_the_last_rows_that_fit(codec: PageTokenCodec) -> None:
+    ids = [f"crp{n:017d}" for n in range(10)]
+    token = codec.encode_rows(FP, ids)
     assert len(token) <= MAX_TOKEN_CHARS
-    assert codec.decode(token, FP) == handle
+    decoded = codec.decode(token, FP)
+    assert isinstance(decoded, RowCursor)
+    # 20-character ids pack to 16 bytes: four fit, the page's last four, in page order
+    assert decoded.ids == tuple(ids[-4:])
+
+
+@given(st.lists(st.text(alphabet="ABCxyz019_-", min_size=1, max_size=50), min_size=1, max_size=8))
+def test_any_ids_give_a_row_token_of_their_tail(ids: list[str]) -> None:
+    codec = PageTokenCodec(SECRET)
+    token = codec.encode_rows(FP, ids)
+    assert len(token) <= MAX_TOKEN_CHARS
+    decoded = codec.decode(token, FP)
+    assert isinstance(decoded, RowCursor)
+    assert decoded.ids and decoded.ids == tuple(ids[len(ids) - len(decoded.ids) :])
+
+
+def test_a_row_token_of_another_listing_is_refused(codec: PageTokenCodec) -> None:
+    token = codec.encode_rows(FP, [IMAGE_ID])
+    with pytest.raises(InvalidArgument, match="pageToken"):
+        codec.decode(token, query_fingerprint("registry:crp123", "", "name desc"))
+
+
+def test_a_token_of_the_retired_stored_kind_is_expired(codec: PageTokenCodec) -> None:
+    body = bytes([VERSION_RETIRED_STORED]) + bytes(16)
+    token = base64.urlsafe_b64encode(body + codec._mac(FP, body)).rstrip(b"=").decode()
+    with pytest.raises(InvalidArgument, match="invalid pageToken: expired"):
+        codec.decode(token, FP)
 
 
 def test_token_of_another_listing_is_refused(codec: PageTokenCodec) -> None:
