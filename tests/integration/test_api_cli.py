@@ -13,6 +13,7 @@ import aiohttp
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env["MIRROR_GRPC_PORT"] = "0"  # never the shared default 50051
     env.update(extra)
     return env
 
