@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from mirror.listing import created_at_ns
 from mirror.upstream.simulator.generator import RegistryModel
 
 CHUNK = 20_000
@@ -32,6 +33,7 @@ IMAGE_COLUMNS = (
     "tags",
     "doc",
     "content_hash",
+    "created_ns",  # written by the ingest since migration 021 (no longer generated)
 )
 BLOB_COLUMNS = ("image_id", "registry_id", "position", "kind", "digest", "blob_id", "size")
 
@@ -78,6 +80,7 @@ def image_rows(
                 list(sim.tags),
                 doc,
                 hashlib.blake2b(doc.encode(), digest_size=16).digest(),
+                created_at_ns(sim.to_json()["createdAt"]),
             )
         )
         for position, (blob_id, digest, size) in enumerate((sim.config, *sim.layers)):

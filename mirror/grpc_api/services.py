@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
 from yandex.cloud.containerregistry.v1 import image_pb2, image_service_pb2, image_service_pb2_grpc
 from yandex.cloud.endpoint import (
     api_endpoint_pb2,
@@ -25,7 +26,7 @@ from mirror.api.images import image_doc
 from mirror.api.operations import DeleteTracker
 from mirror.errors import NotFound, Unimplemented
 from mirror.grpc_api.calls import Context, Guard, rpc
-from mirror.grpc_wire import from_dict, from_json, list_request
+from mirror.grpc_wire import from_dict, from_json, image_message, list_request, list_response
 from mirror.listing import validate_resource_id
 
 # The SDK's service ids (yandexcloud's endpoint discovery): the mirror answers for
@@ -44,15 +45,14 @@ class ImageService(image_service_pb2_grpc.ImageServiceServicer):
     async def List(
         self, request: image_service_pb2.ListImagesRequest, context: Context
     ) -> image_service_pb2.ListImagesResponse:
-        body = await self.images.list_page(list_request(request))
-        return from_json(body, image_service_pb2.ListImagesResponse())
+        return list_response(await self.images.list_page(list_request(request)))
 
     @rpc(READ)
     async def Get(
         self, request: image_service_pb2.GetImageRequest, context: Context
     ) -> image_pb2.Image:
         image_id = validate_resource_id("imageId", request.image_id)
-        return from_json(await image_doc(self.images, image_id), image_pb2.Image())
+        return image_message(orjson.loads(await image_doc(self.images, image_id)))
 
     @rpc(ADMIN)
     async def Delete(

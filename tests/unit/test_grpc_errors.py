@@ -65,3 +65,28 @@ def test_a_grpc_list_request_is_validated_as_the_rest_query() -> None:
         list_request(image_service_pb2.ListImagesRequest(folder_id="b1g", page_size=-1))
     with pytest.raises(InvalidArgument, match="one of repositoryName, registryId or folderId"):
         list_request(image_service_pb2.ListImagesRequest())
+
+
+async def test_the_fast_image_path_equals_json_format() -> None:
+    """Constructors or json_format: the same messages, and unknown shapes take json_format."""
+    from google.protobuf import json_format
+    from yandex.cloud.containerregistry.v1 import image_pb2
+
+    from mirror.grpc_wire import image_message, list_response
+    from mirror.listing import parse_list_request
+    from mirror.upstream.simulator import Simulator, SimulatorConfig
+    from mirror.upstream.simulator.paging import list_body, list_page
+
+    sim = Simulator.from_config(SimulatorConfig(images=3000, seed=4))
+    folder = sim.registry.model.folder_ids[0]
+    request = parse_list_request({"folderId": folder, "pageSize": "1000"})
+    refs, token = await list_page(sim.registry, request, sim.faults.page_token_style)
+    body = list_body(sim.registry, refs, token)
+    slow = json_format.Parse(body, image_service_pb2.ListImagesResponse())
+    assert list_response(body) == slow and len(slow.images) == 1000 and slow.next_page_token
+    for ref in refs[:50]:
+        image = sim.registry.record(ref).to_json()
+        assert image_message(image) == json_format.ParseDict(image, image_pb2.Image())
+    odd = {**sim.registry.record(refs[0]).to_json(), "someNewField": 1}
+    assert image_message(odd) == image_message(sim.registry.record(refs[0]).to_json())
+    assert list_response(b"{}") == image_service_pb2.ListImagesResponse()

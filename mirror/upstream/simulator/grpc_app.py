@@ -21,7 +21,7 @@ from yandex.cloud.operation import operation_pb2, operation_service_pb2, operati
 
 from mirror.errors import ApiError, Internal, NotFound, Unimplemented
 from mirror.grpc_status import abort, new_request_id, set_request_id
-from mirror.grpc_wire import from_dict, from_json, list_request
+from mirror.grpc_wire import from_dict, image_message, list_request, list_response
 from mirror.listing import validate_resource_id
 from mirror.upstream.simulator.paging import list_body, list_page
 from mirror.upstream.simulator.runtime import Simulator
@@ -64,8 +64,7 @@ class SimulatedImageService(image_service_pb2_grpc.ImageServiceServicer):
         refs, token = await list_page(
             sim.registry, list_request(request), sim.faults.page_token_style
         )
-        body = list_body(sim.registry, refs, token)
-        return from_json(body, image_service_pb2.ListImagesResponse())
+        return list_response(list_body(sim.registry, refs, token))
 
     @_rpc
     async def Get(
@@ -75,7 +74,7 @@ class SimulatedImageService(image_service_pb2_grpc.ImageServiceServicer):
         image = self.sim.registry.lookup(image_id)
         if image is None:
             raise NotFound(f"Image {image_id} not found")
-        return from_dict(image.to_json(), image_pb2.Image())
+        return image_message(image.to_json())
 
     @_rpc
     async def Delete(
