@@ -21,9 +21,12 @@ import aiohttp
 import grpc
 import pytest
 import yandexcloud
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from yandex.cloud.containerregistry.v1 import image_service_pb2
 from yandex.cloud.containerregistry.v1.image_service_pb2_grpc import ImageServiceStub
 from yandex.cloud.endpoint import api_endpoint_service_pb2
@@ -172,6 +175,16 @@ async def test_the_sdk_lists_gets_and_deletes_through_the_mirror(
                 assert await conn.fetchval(COUNT_DELETED_EVENTS, victim) == 1
 
 
+def resolve_by_reflection(address: str, ca_pem: bytes) -> list[str]:
+    """The ImageService's methods, from descriptors fetched by reflection alone."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    with grpc.secure_channel(address, credentials) as channel:
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        service = pool.FindServiceByName("yandex.cloud.containerregistry.v1.ImageService")
+        assert service.methods_by_name["List"].input_type.fields_by_name["page_size"]
+        return sorted(service.methods_by_name)
+
+
 async def test_tokens_roles_tls_health_reflection_and_discovery(
     settings: Settings, simulator: RunningSimulator, certificates: CertificateFiles
 ) -> None:
@@ -239,6 +252,11 @@ async def test_tokens_roles_tls_health_reflection_and_discovery(
                 "yandex.cloud.endpoint.ApiEndpointService",
                 "grpc.health.v1.Health",
             } <= listed
+            # what grpcurl does: resolve a service and its files' dependencies by reflection
+            resolved = await asyncio.to_thread(
+                resolve_by_reflection, mirror.grpc_address, certificates.ca_pem
+            )
+            assert resolved == ["Delete", "Get", "List"]
             endpoints = ApiEndpointServiceStub(channel)
             found = await endpoints.Get(
                 api_endpoint_service_pb2.GetApiEndpointRequest(api_endpoint_id="container-registry")
