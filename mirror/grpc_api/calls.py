@@ -64,10 +64,6 @@ class Guard:
             raise PermissionDenied("Permission denied: this operation needs the admin role")
 
 
-class HasGuard:
-    guard: Guard
-
-
 def rpc(role: str | None) -> Callable[[Method[S, R]], Method[S, R]]:
     """A servicer method with the call rules; ``role`` None: a public method (no token)."""
 
