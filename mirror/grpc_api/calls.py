@@ -18,13 +18,11 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from mirror.api.auth import ADMIN, READ, TokenTable
+from mirror.api.auth import TokenTable, authorize
 from mirror.api.middleware import DATABASE_UNAVAILABLE, INTERNAL_MESSAGE
 from mirror.errors import (
     ApiError,
     Internal,
-    PermissionDenied,
-    Unauthenticated,
     Unavailable,
     UpstreamError,
     UpstreamStatusError,
@@ -37,8 +35,6 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 R = TypeVar("R")
 S = TypeVar("S")
 Method = Callable[[S, Any, Context], Awaitable[R]]
-
-_ROLE_RANK = {READ: 1, ADMIN: 2}
 
 
 class Guard:
@@ -54,14 +50,7 @@ class Guard:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode(errors="replace")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            raise Unauthenticated("Authentication required: send Authorization: Bearer <token>")
-        found = self.tokens.role_of(presented.strip())
-        if found is None:
-            raise Unauthenticated("The token is invalid")
-        if _ROLE_RANK[found] < _ROLE_RANK[role]:
-            raise PermissionDenied("Permission denied: this operation needs the admin role")
+        authorize(self.tokens, header, role)
 
 
 def rpc(role: str | None) -> Callable[[Method[S, R]], Method[S, R]]:
