@@ -18,7 +18,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER mirror
 WORKDIR /home/mirror
-EXPOSE 8080
+EXPOSE 8080 50051
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
 ENTRYPOINT ["mirror"]

@@ -77,6 +77,7 @@ def free_port() -> int:
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env["MIRROR_GRPC_PORT"] = "off"  # bench/grpc_bench.py measures the gRPC listener
     env.update(extra)
     return env
 

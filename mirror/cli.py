@@ -14,7 +14,7 @@ from mirror.cli_options import async_command, database_options, load_settings
 # name -> "module:attribute" of a click command or group
 SUBCOMMANDS: dict[str, str] = {
     "demo": "mirror.runner.cli:demo_command",
-    "serve": "mirror.api.cli:serve_command",
+    "serve": "mirror.runner.serve:serve_command",
     "ingest": "mirror.ingest.cli:ingest_command",
     "relay": "mirror.events.cli:relay_command",
     "run": "mirror.runner.cli:run_command",

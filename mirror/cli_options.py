@@ -40,6 +40,16 @@ def database_options(func: F) -> F:
     return func
 
 
+def grpc_port_option(func: F) -> F:
+    """--grpc-port: the gRPC listener beside the HTTP API (same --host)."""
+    return click.option(
+        "--grpc-port",
+        default=None,
+        metavar="PORT|off",
+        help="Port of the gRPC API (0: any free port, off: none).  [env MIRROR_GRPC_PORT; default 50051]",
+    )(func)
+
+
 def load_settings(**flags: Any) -> Settings:
     """Settings from the environment and the given flags; a bad value exits 2 with one line."""
     try:

@@ -27,6 +27,7 @@ DEFAULT_UPSTREAM_URL = "https://container-registry.api.cloud.yandex.net"
 DEFAULT_OPERATION_URL = "https://operation.api.cloud.yandex.net"
 DEFAULT_IAM_URL = "https://iam.api.cloud.yandex.net"
 API_ROLES = ("read", "admin")
+DEFAULT_GRPC_PORT = 50051
 
 
 class Secret:
@@ -97,6 +98,11 @@ class Settings:
         default_factory=dict, metadata={"env": "MIRROR_API_TOKENS"}
     )
     log_level: str = field(default="INFO", metadata={"env": "MIRROR_LOG_LEVEL"})
+    # The gRPC listener of serve/run/demo (same host as the HTTP API); None: no listener.
+    grpc_port: int | None = field(default=DEFAULT_GRPC_PORT, metadata={"env": "MIRROR_GRPC_PORT"})
+    # A PEM certificate chain and its key: both listeners then speak TLS.
+    tls_cert: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_CERT"})
+    tls_key: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_KEY"})
 
     @classmethod
     def env_names(cls) -> frozenset[str]:
@@ -145,6 +151,8 @@ class Settings:
             raise ConfigError(
                 "MIRROR_UPSTREAM_SA_KEY_FILE is set together with a token setting: choose one"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("MIRROR_TLS_CERT and MIRROR_TLS_KEY go together: set both or neither")
 
     @property
     def embedded_database(self) -> bool:
@@ -278,6 +286,19 @@ def _api_tokens(raw: str, name: str) -> dict[Secret, str]:
     return tokens
 
 
+def _grpc_port(raw: str, name: str) -> int | None:
+    """A port number, 0 for any free port, or ``off`` for no gRPC listener."""
+    if raw.strip().lower() == "off":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port (0-65535) or 'off', got {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port (0-65535) or 'off', got {raw!r}")
+    return value
+
+
 def _log_level(raw: str, name: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -304,4 +325,7 @@ _PARSERS: dict[str, Any] = {
     "events_retention": _duration,
     "api_tokens": _api_tokens,
     "log_level": _log_level,
+    "grpc_port": _grpc_port,
+    "tls_cert": _existing_file,
+    "tls_key": _existing_file,
 }

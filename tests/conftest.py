@@ -87,7 +87,11 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
-    """Settings pointing at this test's database (no upstream, no Kafka)."""
+    """Settings pointing at this test's database (no upstream, no Kafka; gRPC on a free port)."""
     return Settings.load(
-        env={"MIRROR_DATABASE_URL": database_url, "MIRROR_DATA_DIR": str(tmp_path)}
+        env={
+            "MIRROR_DATABASE_URL": database_url,
+            "MIRROR_DATA_DIR": str(tmp_path),
+            "MIRROR_GRPC_PORT": "0",
+        }
     )

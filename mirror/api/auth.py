@@ -58,17 +58,26 @@ def auth_middleware(tokens: TokenTable) -> Middleware:
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in request.app.get(PUBLIC_PATHS, ()):
             return await handler(request)
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            raise Unauthenticated("Authentication required: send Authorization: Bearer <token>")
-        role = tokens.role_of(presented.strip())
-        if role is None:
-            raise Unauthenticated("The token is invalid")
-        if _ROLE_RANK[role] < _ROLE_RANK[required_role(request.method)]:
-            raise PermissionDenied("Permission denied: this operation needs the admin role")
+        authorize(tokens, request.headers.get("Authorization", ""), required_role(request.method))
         return await handler(request)
 
     return check_token
+
+
+def authorize(tokens: TokenTable, authorization: str, role: str) -> None:
+    """Check an ``Authorization`` value (HTTP header or gRPC metadata) for ``role``.
+
+    Raises ``Unauthenticated`` without a valid bearer token, ``PermissionDenied``
+    when the token's role is below ``role``.
+    """
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthenticated("Authentication required: send Authorization: Bearer <token>")
+    found = tokens.role_of(presented.strip())
+    if found is None:
+        raise Unauthenticated("The token is invalid")
+    if _ROLE_RANK[found] < _ROLE_RANK[role]:
+        raise PermissionDenied("Permission denied: this operation needs the admin role")
 
 
 def _digest(token: str) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mirror.api.appkeys import DELETES, IMAGES
+from mirror.api.image_list import ImageReader
 from mirror.api.jsonbody import json_response, raw_json_response
 from mirror.errors import NotFound
 from mirror.listing import parse_list_request, validate_resource_id
@@ -31,10 +32,15 @@ async def list_images(request: web.Request) -> web.Response:
 
 async def get_image(request: web.Request) -> web.Response:
     image_id = validate_resource_id("imageId", request.match_info["imageId"])
-    doc = await request.app[IMAGES].get(image_id)
+    return raw_json_response(await image_doc(request.app[IMAGES], image_id))
+
+
+async def image_doc(images: ImageReader, image_id: str) -> bytes:
+    """The image's upstream JSON; ``NotFound`` when the index lacks it (REST and gRPC Get)."""
+    doc = await images.get(image_id)
     if doc is None:
         raise NotFound(f"Image {image_id} not found")
-    return raw_json_response(doc)
+    return doc
 
 
 async def delete_image(request: web.Request) -> web.Response:

@@ -29,8 +29,10 @@ from aiohttp import web
 from mirror.api.app import create_app
 from mirror.api.bind import check_bind
 from mirror.api.server import ApiRunner
+from mirror.api.tls import server_ssl_context
 from mirror.errors import ConfigError
 from mirror.events.relay import run_relay
+from mirror.grpc_api.server import start_for_app
 from mirror.ingest.loop import run_ingest_loop
 from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
@@ -65,6 +67,7 @@ class Mirror:
     pool: asyncpg.Pool
     upstream: UpstreamClient
     api_url: str
+    grpc_address: str | None = None  # host:port of the gRPC API; None when MIRROR_GRPC_PORT=off
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
     async def wait(self, stop: asyncio.Event) -> None:
@@ -117,8 +120,14 @@ async def start_mirror(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         )
         upstream = UpstreamClient(session, settings)
-        api_url = await _start_api(stack, settings, pool, upstream, options)
-        mirror = Mirror(settings=settings, pool=pool, upstream=upstream, api_url=api_url)
+        api_url, grpc_address = await _start_api(stack, settings, pool, upstream, options)
+        mirror = Mirror(
+            settings=settings,
+            pool=pool,
+            upstream=upstream,
+            api_url=api_url,
+            grpc_address=grpc_address,
+        )
         stack.push_async_callback(_stop_tasks, mirror.tasks, stop, options.stop_timeout)
         _start_task(
             mirror,
@@ -150,13 +159,14 @@ async def _start_api(
     pool: asyncpg.Pool,
     upstream: UpstreamClient,
     options: RunOptions,
-) -> str:
+) -> tuple[str, str | None]:
+    """Start the HTTP API and the gRPC API beside it; their URL and address."""
     app = create_app(settings, pool=pool, upstream=upstream)
     # Open requests get a short grace when stopping; the feed and stats answer in ms.
     runner = ApiRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, options.host, options.port)
+    site = web.TCPSite(runner, options.host, options.port, ssl_context=server_ssl_context(settings))
     try:
         await site.start()
     except OSError as exc:
@@ -165,9 +175,14 @@ async def _start_api(
         ) from None
     bound_host, bound_port = runner.addresses[0][:2]
     host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    url = f"http://{host}:{bound_port}"
+    scheme = "https" if settings.tls_cert else "http"
+    url = f"{scheme}://{host}:{bound_port}"
     log.info("API listening on %s", url)
-    return url
+    grpc_listener = await start_for_app(app, options.host)
+    if grpc_listener is None:
+        return url, None
+    stack.push_async_callback(grpc_listener.stop)
+    return url, grpc_listener.address
 
 
 def _start_task(mirror: Mirror, name: str, work: Coroutine[Any, Any, Any]) -> None:

@@ -11,6 +11,7 @@ from mirror.cli_options import (
     async_command,
     configure_logging,
     database_options,
+    grpc_port_option,
     load_settings,
     require_scopes,
 )
@@ -49,6 +50,7 @@ def _fail(exc: BaseException) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the API and dashboard (0: any free port).")  # fmt: skip
+@grpc_port_option
 @click.option(
     "--interval",
     default=DEFAULT_DEMO_INTERVAL,
@@ -82,6 +84,7 @@ async def demo_command(
     churn: float,
     host: str,
     port: int,
+    grpc_port: str | None,
     interval: float,
     data_dir: Path | None,
     database_url: str | None,
@@ -114,7 +117,9 @@ async def demo_command(
             sys.exit(1)
         return
     try:
-        settings = demo_settings(data_dir=data_dir, database_url=database_url, log_level=log_level)
+        settings = demo_settings(
+            data_dir=data_dir, database_url=database_url, log_level=log_level, grpc_port=grpc_port
+        )
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
         sys.exit(2)
@@ -135,6 +140,7 @@ async def demo_command(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the API and dashboard.")  # fmt: skip
+@grpc_port_option
 @click.option(
     "--insecure",
     is_flag=True,
@@ -169,6 +175,7 @@ async def demo_command(
 async def run_command(
     host: str,
     port: int,
+    grpc_port: str | None,
     insecure: bool,
     interval: float,
     scopes: tuple[str, ...],
@@ -190,6 +197,7 @@ async def run_command(
         database_url=database_url,
         data_dir=data_dir,
         log_level=log_level,
+        grpc_port=grpc_port,
         upstream_url=upstream_url,
         kafka_bootstrap=kafka_bootstrap,
         scopes=",".join(scopes) if scopes else None,
@@ -201,6 +209,8 @@ async def run_command(
         click.echo(
             f"mirror running: API and dashboard at {mirror.api_url}/ (Ctrl-C to stop)", err=True
         )
+        if mirror.grpc_address:
+            click.echo(f"mirror running: gRPC API at {mirror.grpc_address}", err=True)
 
     try:
         await run_until_stopped(settings, options, on_started=started)

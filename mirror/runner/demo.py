@@ -78,6 +78,7 @@ def demo_settings(
     data_dir: Path | None = None,
     database_url: str | None = None,
     log_level: str | None = None,
+    grpc_port: str | None = None,
 ) -> Settings:
     """Settings from the environment minus what describes real data (see ``IGNORED_ENV``)."""
     env = os.environ if env is None else env
@@ -89,6 +90,7 @@ def demo_settings(
         data_dir=data_dir or default_demo_data_dir(),
         database_url=database_url,
         log_level=log_level,
+        grpc_port=grpc_port,
         upstream_rps=DEMO_UPSTREAM_RPS,
         upstream_concurrency=DEMO_UPSTREAM_CONCURRENCY,
     )
@@ -162,6 +164,10 @@ async def _mirror_simulator(
         welcome.mirror = mirror
         say(f"  dashboard:   {mirror.api_url}/")
         say(f"  API:         {mirror.api_url}/container-registry/v1/images")
+        if mirror.grpc_address:
+            say(
+                f"  gRPC API:    {mirror.grpc_address} (yandex.cloud.containerregistry.v1.ImageService)"
+            )
         if settings.kafka_bootstrap:
             say(
                 f"  Kafka:       {settings.kafka_bootstrap}, topics "

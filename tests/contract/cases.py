@@ -50,13 +50,16 @@ class Case:
     path: Callable[[Known], str | URL] = lambda known: IMAGES
     method: str = "GET"
     check: Callable[[Known, list[dict]], None] | None = None  # extra checks on a List page
+    rest_only: bool = False  # a request no gRPC message can carry (see grpc_client)
 
     def __str__(self) -> str:
         return self.name
 
 
-def invalid(name: str, params: Callable[[Known], Params], message: str) -> Case:
-    return Case(name, params, 400, INVALID_ARGUMENT, message)
+def invalid(
+    name: str, params: Callable[[Known], Params], message: str, *, rest_only: bool = False
+) -> Case:
+    return Case(name, params, 400, INVALID_ARGUMENT, message, rest_only=rest_only)
 
 
 def _names(expected: str) -> Callable[[Known, list[dict]], None]:
@@ -110,7 +113,7 @@ CASES: list[Case] = [
     Case("unknown registry lists nothing", lambda k: {"registryId": "crp" + "0" * 17}, check=_count(0)),
     Case("unknown folder lists nothing", lambda k: {"folderId": "b1g" + "0" * 17}, check=_count(0)),
     Case("unknown repository lists nothing", lambda k: {"repositoryName": k.registry_id + "/no/such"}, check=_count(0)),
-    Case("unknown parameters are ignored", lambda k: {"folderId": k.folder_id, "view": "FULL"}),
+    Case("unknown parameters are ignored", lambda k: {"folderId": k.folder_id, "view": "FULL"}, rest_only=True),
     invalid("no scope", lambda k: {}, "one of repositoryName, registryId or folderId is required"),
     invalid("all scopes empty", lambda k: {"repositoryName": "", "registryId": "", "folderId": ""}, "required"),
     invalid("registryId of 51", lambda k: {"registryId": "r" * 51}, "invalid registryId"),
@@ -125,7 +128,7 @@ CASES: list[Case] = [
     invalid("registryId with a space", lambda k: {"registryId": "crp 1"}, "invalid registryId"),
     invalid("registryId of dots", lambda k: {"registryId": ".."}, "invalid registryId"),
     invalid("ignored folderId with a line break", lambda k: {"registryId": k.registry_id, "folderId": "b1g\nx"}, "invalid folderId"),
-    invalid("parameter twice", lambda k: [("folderId", k.folder_id), ("folderId", k.other_folder_id)], "invalid folderId: given more than once"),
+    invalid("parameter twice", lambda k: [("folderId", k.folder_id), ("folderId", k.other_folder_id)], "invalid folderId: given more than once", rest_only=True),
     # -- pageSize
     Case("default page size is 100", lambda k: {"folderId": k.folder_id}, check=_count(100)),
     Case("pageSize 0 means the default", lambda k: {"folderId": k.folder_id, "pageSize": "0"}, check=_count(100)),
@@ -134,11 +137,11 @@ CASES: list[Case] = [
     Case("pageSize larger than the scope", lambda k: {"repositoryName": k.repository, "pageSize": "1000"}),
     invalid("pageSize 1001", lambda k: {"folderId": k.folder_id, "pageSize": "1001"}, "invalid pageSize"),
     invalid("pageSize -1", lambda k: {"folderId": k.folder_id, "pageSize": "-1"}, "invalid pageSize"),
-    invalid("pageSize text", lambda k: {"folderId": k.folder_id, "pageSize": "ten"}, "invalid pageSize"),
-    invalid("pageSize fraction", lambda k: {"folderId": k.folder_id, "pageSize": "2.5"}, "invalid pageSize"),
-    invalid("pageSize beyond int64", lambda k: {"folderId": k.folder_id, "pageSize": "9" * 20}, "invalid pageSize"),
-    invalid("pageSize of 5,000 digits", lambda k: {"folderId": k.folder_id, "pageSize": "9" * 5000}, "invalid pageSize"),
-    Case("pageSize with 5,000 leading zeros", lambda k: {"folderId": k.folder_id, "pageSize": "0" * 5000 + "3"}, check=_count(3)),
+    invalid("pageSize text", lambda k: {"folderId": k.folder_id, "pageSize": "ten"}, "invalid pageSize", rest_only=True),
+    invalid("pageSize fraction", lambda k: {"folderId": k.folder_id, "pageSize": "2.5"}, "invalid pageSize", rest_only=True),
+    invalid("pageSize beyond int64", lambda k: {"folderId": k.folder_id, "pageSize": "9" * 20}, "invalid pageSize", rest_only=True),
+    invalid("pageSize of 5,000 digits", lambda k: {"folderId": k.folder_id, "pageSize": "9" * 5000}, "invalid pageSize", rest_only=True),
+    Case("pageSize with 5,000 leading zeros", lambda k: {"folderId": k.folder_id, "pageSize": "0" * 5000 + "3"}, check=_count(3), rest_only=True),
     # -- pageToken
     invalid("pageToken of 101", lambda k: {"folderId": k.folder_id, "pageToken": "a" * 101}, "invalid pageToken"),
     invalid("pageToken garbage", lambda k: {"folderId": k.folder_id, "pageToken": "%%%not-a-token"}, "invalid pageToken"),
@@ -192,9 +195,14 @@ CASES: list[Case] = [
     Case("operation unknown", lambda k: {}, 404, NOT_FOUND, path=lambda k: f"{OPERATIONS}/crp{'0' * 17}"),
     Case("operation id with a NUL", lambda k: {}, 400, INVALID_ARGUMENT, "invalid operationId", path=lambda k: _raw(f"{OPERATIONS}/crp%00")),
     Case("operation id of 51", lambda k: {}, 400, INVALID_ARGUMENT, "invalid operationId", path=lambda k: f"{OPERATIONS}/{'o' * 51}"),
-    Case("unknown path", lambda k: {}, 404, NOT_FOUND, path=lambda k: "/container-registry/v1/nothing"),
-    Case("wrong method", lambda k: {}, 501, UNIMPLEMENTED, path=lambda k: IMAGES, method="DELETE"),
+    Case("unknown path", lambda k: {}, 404, NOT_FOUND, path=lambda k: "/container-registry/v1/nothing", rest_only=True),
+    Case("wrong method", lambda k: {}, 501, UNIMPLEMENTED, path=lambda k: IMAGES, method="DELETE", rest_only=True),
 ]  # fmt: skip
+
+
+# What the gRPC API is checked against: every case a ListImagesRequest (or a Get,
+# Delete, GetOperation request) can express.
+GRPC_CASES: list[Case] = [case for case in CASES if not case.rest_only]
 
 
 async def run_case(target: ContractTarget, case: Case) -> None:

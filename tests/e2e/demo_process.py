@@ -51,6 +51,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the developer's MIRROR_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["MIRROR_GRPC_PORT"] = "0"  # never the shared default 50051
     env.update(extra)
     return env
 

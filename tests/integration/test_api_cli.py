@@ -13,6 +13,7 @@ import aiohttp
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env["MIRROR_GRPC_PORT"] = "0"  # never the shared default 50051
     env.update(extra)
     return env
 
@@ -79,6 +80,46 @@ async def test_serve_answers_and_stops_on_sigterm(database_url: str) -> None:
             async with session.get(f"{url}/container-registry/v1/images") as response:
                 assert response.status == 400
                 assert (await response.json())["code"] == 3
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_serve_answers_grpc_on_its_grpc_port(database_url: str) -> None:
+    """``--grpc-port`` beside the HTTP port: health SERVING, a List's validation error, SIGTERM."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from yandex.cloud.containerregistry.v1 import image_service_pb2, image_service_pb2_grpc
+
+    process = await run_serve(
+        "--port", "0", "--grpc-port", "0", "--database-url", database_url, env=child_env()
+    )
+    try:
+        assert process.stderr is not None
+        address = ""
+        for _ in range(200):
+            line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
+            match = re.search(r"gRPC API on (\S+)", line)
+            if match:
+                address = match.group(1)
+                break
+            assert line, "serve exited before listening"
+        assert address.startswith("127.0.0.1:")
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            images = image_service_pb2_grpc.ImageServiceStub(channel)
+            try:
+                await images.List(image_service_pb2.ListImagesRequest())
+                raise AssertionError("a scopeless List must fail")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert "one of repositoryName, registryId or folderId" in (exc.details() or "")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
     finally:

@@ -1,18 +1,23 @@
 """The mirror passes the upstream contract unchanged: the simulator's own cases and
 scenarios (tests/contract) run against the local API after a real ingest of the
 same simulated registry, checked against the simulator's truth and parsed
-strictly with the official SDK's protobuf messages."""
+strictly with the official SDK's protobuf messages, over REST and over gRPC
+(the gRPC listener on the same readers as the HTTP app)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
+import grpc
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
+from mirror.api.appkeys import DELETES, IMAGES
+from mirror.grpc_api.server import start_grpc_server
 from mirror.ingest.loop import ingest_once
 from mirror.ingest.summary import WalkStatus
 from mirror.model import Scope, ScopeKind
@@ -20,16 +25,23 @@ from mirror.settings import Settings
 from mirror.store.pool import create_pool
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.simulator import PageTokenStyle, SimulatorConfig, serve_simulator
-from tests.contract.cases import CASES, SCENARIOS, Case, Scenario, run_case
+from tests.contract.cases import CASES, GRPC_CASES, SCENARIOS, Case, Scenario, run_case
+from tests.contract.grpc_client import GrpcClient
 from tests.contract.harness import ContractTarget
 from tests.postgres_fixture import dsn_with_database, new_database_name
+
+
+@dataclass
+class Targets:
+    rest: ContractTarget
+    grpc: ContractTarget
 
 
 @pytest.fixture(scope="module", params=[PageTokenStyle.OFFSET, PageTokenStyle.CURSOR], ids=str)
 async def mirror_target(
     request: pytest.FixtureRequest, postgres_dsn: str, template_database: str
-) -> AsyncIterator[ContractTarget]:
-    """The mirror's API over an index ingested from a simulator (either token style upstream)."""
+) -> AsyncIterator[Targets]:
+    """The mirror's APIs over an index ingested from a simulator (either token style upstream)."""
     name = new_database_name("api_contract")
     admin = await asyncpg.connect(postgres_dsn)
     await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
@@ -55,7 +67,19 @@ async def mirror_target(
                 assert all(r.status is WalkStatus.COMPLETE for r in summary.scopes), summary
                 app = create_app(settings, pool=pool, upstream=client)
                 async with TestClient(TestServer(app)) as api:
-                    yield ContractTarget(client=api, truth=upstream.registry)
+                    listener = await start_grpc_server(
+                        settings, app[IMAGES], app[DELETES], host="127.0.0.1", port=0
+                    )
+                    try:
+                        async with grpc.aio.insecure_channel(listener.address) as channel:
+                            yield Targets(
+                                rest=ContractTarget(client=api, truth=upstream.registry),
+                                grpc=ContractTarget(
+                                    client=GrpcClient(channel), truth=upstream.registry
+                                ),
+                            )
+                    finally:
+                        await listener.stop()
             finally:
                 await pool.close()
     finally:
@@ -65,10 +89,16 @@ async def mirror_target(
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-async def test_case(mirror_target: ContractTarget, case: Case) -> None:
-    await run_case(mirror_target, case)
+async def test_case(mirror_target: Targets, case: Case) -> None:
+    await run_case(mirror_target.rest, case)
 
 
+@pytest.mark.parametrize("case", GRPC_CASES, ids=str)
+async def test_grpc_case(mirror_target: Targets, case: Case) -> None:
+    await run_case(mirror_target.grpc, case)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-async def test_scenario(mirror_target: ContractTarget, scenario: Scenario) -> None:
-    await scenario(mirror_target)
+async def test_scenario(mirror_target: Targets, scenario: Scenario, protocol: str) -> None:
+    await scenario(getattr(mirror_target, protocol))

@@ -28,6 +28,10 @@ SMOKE: dict[str, tuple[list[str], str]] = {
         "--sim-latency-ms 0 --sim-pages 2".split(),
         "same images: True",
     ),
+    "grpc": (
+        "--images 300 --gets 20 --first-pages 2 --concurrency 2 --seconds 0.3".split(),
+        "grpc bench: targets",
+    ),
     "ingest": ("--sizes 300 --runs 1".split(), "| 300 | 1 |"),
     "relay": (
         "--events 200 --rate 400 --duration 1 --runs 1 --batch-size 50".split(),

@@ -130,3 +130,21 @@ def test_a_data_dir_flag_selects_the_embedded_server_over_the_environment(tmp_pa
     assert Settings.load(env=env).database_url is not None
     both = Settings.load(env=env, data_dir=str(tmp_path), database_url="postgresql://flag/m")
     assert both.database_url is not None and both.database_url.reveal() == "postgresql://flag/m"
+
+
+def test_grpc_port_and_tls(tmp_path: Path) -> None:
+    assert Settings.load(env={}).grpc_port == 50051
+    assert Settings.load(env={"MIRROR_GRPC_PORT": "off"}).grpc_port is None
+    assert Settings.load(env={"MIRROR_GRPC_PORT": "0"}).grpc_port == 0
+    assert Settings.load(env={"MIRROR_GRPC_PORT": "9000"}, grpc_port="OFF").grpc_port is None
+    with pytest.raises(ConfigError, match=r"--grpc-port \(MIRROR_GRPC_PORT\) must be a port"):
+        Settings.load(env={}, grpc_port="70000")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("y")
+    loaded = Settings.load(env={"MIRROR_TLS_CERT": str(cert), "MIRROR_TLS_KEY": str(key)})
+    assert loaded.tls_cert == cert and loaded.tls_key == key
+    with pytest.raises(ConfigError, match="set both or neither"):
+        Settings.load(env={"MIRROR_TLS_CERT": str(cert)})
+    with pytest.raises(ConfigError, match="MIRROR_TLS_KEY"):
+        Settings.load(env={"MIRROR_TLS_CERT": str(cert), "MIRROR_TLS_KEY": str(tmp_path / "no")})

@@ -30,6 +30,13 @@ def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
     "--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port (0: any free one)."
 )
 @click.option(
+    "--grpc-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve ImageService and OperationService over gRPC on this port (0: any free one; "
+    "faults and --token apply to REST only).",
+)
+@click.option(
     "--images",
     default=10_000,
     show_default=True,
@@ -113,6 +120,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
 def simulate_command(
     host: str,
     port: int,
+    grpc_port: int | None,
     images: int,
     seed: int,
     folders: int,
@@ -157,19 +165,24 @@ def simulate_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, host, port))
+        asyncio.run(_serve(config, host, port, grpc_port))
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+async def _serve(config: SimulatorConfig, host: str, port: int, grpc_port: int | None) -> None:
     started = time.perf_counter()
     simulator = Simulator.from_config(config)
     ready = time.perf_counter() - started
     try:
-        running = await start_simulator(host=host, port=port, simulator=simulator)
-    except OSError as exc:
-        click.echo(f"mirror simulate: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        running = await start_simulator(
+            host=host, port=port, simulator=simulator, grpc_port=grpc_port
+        )
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        click.echo(f"mirror simulate: cannot listen on {host}:{port}: {reason}", err=True)
         sys.exit(1)
     _print_banner(running.url, simulator, ready)
+    if running.grpc_address:
+        click.echo(f"  gRPC API:    {running.grpc_address} (ImageService, OperationService)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

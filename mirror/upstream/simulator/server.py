@@ -16,6 +16,7 @@ from aiohttp import web
 
 from mirror.upstream.simulator.app import create_simulator_app
 from mirror.upstream.simulator.config import SimulatorConfig
+from mirror.upstream.simulator.grpc_app import SimulatorGrpc, start_simulator_grpc
 from mirror.upstream.simulator.runtime import SIMULATOR, Simulator
 from mirror.upstream.simulator.state import SimulatedRegistry
 
@@ -27,12 +28,19 @@ class RunningSimulator:
     url: str
     simulator: Simulator
     runner: web.AppRunner
+    grpc: SimulatorGrpc | None = None  # the gRPC API, when started with ``grpc_port``
+
+    @property
+    def grpc_address(self) -> str | None:
+        return self.grpc.address if self.grpc is not None else None
 
     @property
     def registry(self) -> SimulatedRegistry:
         return self.simulator.registry
 
     async def close(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self.runner.cleanup()
 
 
@@ -42,8 +50,12 @@ async def start_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
     simulator: Simulator | None = None,
+    grpc_port: int | None = None,
 ) -> RunningSimulator:
-    """Build and start a simulator; ``port=0`` picks a free port (read it from ``url``)."""
+    """Build and start a simulator; ``port=0`` picks a free port (read it from ``url``).
+
+    With ``grpc_port`` (0: a free one) it serves its gRPC API too (``grpc_address``).
+    """
     app = create_simulator_app(config, simulator=simulator)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -51,19 +63,26 @@ async def start_simulator(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
+        grpc = None
+        if grpc_port is not None:
+            grpc = await start_simulator_grpc(app[SIMULATOR], host, grpc_port)
     except BaseException:
         await runner.cleanup()
         raise
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return RunningSimulator(f"http://{shown}:{bound_port}", app[SIMULATOR], runner)
+    return RunningSimulator(f"http://{shown}:{bound_port}", app[SIMULATOR], runner, grpc)
 
 
 @contextlib.asynccontextmanager
 async def serve_simulator(
-    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: SimulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    grpc_port: int | None = None,
 ) -> AsyncIterator[RunningSimulator]:
     """``start_simulator`` as an async context manager that always stops it."""
-    running = await start_simulator(config, host=host, port=port)
+    running = await start_simulator(config, host=host, port=port, grpc_port=grpc_port)
     try:
         yield running
     finally:

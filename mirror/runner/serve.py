@@ -13,8 +13,10 @@ from aiohttp import web
 from mirror.api.app import create_app
 from mirror.api.bind import check_bind
 from mirror.api.server import ApiRunner
-from mirror.cli_options import async_command, database_options, load_settings
+from mirror.api.tls import server_ssl_context
+from mirror.cli_options import async_command, database_options, grpc_port_option, load_settings
 from mirror.errors import ConfigError
+from mirror.grpc_api.server import start_for_app
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,13 @@ log = logging.getLogger(__name__)
     is_flag=True,
     help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
 )
+@grpc_port_option
 @database_options
 @async_command
 async def serve_command(
     host: str,
     port: int,
+    grpc_port: str | None,
     insecure: bool,
     database_url: str | None,
     data_dir: str | None,
@@ -41,16 +45,22 @@ async def serve_command(
 ) -> None:
     """Serve the local API: the upstream's List/Get/Delete, blobs, sync status, events, stats.
 
+    The ImageService is also served over gRPC on --grpc-port (same host).
+
     Tokens come from MIRROR_API_TOKENS (token:role pairs, roles read and admin);
     without them only a loopback address is allowed unless --insecure is given.
     Runs until SIGINT or SIGTERM.
     """
-    settings = load_settings(database_url=database_url, data_dir=data_dir, log_level=log_level)
+    settings = load_settings(
+        database_url=database_url, data_dir=data_dir, log_level=log_level, grpc_port=grpc_port
+    )
     check_bind(settings, host, insecure)
-    runner = ApiRunner(create_app(settings), access_log=None, handle_signals=False)
+    ssl_context = server_ssl_context(settings)
+    app = create_app(settings)
+    runner = ApiRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # opens (and migrates) the database: a bad URL stops here, in one line
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -59,8 +69,16 @@ async def serve_command(
             ) from None
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        click.echo(f"mirror serve: listening on http://{shown}:{bound_port}", err=True)
-        await _until_signalled()
+        scheme = "https" if ssl_context else "http"
+        click.echo(f"mirror serve: listening on {scheme}://{shown}:{bound_port}", err=True)
+        grpc_listener = await start_for_app(app, host)
+        if grpc_listener is not None:
+            click.echo(f"mirror serve: gRPC API on {grpc_listener.address}", err=True)
+        try:
+            await _until_signalled()
+        finally:
+            if grpc_listener is not None:
+                await grpc_listener.stop()
     finally:
         await runner.cleanup()
 

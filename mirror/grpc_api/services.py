@@ -1,0 +1,106 @@
+"""The mirror's gRPC servicers: ImageService, OperationService and endpoint discovery.
+
+Each method validates as the REST handler does (``mirror.listing``), asks the
+same reader (``ImageReader``, ``DeleteTracker``) and answers its JSON parsed
+into the SDK's message (``mirror.grpc_wire``): a page token from a REST page
+continues over gRPC and back. ``OperationService.Cancel`` answers
+UNIMPLEMENTED: a Delete the upstream has accepted cannot be called back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+from yandex.cloud.containerregistry.v1 import image_pb2, image_service_pb2, image_service_pb2_grpc
+from yandex.cloud.endpoint import (
+    api_endpoint_pb2,
+    api_endpoint_service_pb2,
+    api_endpoint_service_pb2_grpc,
+)
+from yandex.cloud.operation import operation_pb2, operation_service_pb2, operation_service_pb2_grpc
+
+from mirror.api.auth import ADMIN, READ
+from mirror.api.image_list import ImageReader
+from mirror.api.images import image_doc
+from mirror.api.operations import DeleteTracker
+from mirror.errors import NotFound, Unimplemented
+from mirror.grpc_api.calls import Context, Guard, rpc
+from mirror.grpc_wire import from_dict, from_json, image_message, list_request, list_response
+from mirror.listing import validate_resource_id
+
+# The SDK's service ids (yandexcloud's endpoint discovery): the mirror answers for
+# these. ``iam`` is listed because the SDK looks it up before any authenticated
+# call; with an ``iam_token`` it never calls it (the mirror has no IAM service).
+SERVED_ENDPOINTS = ("container-registry", "operation", "endpoint", "iam")
+
+
+class ImageService(image_service_pb2_grpc.ImageServiceServicer):
+    def __init__(self, images: ImageReader, deletes: DeleteTracker, guard: Guard) -> None:
+        self.images = images
+        self.deletes = deletes
+        self.guard = guard
+
+    @rpc(READ)
+    async def List(
+        self, request: image_service_pb2.ListImagesRequest, context: Context
+    ) -> image_service_pb2.ListImagesResponse:
+        return list_response(await self.images.list_page(list_request(request)))
+
+    @rpc(READ)
+    async def Get(
+        self, request: image_service_pb2.GetImageRequest, context: Context
+    ) -> image_pb2.Image:
+        image_id = validate_resource_id("imageId", request.image_id)
+        return image_message(orjson.loads(await image_doc(self.images, image_id)))
+
+    @rpc(ADMIN)
+    async def Delete(
+        self, request: image_service_pb2.DeleteImageRequest, context: Context
+    ) -> operation_pb2.Operation:
+        image_id = validate_resource_id("imageId", request.image_id)
+        operation = await self.deletes.start_delete(image_id)
+        return from_dict(operation, operation_pb2.Operation())
+
+
+class OperationService(operation_service_pb2_grpc.OperationServiceServicer):
+    def __init__(self, deletes: DeleteTracker, guard: Guard) -> None:
+        self.deletes = deletes
+        self.guard = guard
+
+    @rpc(READ)
+    async def Get(
+        self, request: operation_service_pb2.GetOperationRequest, context: Context
+    ) -> operation_pb2.Operation:
+        operation_id = validate_resource_id("operationId", request.operation_id)
+        return from_json(await self.deletes.get(operation_id), operation_pb2.Operation())
+
+    @rpc(ADMIN)
+    async def Cancel(
+        self, request: operation_service_pb2.CancelOperationRequest, context: Context
+    ) -> operation_pb2.Operation:
+        validate_resource_id("operationId", request.operation_id)
+        raise Unimplemented("Cancel is not supported: the mirror's operations run upstream")
+
+
+class ApiEndpointService(api_endpoint_service_pb2_grpc.ApiEndpointServiceServicer):
+    """Endpoint discovery: every service the SDK asks the mirror for is at the mirror."""
+
+    def __init__(self, address: str, ids: Sequence[str] = SERVED_ENDPOINTS) -> None:
+        self.guard = Guard(None)
+        self.endpoints = [api_endpoint_pb2.ApiEndpoint(id=i, address=address) for i in ids]
+
+    @rpc(None)
+    async def List(
+        self, request: api_endpoint_service_pb2.ListApiEndpointsRequest, context: Context
+    ) -> api_endpoint_service_pb2.ListApiEndpointsResponse:
+        return api_endpoint_service_pb2.ListApiEndpointsResponse(endpoints=self.endpoints)
+
+    @rpc(None)
+    async def Get(
+        self, request: api_endpoint_service_pb2.GetApiEndpointRequest, context: Context
+    ) -> api_endpoint_pb2.ApiEndpoint:
+        for endpoint in self.endpoints:
+            if endpoint.id == request.api_endpoint_id:
+                return endpoint
+        raise NotFound(f"Api endpoint {request.api_endpoint_id} not found")
