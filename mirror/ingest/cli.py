@@ -57,6 +57,8 @@ def _print_summary(summary: IngestSummary, as_json: bool) -> None:
         )
         if r.anomalies:
             line += f", {r.anomalies} paging anomal{'y' if r.anomalies == 1 else 'ies'}"
+        if r.unchecked:
+            line += f", {r.unchecked} deletion candidate(s) left for the next pass"
         if r.error:
             line += f" — {r.error}"
         click.echo(line)
@@ -89,6 +91,13 @@ def _print_summary(summary: IngestSummary, as_json: bool) -> None:
     default=None,
     help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
 )
+@click.option(
+    "--delete-guard",
+    default=None,
+    metavar="SHARE",
+    help="A walk listing less than this share of the indexed scope deletes nothing (0: off)."
+    "  [env MIRROR_DELETE_GUARD; default 0.5]",
+)
 @database_options
 @async_command
 async def ingest_command(
@@ -97,6 +106,7 @@ async def ingest_command(
     as_json: bool,
     scopes: tuple[str, ...],
     upstream_url: str | None,
+    delete_guard: str | None,
     database_url: str | None,
     data_dir: str | None,
     log_level: str | None,
@@ -114,6 +124,7 @@ async def ingest_command(
         log_level=log_level,
         upstream_url=upstream_url,
         scopes=",".join(scopes) if scopes else None,
+        delete_guard=delete_guard,
     )
     require_scopes(settings, "ingest")
     stop = asyncio.Event()
@@ -125,7 +136,13 @@ async def ingest_command(
             client = UpstreamClient(session, settings)
             if once:
                 summary = await ingest_once(
-                    pool, client, settings.scopes, stop=stop, progress=progress
+                    pool,
+                    client,
+                    settings.scopes,
+                    stop=stop,
+                    progress=progress,
+                    delete_guard=settings.delete_guard,
+                    confirm_max=settings.delete_confirm_max,
                 )
                 _print_summary(summary, as_json)
                 failed = summary.failed

@@ -24,7 +24,26 @@ FAST_RETRY = RetryPolicy(max_attempts=6, base_delay=0.001, max_delay=0.01, max_r
 
 
 def image(n: int) -> dict[str, Any]:
-    return {"id": f"crp{n:017d}", "name": "reg1/app", "digest": f"sha256:{n:064x}"}
+    """A whole Image, as the cloud sends one (the client checks every answer)."""
+    return {
+        "id": f"crp{n:017d}",
+        "name": "reg1/app",
+        "digest": f"sha256:{n:064x}",
+        "compressedSize": "2000",
+        "config": {"id": "cfg1", "digest": f"sha256:c{n:063x}", "size": "1000"},
+        "layers": [{"id": "l1", "digest": f"sha256:a{n:063x}", "size": "1000"}],
+        "createdAt": "2024-01-01T10:00:00.123456789Z",
+    }
+
+
+EMPTY = "type.googleapis.com/google.protobuf.Empty"
+
+
+def delete_metadata(image_id: str) -> dict[str, str]:
+    return {
+        "@type": "type.googleapis.com/yandex.cloud.containerregistry.v1.DeleteImageMetadata",
+        "imageId": image_id,
+    }
 
 
 def error_body(code: int, message: str) -> bytes:
@@ -140,7 +159,9 @@ async def test_get_image_returns_none_on_not_found(serve, session) -> None:  # t
     async def get(request: web.Request) -> web.Response:
         if request.match_info["id"] == "crp00000000000000001":
             return web.json_response(image(1))
-        return web.Response(status=404, body=error_body(5, "Image not found"))
+        return web.Response(
+            status=404, body=error_body(5, "Image not found"), content_type="application/json"
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -156,8 +177,12 @@ async def test_client_errors_are_translated_and_not_retried(serve, session) -> N
         nonlocal calls
         calls += 1
         if request.match_info["id"] == "bad":
-            return web.Response(status=400, body=error_body(3, "bad id"))
-        return web.Response(status=403, body=error_body(7, "denied"))
+            return web.Response(
+                status=400, content_type="application/json", body=error_body(3, "bad id")
+            )
+        return web.Response(
+            status=403, content_type="application/json", body=error_body(7, "denied")
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -173,8 +198,15 @@ async def test_client_errors_are_translated_and_not_retried(serve, session) -> N
 
 async def test_retries_5xx_and_429_with_retry_after_then_succeeds(serve, session) -> None:  # type: ignore[no-untyped-def]
     answers = [
-        web.Response(status=503, body=error_body(14, "unavailable")),
-        web.Response(status=429, body=error_body(8, "slow down"), headers={"Retry-After": "0"}),
+        web.Response(
+            status=503, content_type="application/json", body=error_body(14, "unavailable")
+        ),
+        web.Response(
+            status=429,
+            content_type="application/json",
+            body=error_body(8, "slow down"),
+            headers={"Retry-After": "0"},
+        ),
         web.Response(status=502, text="<html>bad gateway</html>"),
     ]
 
@@ -186,7 +218,7 @@ async def test_retries_5xx_and_429_with_retry_after_then_succeeds(serve, session
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
     client = make_client(session, await serve(app))
-    assert await client.get_image("x") == image(7)
+    assert await client.get_image(image(7)["id"]) == image(7)
     assert answers == []
 
 
@@ -196,7 +228,9 @@ async def test_gives_up_after_the_retry_budget_with_the_upstream_error(serve, se
     async def get(request: web.Request) -> web.Response:
         nonlocal calls
         calls += 1
-        return web.Response(status=500, body=error_body(13, "boom"))
+        return web.Response(
+            status=500, content_type="application/json", body=error_body(13, "boom")
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -222,7 +256,7 @@ async def test_dropped_connections_are_retried(serve, session) -> None:  # type:
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
     client = make_client(session, await serve(app))
-    assert await client.get_image("x") == image(3)
+    assert await client.get_image(image(3)["id"]) == image(3)
     assert calls == 3
 
 
@@ -239,14 +273,20 @@ async def test_delete_is_not_retried_on_500_but_is_on_429(serve, session) -> Non
     async def delete(request: web.Request) -> web.Response:
         calls.append(request.match_info["id"])
         if request.match_info["id"] == "a":
-            return web.Response(status=500, body=error_body(13, "boom"))
+            return web.Response(
+                status=500, content_type="application/json", body=error_body(13, "boom")
+            )
         if len(calls) == 2:
-            return web.Response(status=429, body=error_body(8, "slow"))
-        op = {"id": "op1", "done": False, "metadata": {"imageId": request.match_info["id"]}}
+            return web.Response(
+                status=429, content_type="application/json", body=error_body(8, "slow")
+            )
+        op = {"id": "op1", "done": False, "metadata": delete_metadata(request.match_info["id"])}
         return web.json_response(op)
 
     async def operation(request: web.Request) -> web.Response:
-        return web.json_response({"id": request.match_info["id"], "done": True})
+        return web.json_response(
+            {"id": request.match_info["id"], "done": True, "response": {"@type": EMPTY}}
+        )
 
     app = web.Application()
     app.router.add_delete("/container-registry/v1/images/{id}", delete)
@@ -269,7 +309,9 @@ async def test_token_sent_as_bearer_and_never_logged(serve, session, caplog) -> 
         auth_headers.append(request.headers.get("Authorization", ""))
         if failures:
             return web.Response(status=failures.pop(0), body=error_body(13, "nope"))
-        return web.Response(status=403, body=error_body(7, "denied"))
+        return web.Response(
+            status=403, content_type="application/json", body=error_body(7, "denied")
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
