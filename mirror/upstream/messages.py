@@ -286,10 +286,12 @@ def check_operation(
 
 def api_error_code(data: Any) -> int | None:
     """The gRPC code of an upstream error body, or None when the body is not the
-    cloud's error (google.rpc.Status JSON: ``code``, ``message``, ``details``)."""
+    cloud's error (google.rpc.Status JSON: ``code``, ``message``, ``details``; a
+    message is always there, details only of the ``{"@type": …}`` shape)."""
     if not isinstance(data, dict) or not isinstance(data.get("code"), int):
         return None
-    if isinstance(data["code"], bool) or not isinstance(data.get("message", ""), str):
+    # The cloud's errors always say what went wrong: a bare {"code": 5} is not one of them.
+    if isinstance(data["code"], bool) or not isinstance(data.get("message"), str):
         return None
     details = data.get("details", [])
     if not isinstance(details, list) or not all(

@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 import pytest
 
+from mirror.api.sync_status import SELECT_SCOPES, scope_json
 from mirror.ingest.loop import ingest_once
 from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.model import Scope, ScopeKind
@@ -260,7 +261,15 @@ async def test_empty_page_makes_a_suspect_walk_that_sends_no_get(world: World) -
         assert r.images == PAGE_SIZE  # the one page it saw
     for run in await last_runs(w.pool):
         assert run["suspect"] and run["unchecked"] > 0 and "suspect walk" in run["error"]
+    # what /mirror/v1/sync (and the dashboard) shows for each scope
+    for row in await w.pool.fetch(SELECT_SCOPES):
+        shown = scope_json(row)
+        assert "MIRROR_DELETE_GUARD" in shown["lastRun"]["suspect"]
+        assert int(shown["lastRun"]["unchecked"]) > 0 and shown["lastRun"]["status"] == "failed"
+        assert "suspect walk" in shown["lastError"]
     await assert_converges(w)
+    for row in await w.pool.fetch(SELECT_SCOPES):
+        assert "suspect" not in scope_json(row)["lastRun"] and "lastError" not in scope_json(row)
 
 
 async def test_page_token_loop_fails_the_walk_at_once(world: World) -> None:
