@@ -44,11 +44,17 @@ class GetFault(StrEnum):
     CODE5_500 = "code5-500"  # HTTP 500 whose JSON body says code 5 (NOT_FOUND)
 
 
+class OperationFault(StrEnum):
+    NONE = "none"
+    DONE_WITHOUT_RESULT = "done-without-result"  # "done": true, but no response nor error
+
+
 class ChaosProxy:
     def __init__(self, upstream_url: str) -> None:
         self.upstream_url = upstream_url.rstrip("/")
         self.list_fault = ListFault.NONE
         self.get_fault = GetFault.NONE
+        self.operation_fault = OperationFault.NONE
         self.landed: Counter[str] = Counter()  # fault -> answers it changed
         self.requests: Counter[str] = Counter()  # "list" / "get" / "other" -> requests seen
         self.dropped: list[str] = []  # ids of the images DROP_IMAGES took out
@@ -58,6 +64,7 @@ class ChaosProxy:
 
     def off(self) -> None:
         self.list_fault, self.get_fault = ListFault.NONE, GetFault.NONE
+        self.operation_fault = OperationFault.NONE
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
@@ -83,6 +90,18 @@ class ChaosProxy:
             request_id = upstream.headers.get("X-Request-Id", "")
         if kind == "list" and status == 200 and self.list_fault is not ListFault.NONE:
             body = self._corrupt_list(request, body)
+        if (
+            request.method == "GET"
+            and path.startswith("/operations/")
+            and status == 200
+            and self.operation_fault is OperationFault.DONE_WITHOUT_RESULT
+        ):
+            operation = orjson.loads(body)
+            operation["done"] = True
+            operation.pop("response", None)
+            operation.pop("error", None)
+            body = orjson.dumps(operation)
+            self.landed[self.operation_fault.value] += 1
         response = web.Response(status=status, body=body, content_type=content_type)
         if request_id:
             response.headers["X-Request-Id"] = request_id

@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 import pytest
 
+from mirror.api.operations import DeleteTracker
 from mirror.api.sync_status import SELECT_SCOPES, scope_json
 from mirror.ingest.loop import ingest_once
 from mirror.ingest.summary import IngestSummary, WalkStatus
@@ -31,7 +32,7 @@ from mirror.upstream.simulator.config import SimulatorConfig
 from mirror.upstream.simulator.server import RunningSimulator, serve_simulator
 from mirror.upstream.simulator.state import SimulatedRegistry
 from mirror.upstream.throttle import Throttle
-from tests.chaos.proxy import ChaosProxy, GetFault, ListFault, serving
+from tests.chaos.proxy import ChaosProxy, GetFault, ListFault, OperationFault, serving
 
 IMAGES = 2000
 PAGE_SIZE = 100
@@ -65,7 +66,8 @@ def _client(session: aiohttp.ClientSession, url: str) -> UpstreamClient:
 
 @pytest.fixture
 async def world(db_pool: asyncpg.Pool) -> AsyncIterator[World]:
-    config = SimulatorConfig(images=IMAGES, seed=13, retry_after=0)
+    # a Delete's Operation stays not done for the whole test (the image stays live)
+    config = SimulatorConfig(images=IMAGES, seed=13, retry_after=0, operation_delay=3600)
     async with (
         serve_simulator(config) as upstream,
         serving(upstream.url) as proxy,
@@ -367,3 +369,29 @@ async def _was_indexed(w: World, change: Any) -> bool:
             change.image_id,
         )
     )
+
+
+# -- the Operation poll after a Delete through the local API --------------------------------
+
+
+async def test_an_operation_done_without_a_result_settles_nothing(world: World) -> None:
+    w = world
+    victim = sorted(await indexed(w.pool))[5]
+    tracker = DeleteTracker(w.pool, w.client)
+    operation = await tracker.start_delete(victim)
+    assert operation["done"] is False
+    w.proxy.operation_fault = OperationFault.DONE_WITHOUT_RESULT
+    after = await mark(w.pool)
+    assert await tracker.follow(operation["id"]) is None  # no well-formed answer: unknown
+    assert await tracker.poll_pending() == 1
+    assert w.proxy.landed["done-without-result"] == 2
+    assert victim in await indexed(w.pool) and w.truth.get(victim) is not None
+    assert await mark(w.pool) == after  # no event
+    row = await w.pool.fetchrow(
+        "SELECT done, applied FROM operations WHERE id = $1", operation["id"]
+    )
+    assert (row["done"], row["applied"]) == (False, False)
+    w.proxy.off()
+    followed = await tracker.follow(operation["id"])
+    assert followed is not None and followed["done"] is False
+    assert victim in await indexed(w.pool)
