@@ -90,6 +90,11 @@ class _Counts:
     images: int = 0  # distinct within each page; made distinct over the walk at its end
     duplicates: int = 0  # images listed more than once in the walk
     last_empty: bool = False  # the last page listed no image
+    # the largest image id listed so far, and whether a page listed an id not above it:
+    # only then can an image have been listed on two pages (the default List order is
+    # by id, so a walk without it needs no duplicate count at its end)
+    max_id: str = ""
+    out_of_order: bool = False
     merged: MergeResult = field(default_factory=MergeResult)
 
 
@@ -162,7 +167,9 @@ async def walk_scope(
             await memo.load(conn)
             await _walk_pages(client, scope, writer, memo, lease, options, counts)
             await memo.prune(conn)
-            total, distinct = await walk_seen_counts(conn)
+            total = distinct = counts.images
+            if counts.out_of_order:
+                total, distinct = await walk_seen_counts(conn)
             if total > distinct:
                 counts.duplicates += total - distinct
                 log.warning(
@@ -252,7 +259,12 @@ async def _walk_pages(
     producer = asyncio.create_task(_prefetch(pages, queue))
     try:
         while (fetched := await _next_page(queue, options.stop)) is not None:
-            merged, images, listed = await _merge_page(writer, memo, *fetched)
+            merged, images, listed, (first_id, last_id) = await _merge_page(
+                writer, memo, *fetched
+            )
+            if images:
+                counts.out_of_order |= first_id <= counts.max_id
+                counts.max_id = max(counts.max_id, last_id)
             if listed > images:
                 counts.duplicates += listed - images
                 log.warning(
@@ -278,19 +290,21 @@ async def _walk_pages(
 
 async def _merge_page(
     writer: PageWriter, memo: PageMemo, page: Page, items: list[PageImage] | None
-) -> tuple[MergeResult, int, int]:
+) -> tuple[MergeResult, int, int, tuple[str, str]]:
     """Merge one page; returns what changed, how many distinct images the page listed,
-    and how many it listed in all (more when an image appears twice)."""
+    how many it listed in all (more when an image appears twice), and its smallest and
+    largest image id."""
     if items is None:  # the memo recognised the body
         hit = await memo.check(writer.conn, page.page_token, page.body, writer.folder_id)
         if hit is not None:
             await writer.remember_registries(hit.registries)
-            return MergeResult(), hit.images, hit.images
+            return MergeResult(), hit.images, hit.images, (hit.first_id, hit.last_id)
         page = parse_page(page.body, page.page_token, page.request_id)
         items = page_images(page.images)
     merged = await writer.apply(items)
     await memo.record(writer.conn, page.page_token, page.body, page.next_page_token, items)
-    return merged, len(items), len(page.images)
+    span = (items[0].id, items[-1].id) if items else ("", "")  # items are sorted by id
+    return merged, len(items), len(page.images), span
 
 
 def _count_changes(merged: MergeResult) -> None:
