@@ -33,3 +33,20 @@ def test_summary_adds_up_scopes_and_has_the_promised_keys() -> None:
     assert data["scopes"][1]["error"] == "HTTP 503"
     ok = IngestSummary.of([ScopeResult("folder:f1", WalkStatus.CANCELLED)], 0.0)
     assert not ok.failed and ok.to_json()["imagesPerSecond"] == 0.0
+
+
+def test_a_suspect_walk_and_unchecked_candidates_show_in_the_json() -> None:
+    suspect = ScopeResult(
+        "folder:f1",
+        WalkStatus.FAILED,
+        images=4000,
+        errors=1,
+        error="suspect walk, nothing deleted: …",
+        suspect="the walk listed 4000 of the 19840 images the index holds for the scope",
+        unchecked=15840,
+    )
+    data = IngestSummary.of([suspect, ScopeResult("folder:f2", WalkStatus.COMPLETE)], 1.0)
+    first, second = data.to_json()["scopes"]
+    assert first["suspect"].startswith("the walk listed 4000") and first["unchecked"] == 15840
+    assert "suspect" not in second and "unchecked" not in second
+    assert data.failed
