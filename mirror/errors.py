@@ -20,7 +20,8 @@
     │   ├── Unavailable          503
     │   └── DeadlineExceeded     504
     ├── UpstreamError            the upstream failed in a way retries did not cure
-    │   └── UpstreamStatusError  it answered with an error status (keeps its ApiError)
+    │   ├── UpstreamStatusError  it answered with an error status (keeps its ApiError)
+    │   └── MalformedAnswer      it answered something not well-formed (never evidence)
     ├── MalformedImage           an upstream image the index cannot hold (also a ValueError)
     ├── LeaseLost                another walker took the scope over
     ├── KafkaUnavailableError    Kafka unreachable, or it refused to create the topics
@@ -209,12 +210,41 @@ class UpstreamError(MirrorError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered with an error; ``error`` is that error as an ApiError."""
+    """The upstream answered with an error; ``error`` is that error as an ApiError.
 
-    def __init__(self, error: ApiError, http_status: int) -> None:
-        super().__init__(f"upstream answered {http_status}: {error.message}")
+    ``from_api`` says the body was the API's own error JSON (``{"code", "message",
+    "details"}`` as application/json); without it the code was guessed from the
+    HTTP status (a proxy's or load balancer's page) and proves nothing.
+    """
+
+    def __init__(
+        self, error: ApiError, http_status: int, *, from_api: bool = False, request_id: str = ""
+    ) -> None:
+        where = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"upstream answered {http_status}: {error.message}{where}")
         self.error = error
         self.http_status = http_status
+        self.from_api = from_api
+        self.request_id = request_id
+
+    @property
+    def not_found(self) -> bool:
+        """The upstream itself said NOT_FOUND: HTTP 404 with its JSON error, code 5."""
+        return self.from_api and self.http_status == 404 and self.error.code == GrpcCode.NOT_FOUND
+
+
+class MalformedAnswer(UpstreamError):
+    """The upstream answered something that is not a well-formed message: never evidence.
+
+    The message names the field that is wrong; ``request_id`` is the request's id.
+    """
+
+    def __init__(self, message: str, *, request_id: str = "") -> None:
+        super().__init__(
+            f"upstream answer malformed: {message}"
+            + (f" (request id {request_id})" if request_id else "")
+        )
+        self.request_id = request_id
 
 
 class MigrationError(MirrorError):

@@ -85,6 +85,11 @@ class Settings:
     scopes: tuple[Scope, ...] = field(
         default=(), metadata={"env": "MIRROR_SCOPES", "flag": "--scope"}
     )
+    # A walk listing fewer than this share of the images the index holds for its scope
+    # is suspect: it deletes nothing and sends no confirmation Get (0 turns the guard off).
+    delete_guard: float = field(default=0.5, metadata={"env": "MIRROR_DELETE_GUARD"})
+    # At most this many deletion-confirming Gets per scope and pass; the rest wait.
+    delete_confirm_max: int = field(default=1000, metadata={"env": "MIRROR_DELETE_CONFIRM_MAX"})
     kafka_bootstrap: str | None = field(default=None, metadata={"env": "MIRROR_KAFKA_BOOTSTRAP"})
     kafka_topic_prefix: str = field(
         default="registry-mirror", metadata={"env": "MIRROR_KAFKA_TOPIC_PREFIX"}
@@ -224,6 +229,16 @@ def _positive_int(raw: str, name: str) -> int:
     return value
 
 
+def _fraction(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {raw!r}")
+    return value
+
+
 def _scopes(raw: str, name: str) -> tuple[Scope, ...]:
     scopes: list[Scope] = []
     for part in raw.split(","):
@@ -318,6 +333,8 @@ _PARSERS: dict[str, Any] = {
     "upstream_rps": _positive_float,
     "upstream_concurrency": _positive_int,
     "scopes": _scopes,
+    "delete_guard": _fraction,
+    "delete_confirm_max": _positive_int,
     "kafka_bootstrap": _bootstrap,
     "kafka_topic_prefix": _topic_prefix,
     "kafka_partitions": _positive_int,

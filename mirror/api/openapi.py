@@ -199,6 +199,10 @@ SCHEMAS: dict[str, Any] = {
                     "deleted": INT64,
                     "anomalies": INT64,
                     "error": {"type": "string"},
+                    # the deletion guard held this run's deletions back, and why
+                    "suspect": {"type": "string"},
+                    # deletion candidates left for the next pass
+                    "unchecked": INT64,
                 },
             },
         },

@@ -4,7 +4,9 @@ Per scope: the last complete walk (when, how long, how many images), the
 current generation, the latest error if it came after the last complete walk,
 ``lagSeconds``, the age of the index for that scope (now minus the last
 complete walk), ``walking`` while a walk holds the scope's lease, and the
-latest run's counters. Configured scopes (``MIRROR_SCOPES``) that were never walked are
+latest run's counters. A run the deletion guard judged suspect carries
+``suspect`` (why; it deleted nothing), and ``unchecked`` counts the deletion
+candidates it left for the next pass. Configured scopes (``MIRROR_SCOPES``) that were never walked are
 listed too, without figures.
 """
 
@@ -27,7 +29,7 @@ SELECT s.scope, s.generation, s.last_started_at, s.last_complete_at, s.last_dura
        r.status AS run_status, r.started_at AS run_started_at, r.finished_at AS run_finished_at,
        r.pages AS run_pages, r.images AS run_images, r.created AS run_created,
        r.updated AS run_updated, r.deleted AS run_deleted, r.anomalies AS run_anomalies,
-       r.error AS run_error
+       r.error AS run_error, r.suspect AS run_suspect, r.unchecked AS run_unchecked
 FROM scopes AS s
 LEFT JOIN LATERAL (
     SELECT * FROM sync_runs WHERE sync_runs.scope = s.scope ORDER BY id DESC LIMIT 1
@@ -82,6 +84,10 @@ def scope_json(row: Any) -> dict[str, Any]:
             run[key] = str(row[column])
         if row["run_error"]:
             run["error"] = row["run_error"]
+        if row["run_suspect"]:
+            run["suspect"] = row["run_suspect"]
+        if row["run_unchecked"]:
+            run["unchecked"] = str(row["run_unchecked"])
         out["lastRun"] = run
     return out
 

@@ -59,6 +59,8 @@ def _print_summary(summary: IngestSummary, as_json: bool) -> None:
         )
         if r.anomalies:
             line += f", {r.anomalies} paging anomal{'y' if r.anomalies == 1 else 'ies'}"
+        if r.unchecked:
+            line += f", {r.unchecked} deletion candidate(s) left for the next pass"
         if r.error:
             line += f" — {r.error}"
         click.echo(line)
@@ -117,6 +119,13 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
     default=None,
     help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
 )
+@click.option(
+    "--delete-guard",
+    default=None,
+    metavar="SHARE",
+    help="A walk listing less than this share of the indexed scope deletes nothing (0: off)."
+    "  [env MIRROR_DELETE_GUARD; default 0.5]",
+)
 @database_options
 @async_command
 async def ingest_command(
@@ -125,6 +134,7 @@ async def ingest_command(
     as_json: bool,
     scopes: tuple[str, ...],
     upstream_url: str | None,
+    delete_guard: str | None,
     database_url: str | None,
     data_dir: str | None,
     log_level: str | None,
@@ -147,6 +157,7 @@ async def ingest_command(
         log_level=log_level,
         upstream_url=upstream_url,
         scopes=",".join(scopes) if scopes else None,
+        delete_guard=delete_guard,
     )
     require_scopes(settings, "ingest")
     stop = asyncio.Event()
@@ -158,7 +169,13 @@ async def ingest_command(
             client = UpstreamClient(session, settings)
             if once:
                 summary = await ingest_once(
-                    pool, client, settings.scopes, stop=stop, progress=progress
+                    pool,
+                    client,
+                    settings.scopes,
+                    stop=stop,
+                    progress=progress,
+                    delete_guard=settings.delete_guard,
+                    confirm_max=settings.delete_confirm_max,
                 )
                 _print_summary(summary, as_json)
                 outcome = summary

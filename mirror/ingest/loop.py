@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from mirror.ingest.deletions import DEFAULT_CONFIRM_MAX, DEFAULT_GUARD
 from mirror.ingest.leases import DEFAULT_LEASE_S, new_owner_id
 from mirror.ingest.progress import NullProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
@@ -48,14 +49,21 @@ async def ingest_once(
     progress: WalkProgress | None = None,
     page_size: int = MAX_PAGE_SIZE,
     lease_s: float = DEFAULT_LEASE_S,
+    delete_guard: float = DEFAULT_GUARD,
+    confirm_max: int = DEFAULT_CONFIRM_MAX,
 ) -> IngestSummary:
-    """Walk every scope once, concurrently; one scope failing does not stop the others."""
+    """Walk every scope once, concurrently; one scope failing does not stop the others.
+
+    ``delete_guard`` and ``confirm_max`` are ``MIRROR_DELETE_GUARD`` and
+    ``MIRROR_DELETE_CONFIRM_MAX`` (see ``mirror.ingest.deletions``)."""
     options = WalkOptions(
         owner=owner or new_owner_id(),
         page_size=page_size,
         lease_s=lease_s,
         stop=stop or asyncio.Event(),
         progress=progress or NullProgress(),
+        delete_guard=delete_guard,
+        confirm_max=confirm_max,
     )
     started = time.monotonic()
     results = await asyncio.gather(
@@ -117,7 +125,14 @@ async def run_ingest_loop(
         summary: IngestSummary | None = None
         try:
             summary = await ingest_once(
-                pool, client, scopes, stop=stop, owner=owner, progress=progress
+                pool,
+                client,
+                scopes,
+                stop=stop,
+                owner=owner,
+                progress=progress,
+                delete_guard=settings.delete_guard,
+                confirm_max=settings.delete_confirm_max,
             )
             down = summary.database_error
         except DATABASE_ERRORS as exc:

@@ -60,7 +60,8 @@ WITH memo AS (
     RETURNING 1
 )
 SELECT (SELECT ok FROM ok) AS ok, (SELECT count(*) FROM seen) AS images,
-       (SELECT registries FROM memo) AS registries
+       (SELECT registries FROM memo) AS registries,
+       (SELECT min(id) FROM page) AS first_id, (SELECT max(id) FROM page) AS last_id
 """
 
 PRUNE = "DELETE FROM ingest_page_memo WHERE walk_key = $1 AND page_token <> ALL($2::text[])"
@@ -76,6 +77,8 @@ class MemoHit:
 
     images: int
     registries: list[str]
+    first_id: str = ""  # the smallest and largest image id of the page ("" when empty)
+    last_id: str = ""
 
 
 class PageMemo:
@@ -122,7 +125,12 @@ class PageMemo:
         if row is None or not row["ok"]:
             return None  # the page is merged, and ``record`` takes the hash
         self._hashed.pop(page_token, None)
-        return MemoHit(row["images"], list(row["registries"] or ()))
+        return MemoHit(
+            row["images"],
+            list(row["registries"] or ()),
+            row["first_id"] or "",
+            row["last_id"] or "",
+        )
 
     async def record(
         self,

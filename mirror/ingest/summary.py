@@ -12,7 +12,9 @@ from mirror.exit_codes import ExitCode
 
 class WalkStatus(StrEnum):
     COMPLETE = "complete"  # every page seen; deletions confirmed
-    FAILED = "failed"  # the walk or a deletion check failed; nothing deleted by the failure
+    # the walk, a page's check or a deletion check failed, or the walk was suspect
+    # (``ScopeResult.suspect``); nothing deleted by the failure
+    FAILED = "failed"
     CANCELLED = "cancelled"  # stopped (SIGTERM) between pages; nothing deleted
     SKIPPED = "skipped"  # another ingest process holds the scope's lease
 
@@ -30,6 +32,8 @@ class ScopeResult:
     errors: int = 0
     seconds: float = 0.0
     error: str | None = None
+    suspect: str | None = None  # why the deletion guard held this walk's deletions back
+    unchecked: int = 0  # deletion candidates left for the next pass
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -46,6 +50,10 @@ class ScopeResult:
         }
         if self.error:
             out["error"] = self.error
+        if self.suspect:
+            out["suspect"] = self.suspect
+        if self.unchecked:
+            out["unchecked"] = self.unchecked
         return out
 
 

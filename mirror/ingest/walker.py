@@ -4,7 +4,14 @@
 is fetched while the current one is merged; at most ``PREFETCH`` pages wait in
 memory, whatever the registry's size), merges each page in its own
 transaction, and only when the walk saw the last page does it look for
-deletions. A failure or a stop anywhere before that deletes nothing.
+deletions. A failure or a stop anywhere before that deletes nothing; so does a
+*suspect* walk (one that listed far fewer images than the index holds for the
+scope, or ended on an empty page: see ``mirror.ingest.deletions``), which is
+reported as failed with its reason.
+
+Every page was checked against the cloud's message shapes by the client before
+it gets here (a malformed page stops the walk). An image listed twice, on one
+page or on two pages of the walk, is counted once and reported as an anomaly.
 
 A stop request (SIGTERM) is honoured between pages: a page merge that started
 finishes and commits, then the walk ends as ``cancelled``.
@@ -25,7 +32,14 @@ import asyncpg
 from mirror.errors import LeaseLost, MalformedImage, UpstreamError
 from mirror.ingest import metrics
 from mirror.ingest.changes import MergeResult
-from mirror.ingest.deletions import DeletionOutcome, confirm_and_delete
+from mirror.ingest.deletions import (
+    DEFAULT_CONFIRM_MAX,
+    DEFAULT_GUARD,
+    DeletionOutcome,
+    WalkFacts,
+    confirm_and_delete,
+    walk_seen_counts,
+)
 from mirror.ingest.leases import (
     DEFAULT_LEASE_S,
     RunOutcome,
@@ -43,6 +57,9 @@ from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, parse_page
 log = logging.getLogger(__name__)
 
 PREFETCH = 2
+
+# What the deletion guard decided (migration 050), beside the run's other figures.
+SET_RUN_GUARD = "UPDATE sync_runs SET suspect = $2, unchecked = $3 WHERE id = $1"
 
 
 class PageSource(Protocol):
@@ -62,12 +79,21 @@ class WalkOptions:
     lease_s: float = DEFAULT_LEASE_S
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     progress: WalkProgress = field(default_factory=NullProgress)
+    delete_guard: float = DEFAULT_GUARD
+    confirm_max: int = DEFAULT_CONFIRM_MAX
 
 
 @dataclass(slots=True)
 class _Counts:
     pages: int = 0
-    images: int = 0
+    images: int = 0  # distinct within each page; made distinct over the walk at its end
+    duplicates: int = 0  # images listed more than once in the walk
+    last_empty: bool = False  # the last page listed no image
+    # the largest image id listed so far, and whether a page listed an id not above it:
+    # only then can an image have been listed on two pages (the default List order is
+    # by id, so a walk without it needs no duplicate count at its end)
+    max_id: str = ""
+    out_of_order: bool = False
     merged: MergeResult = field(default_factory=MergeResult)
 
 
@@ -140,12 +166,37 @@ async def walk_scope(
             await memo.load(conn)
             await _walk_pages(client, scope, writer, memo, lease, options, counts)
             await memo.prune(conn)
+            total = distinct = counts.images
+            if counts.out_of_order:
+                total, distinct = await walk_seen_counts(conn)
+            if total > distinct:
+                counts.duplicates += total - distinct
+                log.warning(
+                    "%s: %d image(s) listed on more than one page of the walk (counted once)",
+                    name,
+                    total - distinct,
+                )
+            counts.images = distinct
             deletions = await confirm_and_delete(
-                conn, scope, client.get_image, keep_lease=lease.keep, stop=options.stop
+                conn,
+                scope,
+                client.get_image,
+                facts=WalkFacts(listed=distinct, ended_empty=counts.last_empty),
+                guard=options.delete_guard,
+                confirm_max=options.confirm_max,
+                keep_lease=lease.keep,
+                stop=options.stop,
             )
-            if deletions.errors:
+            if deletions.suspect is not None:
                 status = WalkStatus.FAILED
-                error = f"{deletions.errors} deletion check(s) failed upstream"
+                error = f"suspect walk, nothing deleted: {deletions.suspect}"
+            elif deletions.errors:
+                status = WalkStatus.FAILED
+                error = (
+                    f"{deletions.errors} deletion check(s) got no well-formed answer upstream;"
+                    f" those images stay and are checked again next pass"
+                    f" (first: {deletions.first_error})"
+                )
             elif options.stop.is_set():
                 status = WalkStatus.CANCELLED
         except _Stopped:
@@ -175,10 +226,12 @@ async def walk_scope(
             created=counts.merged.created,
             updated=counts.merged.updated,
             deleted=deletions.deleted,
-            anomalies=deletions.anomalies,
+            anomalies=deletions.anomalies + counts.duplicates,
             errors=deletions.errors or (1 if status is WalkStatus.FAILED else 0),
             seconds=seconds,
             error=error,
+            suspect=deletions.suspect,
+            unchecked=deletions.unchecked,
         )
         await _record(conn, writer, lease, result)
     options.progress.finish(name, status.value)
@@ -212,8 +265,22 @@ async def _walk_pages(
     producer = asyncio.create_task(_prefetch(pages, queue))
     try:
         while (fetched := await _next_page(queue, options.stop)) is not None:
-            merged, images = await _merge_page(writer, memo, *fetched)
+            merged, images, listed, (first_id, last_id) = await _merge_page(
+                writer, memo, *fetched
+            )
+            if images:
+                counts.out_of_order |= first_id <= counts.max_id
+                counts.max_id = max(counts.max_id, last_id)
+            if listed > images:
+                counts.duplicates += listed - images
+                log.warning(
+                    "%s: a page listed %d image(s) twice (counted once; request id %s)",
+                    name,
+                    listed - images,
+                    fetched[0].request_id,
+                )
             counts.pages += 1
+            counts.last_empty = listed == 0
             counts.images += images
             counts.merged.add(merged)
             metrics.PAGES.labels(name).inc()
@@ -229,18 +296,21 @@ async def _walk_pages(
 
 async def _merge_page(
     writer: PageWriter, memo: PageMemo, page: Page, items: list[PageImage] | None
-) -> tuple[MergeResult, int]:
-    """Merge one page; returns what changed and how many images the page listed."""
+) -> tuple[MergeResult, int, int, tuple[str, str]]:
+    """Merge one page; returns what changed, how many distinct images the page listed,
+    how many it listed in all (more when an image appears twice), and its smallest and
+    largest image id."""
     if items is None:  # the memo recognised the body
         hit = await memo.check(writer.conn, page.page_token, page.body, writer.folder_id)
         if hit is not None:
             await writer.remember_registries(hit.registries)
-            return MergeResult(), hit.images
-        page = parse_page(page.body, page.page_token)
+            return MergeResult(), hit.images, hit.images, (hit.first_id, hit.last_id)
+        page = parse_page(page.body, page.page_token, page.request_id)
         items = page_images(page.images)
     merged = await writer.apply(items)
     await memo.record(writer.conn, page.page_token, page.body, page.next_page_token, items)
-    return merged, len(page.images)
+    span = (items[0].id, items[-1].id) if items else ("", "")  # items are sorted by id
+    return merged, len(items), len(page.images), span
 
 
 def _count_changes(merged: MergeResult) -> None:
@@ -269,6 +339,7 @@ async def _record(
         metrics.CHANGES.labels("deleted").inc(result.deleted)
     if result.status is WalkStatus.COMPLETE:
         metrics.walk_completed(name, result.seconds)
+    run_guard = (result.suspect, result.unchecked)
     outcome = RunOutcome(
         status=result.status.value,
         pages=result.pages,
@@ -282,6 +353,8 @@ async def _record(
     )
     try:
         await writer.close()
+        if run_guard != (None, 0):
+            await conn.execute(SET_RUN_GUARD, lease.run_id, *run_guard)
         await lease.finish(outcome)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         # The lock goes with the session (or back to the pool, whose reset frees it);

@@ -5,7 +5,15 @@ and adds what the cloud needs: a bearer token, retries with backoff on 429,
 5xx, timeouts and dropped connections (honouring ``Retry-After``), a global
 rate limit and concurrency cap. Errors leave it as ``mirror.errors`` types:
 ``UpstreamStatusError`` (carrying the upstream's ``ApiError``) when the upstream
-answered with an error, ``UpstreamError`` when it could not be reached.
+answered with an error, ``UpstreamError`` when it could not be reached,
+``MalformedAnswer`` when it answered something that is not a well-formed message.
+
+Every answer is checked against the cloud's message shapes before it is
+returned (``mirror.upstream.messages``): a List page image by image, a Get's
+Image, an Operation. ``get_image`` answers None (gone) only on positive
+evidence: HTTP 404 carrying the API's own JSON error with code NOT_FOUND. A
+proxy's 404 page, a 5xx whatever its body says, a timeout or retries running
+out are "unknown" and raise.
 
 Pages keep the upstream's image objects as parsed dicts, untouched, so the
 ingest can store them as the exact JSON it received.
@@ -14,6 +22,7 @@ ingest can store them as the exact JSON it received.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -30,13 +39,19 @@ from mirror.errors import (
     HTTP_STATUS,
     ApiError,
     GrpcCode,
-    NotFound,
+    MalformedAnswer,
     UpstreamError,
     UpstreamStatusError,
 )
 from mirror.model import Scope
 from mirror.settings import Settings
 from mirror.upstream.auth import Credentials, credentials_from_settings
+from mirror.upstream.messages import (
+    api_error_code,
+    check_image,
+    check_list_page,
+    check_operation,
+)
 from mirror.upstream.retry import (
     RETRYABLE_STATUSES,
     RETRYABLE_STATUSES_UNSAFE,
@@ -52,6 +67,7 @@ OPERATIONS_PATH = "/operations"
 MAX_PAGE_SIZE = 1000
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 # For error answers without a gRPC body (a proxy's 502 page): the usual code of each status.
+# Never NOT_FOUND: a 404 page that is not the API's error says nothing about the image.
 _STATUS_TO_CODE = {
     status: code
     for code, status in HTTP_STATUS.items()
@@ -62,6 +78,7 @@ _STATUS_TO_CODE = {
         GrpcCode.FAILED_PRECONDITION,
         GrpcCode.OUT_OF_RANGE,
         GrpcCode.ABORTED,
+        GrpcCode.NOT_FOUND,
     )
 }
 # Transport failures worth another attempt: refused/reset/dropped connections,
@@ -84,6 +101,7 @@ class Page:
     page_token: str = ""
     body: bytes = b""
     known: bool = False
+    request_id: str = ""
 
 
 # The caller's test for a page it already holds: given the request's page token
@@ -91,17 +109,16 @@ class Page:
 KnownPage = Callable[[str, bytes], str | None]
 
 
-def parse_page(body: bytes, page_token: str = "") -> Page:
-    """A List answer's body as a Page; UpstreamError when it is not one."""
+def parse_page(body: bytes, page_token: str = "", request_id: str = "") -> Page:
+    """A List answer's body as a Page, every image checked; MalformedAnswer when it is not one."""
     try:
         data = orjson.loads(body)
-        images = data.get("images", [])
-        token = data.get("nextPageToken", "")
-        if not isinstance(images, list) or not isinstance(token, str):
-            raise TypeError
-    except (orjson.JSONDecodeError, TypeError, AttributeError):
-        raise UpstreamError("upstream List answered with a malformed body") from None
-    return Page(images, token, len(body), page_token, body)
+    except orjson.JSONDecodeError:
+        raise MalformedAnswer(
+            f"List body is not JSON ({len(body)} bytes)", request_id=request_id
+        ) from None
+    images, token = check_list_page(data, request_id)
+    return Page(images, token, len(body), page_token, body, request_id=request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,8 @@ class _Answer:
     status: int
     body: bytes
     retry_after: float | None
+    content_type: str = ""
+    request_id: str = ""
 
 
 class UpstreamClient:
@@ -144,10 +163,10 @@ class UpstreamClient:
         order_by: str | None = None,
     ) -> Page:
         """One List call for ``scope``."""
-        body = await self._list_body(
+        answer = await self._list_body(
             scope, page_size=page_size, page_token=page_token, filter=filter, order_by=order_by
         )
-        return parse_page(body, page_token)
+        return parse_page(answer.body, page_token, answer.request_id)
 
     async def _list_body(
         self,
@@ -157,7 +176,7 @@ class UpstreamClient:
         page_token: str,
         filter: str | None,
         order_by: str | None,
-    ) -> bytes:
+    ) -> _Answer:
         params: dict[str, str] = dict(scope.list_params)
         params["pageSize"] = str(min(max(page_size, 1), MAX_PAGE_SIZE))
         if page_token:
@@ -184,50 +203,69 @@ class UpstreamClient:
         no JSON parsing.
         """
         token = ""
-        seen_tokens: set[str] = set()
+        # Every token of the walk, as an 8-byte hash (a few MB for a million pages).
+        seen_tokens: set[bytes] = {_token_key("")}
         while True:
-            body = await self._list_body(
+            answer = await self._list_body(
                 scope, page_size=page_size, page_token=token, filter=filter, order_by=order_by
             )
+            body = answer.body
             next_token = known(token, body) if known is not None else None
             if next_token is None:
-                page = parse_page(body, token)
+                page = parse_page(body, token, answer.request_id)
             else:
-                page = Page([], next_token, len(body), token, body, known=True)
+                page = Page(
+                    [], next_token, len(body), token, body, known=True, request_id=answer.request_id
+                )
+            key = _token_key(page.next_page_token)
+            if page.next_page_token and key in seen_tokens:
+                # A token loop would make the walk endless; the walk fails instead, before
+                # the page that closes the loop is merged.
+                raise MalformedAnswer(
+                    f"List repeated a page token already seen in this walk of {scope}",
+                    request_id=answer.request_id,
+                )
+            seen_tokens.add(key)
             yield page
             token = page.next_page_token
             if not token:
                 return
-            if token in seen_tokens:
-                # A token loop would make the walk endless; the walk fails instead.
-                raise UpstreamError(f"upstream List repeated a page token while paging {scope}")
-            seen_tokens.add(token)
-            if len(seen_tokens) > 4096:
-                seen_tokens.clear()  # only loops short enough to matter are caught; memory stays flat
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None:
-        """The image as the upstream describes it, or None when it answers NOT_FOUND."""
+        """The image as the upstream describes it, or None when the upstream itself said
+        NOT_FOUND (HTTP 404, the API's JSON error, code 5). Anything else that is not a
+        well-formed Image of that id raises: the image's fate is unknown."""
         try:
-            body = await self._call("GET", f"{self._base}{IMAGES_PATH}/{quote(image_id, safe='')}")
+            answer = await self._call(
+                "GET", f"{self._base}{IMAGES_PATH}/{quote(image_id, safe='')}"
+            )
         except UpstreamStatusError as exc:
-            if isinstance(exc.error, NotFound):
+            if exc.not_found:
                 return None
             raise
-        return _json_object(body, "Get")
+        image = _json_object(answer, "Get")
+        check_image(image, answer.request_id)
+        if image["id"] != image_id:
+            raise MalformedAnswer(
+                f"Image.id: asked for {image_id}, got {image['id']}", request_id=answer.request_id
+            )
+        return image
 
     async def delete_image(self, image_id: str) -> dict[str, Any]:
-        """Ask the upstream to delete an image; returns its Operation."""
-        body = await self._call(
+        """Ask the upstream to delete an image; returns its Operation (checked)."""
+        answer = await self._call(
             "DELETE", f"{self._base}{IMAGES_PATH}/{quote(image_id, safe='')}", idempotent=False
         )
-        return _json_object(body, "Delete")
+        return check_operation(_json_object(answer, "Delete"), answer.request_id, image_id=image_id)
 
     async def get_operation(self, operation_id: str) -> dict[str, Any]:
-        """An Operation's current state, from the Operation service."""
-        body = await self._call(
+        """An Operation's current state, from the Operation service (checked)."""
+        answer = await self._call(
             "GET", f"{self._operations}{OPERATIONS_PATH}/{quote(operation_id, safe='')}"
         )
-        return _json_object(body, "Operation Get")
+        return check_operation(
+            _json_object(answer, "Operation Get"), answer.request_id, operation_id=operation_id
+        )
 
     # -- one request, with retries --------------------------------------------
 
@@ -238,7 +276,7 @@ class UpstreamClient:
         *,
         params: Mapping[str, str] | None = None,
         idempotent: bool = True,
-    ) -> bytes:
+    ) -> _Answer:
         retryable = RETRYABLE_STATUSES if idempotent else RETRYABLE_STATUSES_UNSAFE
         started = time.monotonic()
         attempt = 0
@@ -258,14 +296,14 @@ class UpstreamClient:
                 failure = _describe(exc)
             else:
                 if answer.status < 400:
-                    return answer.body
+                    return answer
                 if answer.status == 401 and not refreshed_auth:
                     # The token may have been rotated or expired early: fetch a fresh one once.
                     refreshed_auth = True
                     await self._credentials.token(refresh=True)
                     continue
                 if answer.status not in retryable:
-                    raise UpstreamStatusError(_api_error(answer), answer.status)
+                    raise _status_error(answer)
                 failure = f"HTTP {answer.status}"
                 retry_after = answer.retry_after
                 if answer.status == 429 and retry_after is not None:
@@ -282,7 +320,7 @@ class UpstreamClient:
                     failure,
                 )
                 if answer is not None:
-                    raise UpstreamStatusError(_api_error(answer), answer.status)
+                    raise _status_error(answer)
                 raise UpstreamError(
                     f"upstream {method} {_path(url)} failed after {attempt} attempt(s): {failure}"
                 )
@@ -302,7 +340,8 @@ class UpstreamClient:
         url: str,
         params: Mapping[str, str] | None,
     ) -> _Answer:
-        headers = {"Accept": "application/json", "X-Request-Id": str(uuid.uuid4())}
+        request_id = str(uuid.uuid4())
+        headers = {"Accept": "application/json", "X-Request-Id": request_id}
         token = await self._credentials.token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -313,27 +352,49 @@ class UpstreamClient:
             ) as resp,
         ):
             body = await resp.read()
-            return _Answer(resp.status, body, parse_retry_after(resp.headers.get("Retry-After")))
+            return _Answer(
+                resp.status,
+                body,
+                parse_retry_after(resp.headers.get("Retry-After")),
+                resp.content_type,
+                resp.headers.get("X-Request-Id") or request_id,
+            )
 
 
-def _api_error(answer: _Answer) -> ApiError:
-    """The upstream's error body as an ApiError (its code wins over the HTTP status)."""
+def _status_error(answer: _Answer) -> UpstreamStatusError:
+    """The upstream's error answer. Its code is believed (and wins over the HTTP status)
+    only when the body is the API's error JSON; otherwise it is guessed from the status
+    and the error is marked as not from the API."""
+    code: int | None = None
+    data: Any = None
+    if answer.content_type == "application/json":
+        try:
+            data = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            data = None
+        code = api_error_code(data)
+    if code is not None:
+        error = ApiError.from_code(code, str(data.get("message", "")))
+        return UpstreamStatusError(
+            error, answer.status, from_api=True, request_id=answer.request_id
+        )
+    guessed = _STATUS_TO_CODE.get(answer.status, GrpcCode.UNKNOWN)
+    error = ApiError.from_code(int(guessed), f"HTTP {answer.status} (not the API's error body)")
+    return UpstreamStatusError(error, answer.status, request_id=answer.request_id)
+
+
+def _json_object(answer: _Answer, what: str) -> dict[str, Any]:
     try:
         data = orjson.loads(answer.body)
-        return ApiError.from_code(int(data["code"]), str(data.get("message", "")))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        code = _STATUS_TO_CODE.get(answer.status, GrpcCode.UNKNOWN)
-        return ApiError.from_code(int(code), f"HTTP {answer.status}")
-
-
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamError(f"upstream {what} answered with a malformed body") from None
+        raise MalformedAnswer(f"{what} body is not JSON", request_id=answer.request_id) from None
     if not isinstance(data, dict):
-        raise UpstreamError(f"upstream {what} answered with a malformed body")
+        raise MalformedAnswer(f"{what} body is not a JSON object", request_id=answer.request_id)
     return data
+
+
+def _token_key(token: str) -> bytes:
+    return hashlib.blake2b(token.encode(), digest_size=8).digest()
 
 
 def _describe(exc: BaseException) -> str:

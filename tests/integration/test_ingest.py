@@ -508,13 +508,48 @@ async def test_invariant_1_failing_gets_delete_nothing_and_stop_after_a_batch(
     fake.delete(*gone)  # the List answers empty: every indexed image is a candidate
     fake.before_get = lambda image_id: error(503, 14, "unavailable")
     fake.get_calls = 0
-    summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000)
+    # the guard off (an emptied scope is suspect by default: see the next test), so
+    # that the checks are sent
+    summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000, delete_guard=0)
     result = summary.scopes[0]
     assert result.status is WalkStatus.FAILED and result.deleted == 0
+    assert result.error is not None and "no well-formed answer" in result.error
     # one batch of checks (each retried), not one per candidate
     assert fake.get_calls == 200 * FAST_RETRY.max_attempts
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM images") == len(gone)
     fake.before_get = None
-    summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000)
+    summary = await ingest_once(db_pool, client, [FOLDER], page_size=1000, delete_guard=0)
     assert summary.deleted == len(gone)
+
+
+async def test_invariant_1_a_walk_that_lost_most_of_its_scope_is_suspect_and_sends_no_get(
+    db_pool, fake, client
+) -> None:  # type: ignore[no-untyped-def]
+    populate(fake, 300)
+    await ingest_once(db_pool, client, [FOLDER], page_size=50)
+    ids = sorted(in_folder(fake, "f1"))
+    fake.delete(*ids[: len(ids) * 2 // 3])  # two thirds really gone upstream
+    fake.get_calls = 0
+    summary = await ingest_once(db_pool, client, [FOLDER], page_size=50)
+    result = summary.scopes[0]
+    assert result.status is WalkStatus.FAILED and result.deleted == 0
+    assert result.suspect is not None and "MIRROR_DELETE_GUARD" in result.suspect
+    assert result.unchecked == len(ids) * 2 // 3
+    assert fake.get_calls == 0  # no confirmation Get at all
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM images") == len(ids)
+        run = await conn.fetchrow("SELECT suspect, unchecked, error FROM sync_runs ORDER BY id DESC")
+        assert run["suspect"] == result.suspect and run["unchecked"] == result.unchecked
+        assert "suspect walk" in run["error"]
+    # the operator confirms the loss is real: the guard lowered, the Gets go out, capped
+    summary = await ingest_once(
+        db_pool, client, [FOLDER], page_size=50, delete_guard=0.25, confirm_max=60
+    )
+    result = summary.scopes[0]
+    assert result.status is WalkStatus.COMPLETE and result.suspect is None
+    assert (result.deleted, result.unchecked) == (60, len(ids) * 2 // 3 - 60)
+    assert fake.get_calls == 60
+    summary = await ingest_once(db_pool, client, [FOLDER], page_size=50, delete_guard=0.25)
+    async with db_pool.acquire() as conn:
+        assert await indexed(conn) == in_folder(fake, "f1")

@@ -56,3 +56,20 @@ def test_exit_code_is_0_only_when_every_scope_was_walked_completely() -> None:
     data = _summary(C, F, database_error="refused").to_json()
     assert (data["exitCode"], data["databaseError"]) == (3, "refused")
     assert "databaseError" not in _summary(C).to_json()
+
+
+def test_a_suspect_walk_and_unchecked_candidates_show_in_the_json() -> None:
+    suspect = ScopeResult(
+        "folder:f1",
+        WalkStatus.FAILED,
+        images=4000,
+        errors=1,
+        error="suspect walk, nothing deleted: …",
+        suspect="the walk listed 4000 of the 19840 images the index holds for the scope",
+        unchecked=15840,
+    )
+    data = IngestSummary.of([suspect, ScopeResult("folder:f2", WalkStatus.COMPLETE)], 1.0)
+    first, second = data.to_json()["scopes"]
+    assert first["suspect"].startswith("the walk listed 4000") and first["unchecked"] == 15840
+    assert "suspect" not in second and "unchecked" not in second
+    assert data.failed

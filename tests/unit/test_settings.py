@@ -46,7 +46,6 @@ def test_flags_win_over_environment() -> None:
     assert s.upstream_url == "http://a:1"
 
 
-
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
@@ -58,6 +57,7 @@ def test_a_bad_flag_is_named_as_typed(flags: dict[str, str], named: str) -> None
     with pytest.raises(ConfigError) as caught:
         Settings.load(env={}, **flags)
     assert str(caught.value).startswith((named + " ", named + ":"))
+
 
 @pytest.mark.parametrize(
     ("env", "names"),
@@ -77,6 +77,9 @@ def test_a_bad_flag_is_named_as_typed(flags: dict[str, str], named: str) -> None
         ({"MIRROR_UPSTREAM_RPS": "-1"}, "MIRROR_UPSTREAM_RPS"),
         ({"MIRROR_UPSTREAM_CONCURRENCY": "many"}, "MIRROR_UPSTREAM_CONCURRENCY"),
         ({"MIRROR_LOG_LEVEL": "LOUD"}, "MIRROR_LOG_LEVEL"),
+        ({"MIRROR_DELETE_GUARD": "1.5"}, "MIRROR_DELETE_GUARD"),
+        ({"MIRROR_DELETE_GUARD": "half"}, "MIRROR_DELETE_GUARD"),
+        ({"MIRROR_DELETE_CONFIRM_MAX": "0"}, "MIRROR_DELETE_CONFIRM_MAX"),
     ],
 )
 def test_bad_value_names_the_setting_in_one_line(env: dict[str, str], names: str) -> None:
@@ -148,3 +151,13 @@ def test_grpc_port_and_tls(tmp_path: Path) -> None:
         Settings.load(env={"MIRROR_TLS_CERT": str(cert)})
     with pytest.raises(ConfigError, match="MIRROR_TLS_KEY"):
         Settings.load(env={"MIRROR_TLS_CERT": str(cert), "MIRROR_TLS_KEY": str(tmp_path / "no")})
+
+
+def test_deletion_guard_settings() -> None:
+    assert (Settings.load(env={}).delete_guard, Settings.load(env={}).delete_confirm_max) == (
+        0.5,
+        1000,
+    )
+    loaded = Settings.load(env={"MIRROR_DELETE_GUARD": "0.8", "MIRROR_DELETE_CONFIRM_MAX": "50"})
+    assert (loaded.delete_guard, loaded.delete_confirm_max) == (0.8, 50)
+    assert Settings.load(env={"MIRROR_DELETE_GUARD": "0.8"}, delete_guard="0").delete_guard == 0.0

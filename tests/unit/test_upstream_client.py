@@ -12,7 +12,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from mirror.errors import InvalidArgument, PermissionDenied, UpstreamError, UpstreamStatusError
+from mirror.errors import (
+    InvalidArgument,
+    MalformedAnswer,
+    PermissionDenied,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from mirror.model import Scope
 from mirror.settings import Secret, Settings
 from mirror.upstream.client import UpstreamClient
@@ -24,7 +30,26 @@ FAST_RETRY = RetryPolicy(max_attempts=6, base_delay=0.001, max_delay=0.01, max_r
 
 
 def image(n: int) -> dict[str, Any]:
-    return {"id": f"crp{n:017d}", "name": "reg1/app", "digest": f"sha256:{n:064x}"}
+    """A whole Image, as the cloud sends one (the client checks every answer)."""
+    return {
+        "id": f"crp{n:017d}",
+        "name": "reg1/app",
+        "digest": f"sha256:{n:064x}",
+        "compressedSize": "2000",
+        "config": {"id": "cfg1", "digest": f"sha256:c{n:063x}", "size": "1000"},
+        "layers": [{"id": "l1", "digest": f"sha256:a{n:063x}", "size": "1000"}],
+        "createdAt": "2024-01-01T10:00:00.123456789Z",
+    }
+
+
+EMPTY = "type.googleapis.com/google.protobuf.Empty"
+
+
+def delete_metadata(image_id: str) -> dict[str, str]:
+    return {
+        "@type": "type.googleapis.com/yandex.cloud.containerregistry.v1.DeleteImageMetadata",
+        "imageId": image_id,
+    }
 
 
 def error_body(code: int, message: str) -> bytes:
@@ -140,7 +165,9 @@ async def test_get_image_returns_none_on_not_found(serve, session) -> None:  # t
     async def get(request: web.Request) -> web.Response:
         if request.match_info["id"] == "crp00000000000000001":
             return web.json_response(image(1))
-        return web.Response(status=404, body=error_body(5, "Image not found"))
+        return web.Response(
+            status=404, body=error_body(5, "Image not found"), content_type="application/json"
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -156,8 +183,12 @@ async def test_client_errors_are_translated_and_not_retried(serve, session) -> N
         nonlocal calls
         calls += 1
         if request.match_info["id"] == "bad":
-            return web.Response(status=400, body=error_body(3, "bad id"))
-        return web.Response(status=403, body=error_body(7, "denied"))
+            return web.Response(
+                status=400, content_type="application/json", body=error_body(3, "bad id")
+            )
+        return web.Response(
+            status=403, content_type="application/json", body=error_body(7, "denied")
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -173,8 +204,15 @@ async def test_client_errors_are_translated_and_not_retried(serve, session) -> N
 
 async def test_retries_5xx_and_429_with_retry_after_then_succeeds(serve, session) -> None:  # type: ignore[no-untyped-def]
     answers = [
-        web.Response(status=503, body=error_body(14, "unavailable")),
-        web.Response(status=429, body=error_body(8, "slow down"), headers={"Retry-After": "0"}),
+        web.Response(
+            status=503, content_type="application/json", body=error_body(14, "unavailable")
+        ),
+        web.Response(
+            status=429,
+            content_type="application/json",
+            body=error_body(8, "slow down"),
+            headers={"Retry-After": "0"},
+        ),
         web.Response(status=502, text="<html>bad gateway</html>"),
     ]
 
@@ -186,7 +224,7 @@ async def test_retries_5xx_and_429_with_retry_after_then_succeeds(serve, session
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
     client = make_client(session, await serve(app))
-    assert await client.get_image("x") == image(7)
+    assert await client.get_image(image(7)["id"]) == image(7)
     assert answers == []
 
 
@@ -196,7 +234,9 @@ async def test_gives_up_after_the_retry_budget_with_the_upstream_error(serve, se
     async def get(request: web.Request) -> web.Response:
         nonlocal calls
         calls += 1
-        return web.Response(status=500, body=error_body(13, "boom"))
+        return web.Response(
+            status=500, content_type="application/json", body=error_body(13, "boom")
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -222,7 +262,7 @@ async def test_dropped_connections_are_retried(serve, session) -> None:  # type:
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
     client = make_client(session, await serve(app))
-    assert await client.get_image("x") == image(3)
+    assert await client.get_image(image(3)["id"]) == image(3)
     assert calls == 3
 
 
@@ -239,14 +279,20 @@ async def test_delete_is_not_retried_on_500_but_is_on_429(serve, session) -> Non
     async def delete(request: web.Request) -> web.Response:
         calls.append(request.match_info["id"])
         if request.match_info["id"] == "a":
-            return web.Response(status=500, body=error_body(13, "boom"))
+            return web.Response(
+                status=500, content_type="application/json", body=error_body(13, "boom")
+            )
         if len(calls) == 2:
-            return web.Response(status=429, body=error_body(8, "slow"))
-        op = {"id": "op1", "done": False, "metadata": {"imageId": request.match_info["id"]}}
+            return web.Response(
+                status=429, content_type="application/json", body=error_body(8, "slow")
+            )
+        op = {"id": "op1", "done": False, "metadata": delete_metadata(request.match_info["id"])}
         return web.json_response(op)
 
     async def operation(request: web.Request) -> web.Response:
-        return web.json_response({"id": request.match_info["id"], "done": True})
+        return web.json_response(
+            {"id": request.match_info["id"], "done": True, "response": {"@type": EMPTY}}
+        )
 
     app = web.Application()
     app.router.add_delete("/container-registry/v1/images/{id}", delete)
@@ -269,7 +315,9 @@ async def test_token_sent_as_bearer_and_never_logged(serve, session, caplog) -> 
         auth_headers.append(request.headers.get("Authorization", ""))
         if failures:
             return web.Response(status=failures.pop(0), body=error_body(13, "nope"))
-        return web.Response(status=403, body=error_body(7, "denied"))
+        return web.Response(
+            status=403, content_type="application/json", body=error_body(7, "denied")
+        )
 
     app = web.Application()
     app.router.add_get("/container-registry/v1/images/{id}", get)
@@ -281,3 +329,114 @@ async def test_token_sent_as_bearer_and_never_logged(serve, session, caplog) -> 
     assert len(auth_headers) == 3  # 500 retried, 401 retried once with a refreshed token
     assert secret not in caplog.text
     assert secret not in str(info.value) and secret not in repr(info.value)
+
+
+# -- only the API's own NOT_FOUND is evidence ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (404, b"<html><h1>404 Not Found</h1></html>", "text/html"),  # an ingress's page
+        (404, error_body(5, "Image not found"), "text/plain"),  # not sent as JSON
+        (404, error_body(13, "internal"), "application/json"),  # 404 contradicted by its code
+        (404, b'{"code": 5}', "application/json"),  # no message: not a google.rpc.Status
+        (404, b'{"code": "5", "message": "x"}', "application/json"),
+        (404, b"", "application/json"),
+        (400, error_body(5, "Image not found"), "application/json"),  # code 5, status not 404
+    ],
+)
+async def test_get_image_is_unknown_unless_the_api_itself_says_not_found(
+    serve, session, status: int, body: bytes, content_type: str
+) -> None:  # type: ignore[no-untyped-def]
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    with pytest.raises(UpstreamStatusError) as info:
+        await client.get_image(image(1)["id"])
+    assert not info.value.not_found
+    assert info.value.request_id  # the report can name the request
+
+
+async def test_get_image_500_saying_not_found_is_unknown_after_the_retries(serve, session) -> None:  # type: ignore[no-untyped-def]
+    calls = 0
+
+    async def get(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(
+            status=500, body=error_body(5, "Image not found"), content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    with pytest.raises(UpstreamStatusError) as info:
+        await client.get_image(image(1)["id"])
+    assert calls == FAST_RETRY.max_attempts
+    assert info.value.from_api and info.value.http_status == 500 and not info.value.not_found
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"id": image(1)["id"]},  # truncated
+        image(2),  # another image
+        image(1) | {"compressedSize": 2000},  # wrong type
+    ],
+)
+async def test_get_image_answer_must_be_the_whole_image_asked_for(
+    serve, session, answer: dict[str, Any]
+) -> None:  # type: ignore[no-untyped-def]
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images/{id}", get)
+    client = make_client(session, await serve(app))
+    with pytest.raises(MalformedAnswer, match="request id"):
+        await client.get_image(image(1)["id"])
+
+
+async def test_operation_answers_are_checked_before_use(serve, session) -> None:  # type: ignore[no-untyped-def]
+    async def delete(request: web.Request) -> web.Response:
+        # an Operation for another image than the one asked
+        return web.json_response({"id": "op1", "done": False, "metadata": delete_metadata("zzz")})
+
+    async def operation(request: web.Request) -> web.Response:
+        op_id = request.match_info["id"]
+        if op_id == "done-without-result":
+            return web.json_response({"id": op_id, "done": True})
+        if op_id == "wrong-id":
+            return web.json_response({"id": "op9", "done": False})
+        return web.Response(text="<html>ok</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_delete("/container-registry/v1/images/{id}", delete)
+    app.router.add_get("/operations/{id}", operation)
+    client = make_client(session, await serve(app))
+    with pytest.raises(MalformedAnswer, match=r"metadata\.imageId"):
+        await client.delete_image("crp00000000000000001")
+    with pytest.raises(MalformedAnswer, match="exactly one of response, error"):
+        await client.get_operation("done-without-result")
+    with pytest.raises(MalformedAnswer, match="asked for wrong-id"):
+        await client.get_operation("wrong-id")
+    with pytest.raises(MalformedAnswer, match="not JSON"):
+        await client.get_operation("html")
+
+
+async def test_a_malformed_list_page_names_the_field_and_the_request(serve, session) -> None:  # type: ignore[no-untyped-def]
+    async def list_images(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"images": [image(0), {"id": image(1)["id"]}]}, headers={"X-Request-Id": "rq-7"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images", list_images)
+    client = make_client(session, await serve(app))
+    with pytest.raises(MalformedAnswer) as info:
+        await client.list_page(Scope.parse("folder:f1"))
+    assert "images[1].name" in str(info.value) and "rq-7" in str(info.value)

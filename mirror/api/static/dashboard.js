@@ -276,13 +276,15 @@
   // ---- sync ---------------------------------------------------------------------------
 
   // /mirror/v1/sync gives lastError only while it is newer than the last complete walk.
+  // A suspect walk (the deletion guard held its deletions back) is shown as such.
   function scopeState(scope) {
-    if (scope.lastError !== undefined) return "error";
+    if (scope.lastError !== undefined) return scope.lastRun && scope.lastRun.suspect ? "suspect" : "error";
     if (!scope.lastCompleteAt) return "running";
     return "ok";
   }
 
   function stateText(state, scope) {
+    if (state === "suspect") return "suspect walk · nothing deleted";
     if (state === "error") return "failing";
     if (state === "running") return scope.walking ? "first walk…" : "not walked yet";
     return scope.walking ? "in sync · walking" : "in sync";
@@ -313,12 +315,12 @@
           el("td", { class: "num", text: scope.lastImages === undefined ? "–" : formatCount(scope.lastImages) }),
         ),
       );
-      if (state === "error") {
+      if (state === "error" || state === "suspect") {
         rows.push(el("tr", {}, el("td", { colSpan: 5, class: "error-text", text: scope.lastError || "the last walk failed" })));
       }
     });
     tbody.replaceChildren(...rows);
-    const failing = states.filter((s) => s === "error").length;
+    const failing = states.filter((s) => s === "error" || s === "suspect").length;
     const pending = states.filter((s) => s === "running").length;
     if (failing) {
       pill.textContent = `${failing} of ${scopes.length} scopes failing`;
