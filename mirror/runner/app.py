@@ -148,10 +148,10 @@ OnPass = Callable[[IngestSummary], Awaitable[None] | None]
 
 
 def _after_pass(settings: Settings, pool: asyncpg.Pool, on_pass: OnPass | None) -> OnPass | None:
-    """The caller's ``on_pass``, then, on the embedded PostgreSQL, a checkpoint after a
-    pass that changed many images (a first mirror): its WAL is removed now, not at the
-    next timed checkpoint (see ``mirror.store.embedded``). Another server's WAL is its
-    administrator's business."""
+    """The caller's ``on_pass``, then, on the embedded PostgreSQL, a vacuum and a checkpoint
+    after a pass that changed many images (a first mirror): its WAL is removed now, not at
+    the next timed checkpoint (see ``mirror.store.embedded``); the next pass waits for
+    them. Another server's WAL is its administrator's business."""
     if not settings.embedded_database:
         return on_pass
 
@@ -165,9 +165,9 @@ def _after_pass(settings: Settings, pool: asyncpg.Pool, on_pass: OnPass | None) 
             try:
                 async with pool.acquire() as conn:
                     await release_wal(conn)
-                log.info("checkpoint after %d changed image(s): their WAL is released", changed)
+                log.info("vacuum and checkpoint after %d changed image(s): WAL released", changed)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("checkpoint after the ingest pass failed: %r", exc)
+                log.warning("vacuum and checkpoint after the ingest pass failed: %r", exc)
 
     return after
 

@@ -16,10 +16,10 @@ The WAL those settings let grow must not stay: PostgreSQL renames the segments
 a checkpoint frees into future ones (up to twice the last checkpoint's
 distance, i.e. the whole first mirror's WAL), so a demo's 50,000 images left
 ~750 MB in ``pg_wal`` for good. ``wal_recycle = off`` removes freed segments
-instead, and ``release_wal`` (a ``CHECKPOINT``, issued by the mirror after a
-pass that changed many images) frees them at once rather than up to 15 minutes
-later. The first mirror writes fresh segments either way (its WAL is more than
-any recycled one), so its speed is unchanged.
+instead, and ``release_wal`` frees them at once rather than up to 15 minutes
+later; the mirror calls it after a pass that changed many images. The first
+mirror writes fresh segments either way (its WAL is more than any recycled
+one), so its speed is unchanged.
 """
 
 from __future__ import annotations
@@ -60,12 +60,21 @@ def server_settings() -> dict[str, str]:
 
 # A pass that changed at least this many images wrote ~15 KB of WAL for each.
 RELEASE_WAL_AFTER_CHANGES = 10_000
+VACUUM = "VACUUM (ANALYZE)"
 CHECKPOINT = "CHECKPOINT"
 
 
 async def release_wal(conn: asyncpg.Connection) -> None:
-    """Checkpoint now, so the WAL written since the last checkpoint is removed (needs superuser,
-    which the embedded server's user is)."""
+    """Vacuum, then checkpoint, so the WAL of a bulk write is removed (needs superuser, which the
+    embedded server's user is).
+
+    The vacuum first: after a bulk write, the first reader of each new page sets its
+    hint bits and the vacuum its visibility bits, and with data checksums (on by
+    default since PostgreSQL 18) each writes a full image of the page to the WAL,
+    about the tables' size once more (measured: 300 MB after a 50,000-image demo's
+    first mirror). Done before the checkpoint, that WAL is removed with the rest.
+    """
+    await conn.execute(VACUUM)
     await conn.execute(CHECKPOINT)
 
 

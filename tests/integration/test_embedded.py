@@ -21,9 +21,12 @@ from mirror.store.embedded import (
 SHOWN = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_recycle")
 MB = 1024 * 1024
 WAL_BYTES = "SELECT sum(size) FROM pg_ls_waldir()"
+# only a vacuum sets visibility-map bits (pg_class counts them at its end)
+ALL_VISIBLE_PAGES = "SELECT relallvisible FROM pg_class WHERE relname = 'wal_filler'"
 # ~160 MB of heap, all of it WAL-logged: ten 16 MB segments at least.
 WRITE_WAL = """
-CREATE TABLE IF NOT EXISTS wal_filler (n int, pad text);
+DROP TABLE IF EXISTS wal_filler;
+CREATE TABLE wal_filler (n int, pad text) WITH (autovacuum_enabled = off);
 INSERT INTO wal_filler SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 150000) AS g;
 """
 
@@ -131,8 +134,10 @@ async def test_a_big_pass_on_the_embedded_server_removes_its_wal(
             assert written >= 128 * MB
             await on_pass(summary(RELEASE_WAL_AFTER_CHANGES))
             left = int(await conn.fetchval(WAL_BYTES))
+            visible = await conn.fetchval(ALL_VISIBLE_PAGES)
     finally:
         await pool.close()
+    assert visible > 0  # vacuumed first: the hint and visibility bits' page images are gone too
     assert seen == [summary(RELEASE_WAL_AFTER_CHANGES)]  # the caller's hook ran first
     # recycled segments would have stayed (renamed for reuse): only the current ones are left
     assert left <= 48 * MB, (written, left)
