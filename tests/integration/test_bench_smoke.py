@@ -29,6 +29,12 @@ SMOKE: dict[str, tuple[list[str], str]] = {
         "same images: True",
     ),
     "ingest": ("--sizes 300 --runs 1".split(), "| 300 | 1 |"),
+    # --client python: wrk (the benchmark's load generator) is not a test prerequisite
+    "load": (
+        "--images 300 --seed 8 --clients 4 --seconds 1 --warmup 0 --deep-pages 10 "
+        "--client python".split(),
+        "errors 0 {}",
+    ),
     "relay": (
         "--events 200 --rate 400 --duration 1 --runs 1 --batch-size 50".split(),
         "median of 1:",
@@ -67,3 +73,22 @@ def test_bench_runs_at_a_tiny_size(name: str, postgres_dsn: str, request) -> Non
     assert done.returncode == 0, output[-4000:]
     assert expected in output, output[-4000:]
     assert _digest(RESULTS) == before, "a --no-record run wrote bench/RESULTS.md"
+
+
+def test_the_load_bench_without_wrk_says_how_to_install_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env.update(PYTHONPATH=str(ROOT), PATH=str(tmp_path))  # no wrk on this PATH
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load_bench", "--no-record"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "load bench: wrk is not installed: `apt-get install wrk` (Debian/Ubuntu), "
+        "or --client python for a slower, client-bound run"
+    ]
