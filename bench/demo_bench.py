@@ -97,6 +97,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, float, list[str]
 
 def record(command: str, first: str, peak: float, samples: list[str], load_before: str) -> str:
     match = FIRST_MIRROR.match(first)
+    if len(samples) > 3:  # at the first mirror, a little after, at the end
+        samples = [samples[0], samples[1], samples[-1]]
     rate = match.group(3) if match else "?"
     return (
         f"| {datetime.now(UTC):%Y-%m-%d %H:%M} UTC | `{command}` | {match.group(1) if match else '?'} "
@@ -110,8 +112,9 @@ def write_row(row: str) -> None:
         f"{SECTION}\n\n"
         "`bench/demo_bench.py`: `mirror demo` in a fresh data dir (embedded PostgreSQL); the first "
         "mirror's rate as the demo prints it; the peak of `pg_wal` during it; then disk usage in MB "
-        "of the data dir / `pg_wal` / `base` at the first mirror's line and every 10 s after, "
-        "while the demo re-walks its churning simulator. Budget: data dir <= 400 MB at 50,000 "
+        "of the data dir / `pg_wal` / `base` at the first mirror's line, 10 s after and at the end "
+        "of `--observe` (samples every 10 s, printed), while the demo re-walks its churning "
+        "simulator. Budget: data dir <= 400 MB at 50,000 "
         "images.\n\n"
         "| date | command | images | first mirror images/s | peak pg_wal MB | after the first "
         "mirror: data dir / pg_wal / base MB | notes |\n"
