@@ -224,16 +224,19 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return rss, peak
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the process tree (system: the kernel's share, e.g.
+    sending the answers through the loopback TCP stack)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+        user += int(fields[11]) / ticks
+        system += int(fields[12]) / ticks
+    return user, system
 
 
 # -- the clients ---------------------------------------------------------------------------
@@ -342,7 +345,13 @@ def p50_p99(values: list[float]) -> str:
 class Run:
     outcome: Outcome
     server_rss: tuple[float, float]
-    server_cpu: float  # seconds of CPU during the measure
+    server_cpu: tuple[float, float]  # user, system CPU seconds during the measure
+
+    @property
+    def server_share(self) -> str:
+        user, system = self.server_cpu
+        seconds = self.outcome.seconds
+        return f"{(user + system) / seconds:.0%} ({system / seconds:.0%} system)"
 
     def line(self) -> str:
         o = self.outcome
@@ -353,7 +362,7 @@ class Run:
             f"next {p50_p99(o.of(['next']))}, deep {p50_p99(o.of(['deep']))}), "
             f"blobs {p50_p99(o.of(['blob']))} ms, stats {p50_p99(o.of(['stats']))} ms (p50 / p99); "
             f"errors {errors} {dict(o.errors)}; server RSS {self.server_rss[0]:.0f} MB (peak {self.server_rss[1]:.0f}), "
-            f"server CPU {self.server_cpu / o.seconds:.0%} of a core, "
+            f"server CPU {self.server_share} of a core, "
             f"client CPU {o.client_cpu / o.seconds:.0%}"
         )
 
@@ -372,7 +381,7 @@ def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -
         f"| {p50_p99(o.of(['first']))} | {p50_p99(o.of(['next']))} | {p50_p99(o.of(['deep']))} "
         f"| {p50_p99(o.of(['blob']))} | {p50_p99(o.of(['stats']))} | {errors} "
         f"| {run.server_rss[0]:.0f} ({run.server_rss[1]:.0f}) "
-        f"| {run.server_cpu / o.seconds:.0%} / {o.client_cpu / o.seconds:.0%} "
+        f"| {run.server_share} / {o.client_cpu / o.seconds:.0%} "
         f"| {'yes' if met else 'no'} "
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
         f"workers {args.workers}; Python {sys.version.split()[0]} |"
@@ -386,9 +395,10 @@ def write_row(row: str) -> None:
         "at random: Get 40 %, List 50 % (page of 100 over the folder and registry scopes and 4 "
         "orders: first pages 30 %, the client's next page 10 %, saved deep pages 10 %), blobs 7 %, "
         "stats 3 % (whole index, per folder, per registry). Latencies in ms (p50 / p99) measured "
-        "by the client, per kind; errors = non-200 answers and socket errors; RSS of the server "
-        "process(es) at the end (peak); CPU = the server's and the load generator's share of one "
-        "core during the measure. Load generator: `wrk` (C; `apt-get install wrk`) with "
+        "by the client, per kind; errors = non-200 answers, socket errors and requests wrk asked "
+        "for but never answered (`no answer`: it re-asks when a write must be retried); RSS of the server "
+        "process(es) at the end (peak); CPU = the server's (its kernel share in brackets) and the "
+        "load generator's share of one core during the measure. Load generator: `wrk` (C; `apt-get install wrk`) with "
         "`bench/load_mix.lua`, one connection a thread. Budget: >= 3,000 requests/s, Get p99 "
         "<= 25 ms, List p99 <= 50 ms.\n\n"
         "| date | command | images | client | clients x time | requests/s | Get | List "
@@ -465,9 +475,10 @@ def main(argv: list[str]) -> int:
 
                 if args.warmup > 0:
                     measure(args.warmup)
-                cpu_before = cpu_seconds(server.pid)
+                user, system = cpu_seconds(server.pid)
                 outcome = measure(args.seconds)
-                run = Run(outcome, rss_mb(server.pid), cpu_seconds(server.pid) - cpu_before)
+                user_after, system_after = cpu_seconds(server.pid)
+                run = Run(outcome, rss_mb(server.pid), (user_after - user, system_after - system))
         finally:
             if not args.keep:
                 asyncio.run(drop_database(admin_dsn, args.images, args.seed))

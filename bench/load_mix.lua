@@ -27,6 +27,7 @@ local function now_us()
 end
 
 local LISTS = { first = true, next = true, deep = true }
+local TOKEN_TAIL = 1024
 
 local function encode(text)
   return (string.gsub(text, "[^%w%-%._~]", function(c)
@@ -117,7 +118,8 @@ function response(status, headers, body)
   local micros = now_us() - started
   record(pending_kind, status, micros)
   if LISTS[pending_kind] and status == 200 then
-    local token = string.match(body, '"nextPageToken"%s*:%s*"([^"]+)"')
+    -- the token ends the answer (the API writes it last): scan the tail, not 100 images
+    local token = string.match(string.sub(body, -TOKEN_TAIL), '"nextPageToken"%s*:%s*"([^"]+)"')
     if token then
       next_base, next_token = pending_base, token
     else
