@@ -21,8 +21,9 @@ The mix, each request picked at random by weight:
 
 The load generator is ``wrk`` (C, one connection a thread, the mix in
 ``bench/load_mix.lua``; LuaJIT's clock gives each request's latency, so the
-figures are per kind): it uses a small share of a core, far from being the
-bound. Install it with ``apt-get install wrk`` (Debian/Ubuntu). ``--client
+figures are per kind). It is not the bound (its threads wait for answers), but
+it runs on the same cores as the server and PostgreSQL, and buffering each
+answer for the Lua callback costs it CPU: each row gives its share. Install it with ``apt-get install wrk`` (Debian/Ubuntu). ``--client
 python`` is an aiohttp fallback in this process, for the smoke run where wrk
 is missing: it is itself a bound at these rates, its figures are not the
 benchmark's.
