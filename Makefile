@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STATE  := .services
 
-.PHONY: setup test lint demo bench services services-down browser clean
+.PHONY: setup test lint demo bench services services-down browser wrk clean
 
 ## setup: create .venv and install the package with its dev extras (quiet when nothing changed)
 setup: $(STAMP)
@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/mirror demo $(DEMO_ARGS)
 
 ## bench: the benchmarks; figures go to bench/RESULTS.md
-bench: setup
+bench: setup wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## services: start a local PostgreSQL and Kafka for development and print the env vars
@@ -49,6 +49,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
 	  { test "$$(id -u)" = 0 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	    || echo "browser: chromium not installed; the dashboard test needs /usr/bin/chromium"; }
+
+## wrk: Debian's wrk, the load benchmark's load generator (installed when missing and root)
+wrk:
+	@command -v wrk >/dev/null 2>&1 || \
+	  { test "$$(id -u)" = 0 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	    || echo "wrk: not installed; the load benchmark (python -m bench load) needs it: apt-get install wrk"; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(STATE)

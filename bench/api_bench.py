@@ -126,8 +126,10 @@ def postgres(admin_dsn: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def child(args: list[str], ready_url: str, *, env: dict[str, str] | None = None) -> Iterator[None]:
-    """A child process, until it answers 200 at ``ready_url``; terminated on exit."""
+def child(
+    args: list[str], ready_url: str, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, once it answers 200 at ``ready_url``; terminated on exit."""
     import urllib.request
 
     proc = subprocess.Popen(
@@ -148,7 +150,7 @@ def child(args: list[str], ready_url: str, *, env: dict[str, str] | None = None)
                 time.sleep(0.1)
         else:
             raise RuntimeError(f"mirror {args[0]} did not become ready")
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=60)

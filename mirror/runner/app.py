@@ -38,6 +38,7 @@ from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.settings import Settings
 from mirror.store.database import open_database
+from mirror.store.embedded import RELEASE_WAL_AFTER_CHANGES, release_wal
 from mirror.store.owner import own_data_dir
 from mirror.upstream.client import UpstreamClient
 
@@ -139,7 +140,7 @@ async def start_mirror(
                 interval=options.interval,
                 stop=stop,
                 progress=hooks.progress if hooks else None,
-                on_pass=hooks.on_pass if hooks else None,
+                on_pass=_after_pass(settings, pool, hooks.on_pass if hooks else None),
             ),
         )
         if settings.kafka_bootstrap is not None:
@@ -151,6 +152,34 @@ async def start_mirror(
             )
         yield mirror
         stop.set()
+
+
+OnPass = Callable[[IngestSummary], Awaitable[None] | None]
+
+
+def _after_pass(settings: Settings, pool: asyncpg.Pool, on_pass: OnPass | None) -> OnPass | None:
+    """The caller's ``on_pass``, then, on the embedded PostgreSQL, a vacuum and a checkpoint
+    after a pass that changed many images (a first mirror): its WAL is removed now, not at
+    the next timed checkpoint (see ``mirror.store.embedded``); the next pass waits for
+    them. Another server's WAL is its administrator's business."""
+    if not settings.embedded_database:
+        return on_pass
+
+    async def after(summary: IngestSummary) -> None:
+        if on_pass is not None:
+            maybe = on_pass(summary)
+            if maybe is not None:
+                await maybe
+        changed = summary.created + summary.updated + summary.deleted
+        if changed >= RELEASE_WAL_AFTER_CHANGES:
+            try:
+                async with pool.acquire() as conn:
+                    await release_wal(conn)
+                log.info("vacuum and checkpoint after %d changed image(s): WAL released", changed)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("vacuum and checkpoint after the ingest pass failed: %r", exc)
+
+    return after
 
 
 async def _start_api(

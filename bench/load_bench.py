@@ -1,0 +1,495 @@
+"""Load benchmark: ``mirror serve`` under 50 concurrent clients with a mixed load, for a fixed time.
+
+Budget (PRODUCT.md): >= 3,000 requests/s on 2 cores with Get p99 <= 25 ms and
+List p99 <= 50 ms, on an index of 1,000,000 images.
+
+Setup: the database of ``bench/api_bench.py`` (the simulator's registry loaded
+by COPY with the ingest's own record builders, ``bench/api_dataset.py``; the
+stats aggregates rebuilt by ``stats_rebuild()`` so the stats and blob routes
+read what an ingested index holds), then ``mirror serve`` in its own process.
+
+The mix, each request picked at random by weight:
+
+- Get 40 %: ``GET /container-registry/v1/images/{id}``, random ids;
+- List 50 %, page of 100, over the folder and registry scopes and four orders
+  (default, ``created_at desc``, ``name, digest desc``, ``name desc,
+  created_at``): ``first`` pages 30 %; ``next`` 10 %, the next page of the
+  client's own last List answer (its nextPageToken); ``deep`` 10 %, a page at a
+  token saved beforehand by walking every listing ``--deep-pages`` pages deep;
+- blobs 7 %: ``GET /mirror/v1/blobs/{digest}``, random digests;
+- stats 3 %: ``GET /mirror/v1/stats``, whole index, per folder, per registry.
+
+The load generator is ``wrk`` (C, one connection a thread, the mix in
+``bench/load_mix.lua``; LuaJIT's clock gives each request's latency, so the
+figures are per kind). It is not the bound (its threads wait for answers), but
+it runs on the same cores as the server and PostgreSQL, and buffering each
+answer for the Lua callback costs it CPU: each row gives its share. Install it with ``apt-get install wrk`` (Debian/Ubuntu). ``--client
+python`` is an aiohttp fallback in this process, for the smoke run where wrk
+is missing: it is itself a bound at these rates, its figures are not the
+benchmark's.
+
+    python -m bench.load_bench                           # 1,000,000 images, 30 s
+    python -m bench.load_bench --images 100000 --seconds 20 --no-record
+    python -m bench.load_bench --database-url postgresql://postgres@/postgres?host=/tmp/pg --keep
+
+Figures go to ``bench/RESULTS.md`` with the command, the date and the load
+average (the machine may be shared: say so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+import asyncpg
+import orjson
+
+from bench.api_bench import (
+    IMAGES,
+    child,
+    drop_database,
+    free_port,
+    load_average,
+    percentile,
+    postgres,
+    prepare_database,
+)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+LUA = HERE / "load_mix.lua"
+SECTION = "## Load"
+TARGET_RPS = 3000
+TARGET_GET_P99_MS = 25.0
+TARGET_LIST_P99_MS = 50.0
+
+# kind -> share of the requests (percent)
+MIX = {"get": 40, "first": 30, "next": 10, "deep": 10, "blob": 7, "stats": 3}
+LIST_KINDS = ("first", "next", "deep")
+ORDERS = ("", "created_at desc", "name, digest desc", "name desc, created_at")
+PAGE_SIZE = "100"
+
+SELECT_IDS = "SELECT id FROM images TABLESAMPLE SYSTEM (2) LIMIT $1"
+SELECT_FIRST_IDS = "SELECT id FROM images ORDER BY id LIMIT $1"  # a tiny index samples nothing
+SELECT_DIGESTS = "SELECT digest FROM blobs TABLESAMPLE SYSTEM (5) LIMIT $1"
+SELECT_FIRST_DIGESTS = "SELECT digest FROM blobs ORDER BY digest LIMIT $1"
+SELECT_REGISTRIES = "SELECT registry_id FROM images GROUP BY 1 ORDER BY count(*) DESC LIMIT $1"
+SELECT_FOLDERS = (
+    "SELECT folder_id FROM images WHERE folder_id IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC"
+)
+HAS_STATS_REBUILD = "SELECT to_regprocedure('stats_rebuild()') IS NOT NULL"
+STATS_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM stats_images)"
+STATS_REBUILD = "SELECT stats_rebuild()"
+
+
+def wrk_missing_line() -> str:
+    return (
+        "load bench: wrk is not installed: `apt-get install wrk` (Debian/Ubuntu), "
+        "or --client python for a slower, client-bound run"
+    )
+
+
+# -- the targets ------------------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    """What the clients request, by kind: (path, page token or None)."""
+
+    by_kind: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        lines = [f"weight\t{kind}\t{share}" for kind, share in MIX.items()]
+        for kind, targets in self.by_kind.items():
+            lines += [f"{kind}\t{p}" + (f"\t{t}" if t else "") for p, t in targets]
+        path.write_text("\n".join(lines) + "\n")
+
+
+def list_path(scope: tuple[str, str], order: str) -> str:
+    query = {scope[0]: scope[1], "pageSize": PAGE_SIZE}
+    if order:
+        query["orderBy"] = order
+    return f"{IMAGES}?{urlencode(query)}"
+
+
+async def fill_stats(dsn: str) -> None:
+    """The stats aggregates the COPY load skipped (its triggers were off), when empty."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval(HAS_STATS_REBUILD) and await conn.fetchval(STATS_EMPTY):
+            print("load bench: rebuilding the stats aggregates", flush=True)
+            started = time.perf_counter()
+            await conn.execute(STATS_REBUILD)
+            await conn.execute("VACUUM ANALYZE")
+            print(f"load bench: rebuilt in {time.perf_counter() - started:.0f} s", flush=True)
+    finally:
+        await conn.close()
+
+
+async def collect_targets(dsn: str, base: str, deep_pages: int) -> Targets:
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [r["id"] for r in await conn.fetch(SELECT_IDS, 20_000)]
+        ids = ids or [r["id"] for r in await conn.fetch(SELECT_FIRST_IDS, 20_000)]
+        digests = [r["digest"] for r in await conn.fetch(SELECT_DIGESTS, 2_000)]
+        digests = digests or [r["digest"] for r in await conn.fetch(SELECT_FIRST_DIGESTS, 2_000)]
+        registries = [r["registry_id"] for r in await conn.fetch(SELECT_REGISTRIES, 8)]
+        folders = [r["folder_id"] for r in await conn.fetch(SELECT_FOLDERS)]
+    finally:
+        await conn.close()
+    scopes = [("folderId", f) for f in folders] + [("registryId", r) for r in registries]
+    firsts = [list_path(scope, order) for scope in scopes for order in ORDERS]
+    deep: list[tuple[str, str | None]] = []
+    async with aiohttp.ClientSession() as session:
+        for path in firsts:
+            deep += await saved_tokens(session, base, path, deep_pages)
+    stats = ["/mirror/v1/stats"] + [f"/mirror/v1/stats?{urlencode(dict([s]))}" for s in scopes]
+    by_kind: dict[str, list[tuple[str, str | None]]] = {
+        "get": [(f"{IMAGES}/{i}", None) for i in ids],
+        "first": [(p, None) for p in firsts],
+        "deep": deep or [(p, None) for p in firsts],
+        "blob": [(f"/mirror/v1/blobs/{d}", None) for d in digests],
+        "stats": [(p, None) for p in stats],
+    }
+    print(
+        f"load bench: {len(ids):,} ids, {len(firsts)} listings ({len(scopes)} scopes x "
+        f"{len(ORDERS)} orders), {len(deep):,} deep tokens, {len(digests):,} digests",
+        flush=True,
+    )
+    return Targets(by_kind)
+
+
+async def saved_tokens(
+    session: aiohttp.ClientSession, base: str, path: str, pages: int
+) -> list[tuple[str, str | None]]:
+    """Tokens of pages 10, 20, ... of a listing, walked ``pages`` pages deep."""
+    out: list[tuple[str, str | None]] = []
+    token = ""
+    for page in range(1, pages + 1):
+        url = base + path + (f"&pageToken={token}" if token else "")
+        async with session.get(url) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
+        token = orjson.loads(body).get("nextPageToken", "")
+        if not token:
+            break
+        if page % 10 == 0:
+            out.append((path, token))
+    return out
+
+
+# -- the server process --------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pid and its descendants (``mirror serve --workers N`` has children)."""
+    pids = [pid]
+    for p in pids:
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            children = []
+        pids += [int(c) for c in children]
+    return pids
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident and peak resident MB of the process tree (summed)."""
+    rss = peak = 0.0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    peak += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return rss, peak
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the process tree (system: the kernel's share, e.g.
+    sending the answers through the loopback TCP stack)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11]) / ticks
+        system += int(fields[12]) / ticks
+    return user, system
+
+
+# -- the clients ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one measured run saw: latencies (ms) and statuses by kind, over ``seconds``."""
+
+    seconds: float
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # "kind status"
+    socket_errors: int = 0
+    client_cpu: float = 0.0  # seconds of CPU the load generator used
+
+    def add(self, kind: str, ms: float, status: int) -> None:
+        if status == 200:
+            self.latencies[kind].append(ms)
+        else:
+            self.errors[f"{kind} {status or 'no answer'}"] += 1
+
+    @property
+    def requests(self) -> int:
+        return sum(len(v) for v in self.latencies.values()) + sum(self.errors.values())
+
+    def of(self, kinds: Sequence[str]) -> list[float]:
+        return [ms for kind in kinds for ms in self.latencies.get(kind, [])]
+
+
+def run_wrk(base: str, targets: Path, clients: int, seconds: float, seed: int) -> Outcome:
+    out = targets.with_suffix(".out")
+    env = {**os.environ, "LOAD_MIX_OUT": str(out)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    command = [
+        "wrk", f"-t{clients}", f"-c{clients}", f"-d{max(1, round(seconds))}s",
+        "--timeout", "10s", "-s", str(LUA), base, "--", str(targets), str(seed),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")
+    outcome = Outcome(seconds)
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if fields[0] == "wrk":
+            outcome.seconds = int(fields[2]) / 1e6
+            outcome.socket_errors = sum(int(x) for x in fields[3:])
+            continue
+        outcome.add(fields[0], int(fields[1]) / 1000, int(fields[2]))
+    outcome.client_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return outcome
+
+
+async def run_python(
+    base: str, targets: Targets, clients: int, seconds: float, seed: int
+) -> Outcome:
+    """The same mix from this process with aiohttp: a fallback, itself a bound at high rates."""
+    rng = random.Random(seed)
+    kinds, weights = list(MIX), list(MIX.values())
+    outcome = Outcome(seconds)
+    cpu_before = time.process_time()
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            following: tuple[str, str] | None = None
+            while time.perf_counter() < deadline:
+                kind = rng.choices(kinds, weights)[0]
+                if kind == "next" and following is not None:
+                    path, token = following
+                else:
+                    kind = "first" if kind == "next" else kind
+                    path, token = rng.choice(targets.by_kind[kind])  # type: ignore[assignment]
+                url = base + path + (f"&pageToken={token}" if token else "")
+                started = time.perf_counter()
+                try:
+                    async with session.get(url) as response:
+                        body = await response.read()
+                        status = response.status
+                except aiohttp.ClientError:
+                    outcome.socket_errors += 1
+                    continue
+                outcome.add(kind, (time.perf_counter() - started) * 1000, status)
+                if kind in LIST_KINDS and status == 200:
+                    next_token = orjson.loads(body).get("nextPageToken")
+                    following = (path, next_token) if next_token else None
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        outcome.seconds = time.perf_counter() - started
+    outcome.client_cpu = time.process_time() - cpu_before
+    return outcome
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def p50_p99(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{percentile(values, 50):.1f} / {percentile(values, 99):.1f}"
+
+
+@dataclass
+class Run:
+    outcome: Outcome
+    server_rss: tuple[float, float]
+    server_cpu: tuple[float, float]  # user, system CPU seconds during the measure
+
+    @property
+    def server_share(self) -> str:
+        user, system = self.server_cpu
+        seconds = self.outcome.seconds
+        return f"{(user + system) / seconds:.0%} ({system / seconds:.0%} system)"
+
+    def line(self) -> str:
+        o = self.outcome
+        errors = sum(o.errors.values()) + o.socket_errors
+        return (
+            f"{o.requests / o.seconds:,.0f} requests/s; Get {p50_p99(o.of(['get']))} ms, "
+            f"List {p50_p99(o.of(LIST_KINDS))} ms (first {p50_p99(o.of(['first']))}, "
+            f"next {p50_p99(o.of(['next']))}, deep {p50_p99(o.of(['deep']))}), "
+            f"blobs {p50_p99(o.of(['blob']))} ms, stats {p50_p99(o.of(['stats']))} ms (p50 / p99); "
+            f"errors {errors} {dict(o.errors)}; server RSS {self.server_rss[0]:.0f} MB (peak {self.server_rss[1]:.0f}), "
+            f"server CPU {self.server_share} of a core, "
+            f"client CPU {o.client_cpu / o.seconds:.0%}"
+        )
+
+
+def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -> str:
+    o = run.outcome
+    errors = sum(o.errors.values()) + o.socket_errors
+    get_p99 = percentile(o.of(["get"]), 99) if o.of(["get"]) else float("inf")
+    list_p99 = percentile(o.of(LIST_KINDS), 99) if o.of(LIST_KINDS) else float("inf")
+    rps = o.requests / o.seconds
+    met = rps >= TARGET_RPS and get_p99 <= TARGET_GET_P99_MS and list_p99 <= TARGET_LIST_P99_MS
+    return (
+        f"| {datetime.now(UTC):%Y-%m-%d %H:%M} UTC | `{command}` | {args.images:,} "
+        f"| {args.client} | {args.clients} x {o.seconds:.0f} s | {rps:,.0f} "
+        f"| {p50_p99(o.of(['get']))} | {p50_p99(o.of(LIST_KINDS))} "
+        f"| {p50_p99(o.of(['first']))} | {p50_p99(o.of(['next']))} | {p50_p99(o.of(['deep']))} "
+        f"| {p50_p99(o.of(['blob']))} | {p50_p99(o.of(['stats']))} | {errors} "
+        f"| {run.server_rss[0]:.0f} ({run.server_rss[1]:.0f}) "
+        f"| {run.server_share} / {o.client_cpu / o.seconds:.0%} "
+        f"| {'yes' if met else 'no'} "
+        f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
+        f"workers {args.workers}; Python {sys.version.split()[0]} |"
+    )
+
+
+def write_row(row: str) -> None:
+    header = (
+        f"{SECTION}\n\n"
+        "`bench/load_bench.py`: `mirror serve` under 50 concurrent clients, each request picked "
+        "at random: Get 40 %, List 50 % (page of 100 over the folder and registry scopes and 4 "
+        "orders: first pages 30 %, the client's next page 10 %, saved deep pages 10 %), blobs 7 %, "
+        "stats 3 % (whole index, per folder, per registry). Latencies in ms (p50 / p99) measured "
+        "by the client, per kind; errors = non-200 answers, socket errors and requests wrk asked "
+        "for but never answered (`no answer`: it re-asks when a write must be retried); RSS of the server "
+        "process(es) at the end (peak); CPU = the server's (its kernel share in brackets) and the "
+        "load generator's share of one core during the measure. Load generator: `wrk` (C; `apt-get install wrk`) with "
+        "`bench/load_mix.lua`, one connection a thread. Budget: >= 3,000 requests/s, Get p99 "
+        "<= 25 ms, List p99 <= 50 ms.\n\n"
+        "| date | command | images | client | clients x time | requests/s | Get | List "
+        "| List first | List next | List deep | blobs | stats | errors | server RSS MB (peak) "
+        "| CPU server / client | budget met | notes |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- | --- | --- | --- |\n"
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if SECTION not in text:
+        text = text.rstrip("\n") + "\n\n" + header + row + "\n"
+    else:
+        start = text.index(SECTION)
+        end = text.find("\n## ", start + len(SECTION))
+        end = len(text) if end == -1 else end + 1
+        section = text[start:end].rstrip("\n") + "\n" + row + "\n"
+        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
+    RESULTS.write_text(text)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load_bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--images", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30.0, help="the measured run")
+    parser.add_argument("--warmup", type=float, default=5.0, help="an unmeasured run first")
+    parser.add_argument("--deep-pages", type=int, default=100, help="how deep to save tokens")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk",
+        help="the load generator (python: a client-bound fallback for smoke runs)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="mirror serve --workers")
+    parser.add_argument(
+        "--database-url", help="admin DSN of a PostgreSQL server (default: embedded)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep (and reuse) the filled database")
+    parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        print(wrk_missing_line(), file=sys.stderr)
+        return 2
+    command = shlex.join(["python", "-m", "bench.load_bench", *argv])
+    load_before = load_average()
+    with postgres(args.database_url) as admin_dsn:
+        dsn = asyncio.run(prepare_database(admin_dsn, args.images, args.seed, args.keep))
+        try:
+            asyncio.run(fill_stats(dsn))
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            serve = ["serve", "--port", str(port), "--database-url", dsn, "--log-level", "WARNING"]
+            if args.workers != 1:
+                serve += ["--workers", str(args.workers)]
+            with child(serve, base + "/readyz") as server, tempfile.TemporaryDirectory() as tmp:
+                targets = asyncio.run(collect_targets(dsn, base, args.deep_pages))
+                targets_file = Path(tmp) / "targets.tsv"
+                targets.write(targets_file)
+
+                def measure(seconds: float) -> Outcome:
+                    if args.client == "wrk":
+                        return run_wrk(base, targets_file, args.clients, seconds, args.seed)
+                    return asyncio.run(run_python(base, targets, args.clients, seconds, args.seed))
+
+                if args.warmup > 0:
+                    measure(args.warmup)
+                user, system = cpu_seconds(server.pid)
+                outcome = measure(args.seconds)
+                user_after, system_after = cpu_seconds(server.pid)
+                run = Run(outcome, rss_mb(server.pid), (user_after - user, system_after - system))
+        finally:
+            if not args.keep:
+                asyncio.run(drop_database(admin_dsn, args.images, args.seed))
+    print(f"load bench: {run.line()}", flush=True)
+    row = record(command, run, args, load_before)
+    print(row)
+    if not args.no_record:
+        write_row(row)
+    return 0 if run.outcome.requests else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
