@@ -30,7 +30,7 @@ from mirror.api.app import create_app
 from mirror.api.bind import check_bind
 from mirror.api.server import ApiRunner
 from mirror.api.tls import server_ssl_context
-from mirror.errors import ConfigError
+from mirror.errors import BackgroundTaskFailed, ConfigError
 from mirror.events.relay import run_relay
 from mirror.grpc_api.server import start_for_app
 from mirror.ingest.loop import run_ingest_loop
@@ -86,14 +86,6 @@ class Mirror:
                     raise BackgroundTaskFailed(name) from error
                 if not stop.is_set():
                     log.warning("%s ended on its own; stopping the mirror", name)
-
-
-class BackgroundTaskFailed(RuntimeError):
-    """The ingest loop or the relay died with an unexpected error (the cause is chained)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"the {name} failed")
-        self.name = name
 
 
 @dataclass(frozen=True, slots=True)

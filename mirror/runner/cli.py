@@ -15,8 +15,8 @@ from mirror.cli_options import (
     load_settings,
     require_scopes,
 )
-from mirror.errors import ConfigError
-from mirror.runner.app import BackgroundTaskFailed, Mirror, RunOptions, run_until_stopped
+from mirror.errors import BackgroundTaskFailed, ConfigError
+from mirror.runner.app import Mirror, RunOptions, run_until_stopped
 
 DEFAULT_PORT = 8080
 DEFAULT_RUN_INTERVAL = 60.0
