@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import sys
@@ -15,6 +14,7 @@ from mirror.errors import ConfigError, DatabaseUnavailable, DataDirBusy
 from mirror.exit_codes import ExitCode
 from mirror.log_format import OneLineFormatter
 from mirror.settings import Settings
+from mirror.signals import run_main
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -104,9 +104,9 @@ def configure_logging(level: str) -> None:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; the errors every command may meet end in one line and
     their exit status (``mirror.exit_codes``): a late configuration error, the database
-    unreachable, the data dir owned by another process."""
+    unreachable, the data dir owned by another process; interrupted at once, 130."""
     try:
-        return asyncio.run(coro)
+        return run_main(coro)
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
         sys.exit(ExitCode.CONFIG)
@@ -116,8 +116,6 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     except DataDirBusy as exc:
         click.echo(f"mirror: {exc}", err=True)
         sys.exit(ExitCode.HELD_ELSEWHERE)
-    except KeyboardInterrupt:
-        sys.exit(ExitCode.INTERRUPTED)
 
 
 def async_command(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 
 import click
@@ -12,18 +10,12 @@ import orjson
 
 from mirror.cli_options import async_command, database_options, load_settings
 from mirror.settings import Settings
+from mirror.signals import stop_on_signals
 
 NO_KAFKA = (
     "MIRROR_KAFKA_BOOTSTRAP is not set (nor --kafka-bootstrap): events stay in PostgreSQL "
     "and are readable at /mirror/v1/events"
 )
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
 
 
 def _require_kafka(settings: Settings) -> str:
@@ -92,12 +84,16 @@ async def relay_command(
 
         start_http_server(metrics_port, addr="127.0.0.1")
     stop = asyncio.Event()
-    _stop_on_signals(stop)
     try:
         async with open_database(settings, max_size=2) as pool:
-            result = await run_relay(
-                pool, settings, stop=stop, once=once, options=RelayOptions(batch_size=batch_size)
-            )
+            with stop_on_signals(stop):
+                result = await run_relay(
+                    pool,
+                    settings,
+                    stop=stop,
+                    once=once,
+                    options=RelayOptions(batch_size=batch_size),
+                )
     except KafkaUnavailableError as exc:
         click.echo(f"mirror: {exc}", err=True)
         sys.exit(1)
@@ -166,7 +162,6 @@ async def tail_command(
     )
     bootstrap = _require_kafka(settings)
     stop = asyncio.Event()
-    _stop_on_signals(stop)
     printed = 0
 
     async def emit(event: ReceivedEvent) -> None:
@@ -190,7 +185,8 @@ async def tail_command(
         raise click.BadParameter(str(exc), param_hint="--type") from None
     try:
         async with subscriber:
-            await subscriber.run(emit, stop=stop)
+            with stop_on_signals(stop):
+                await subscriber.run(emit, stop=stop)
     except KafkaUnavailableError as exc:
         click.echo(f"mirror: {exc}", err=True)
         sys.exit(1)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 
 import aiohttp
 import click
@@ -19,27 +17,9 @@ from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
 from mirror.ingest.progress import WalkProgress, progress_for
 from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.settings import Settings
+from mirror.signals import stop_on_signals
 from mirror.store.database import open_database
 from mirror.upstream.client import UpstreamClient
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and the first Ctrl-C set ``stop`` (the current page transaction finishes);
-    a second Ctrl-C interrupts at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_sigint() -> None:
-        stop.set()
-        loop.remove_signal_handler(signal.SIGINT)
-
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        loop.remove_signal_handler(signal.SIGINT)
 
 
 def upstream_session(settings: Settings) -> aiohttp.ClientSession:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 import time
 
 import click
 
+from mirror.errors import ConfigError
+from mirror.exit_codes import ExitCode
 from mirror.model import Scope, ScopeKind
+from mirror.signals import run_main, stop_on_signals
 from mirror.upstream.simulator.config import PageTokenStyle, SimulatorConfig
 from mirror.upstream.simulator.runtime import Simulator
 from mirror.upstream.simulator.server import start_simulator
@@ -164,8 +165,7 @@ def simulate_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, host, port, grpc_port))
+    run_main(_serve(config, host, port, grpc_port))
 
 
 async def _serve(config: SimulatorConfig, host: str, port: int, grpc_port: int | None) -> None:
@@ -176,20 +176,20 @@ async def _serve(config: SimulatorConfig, host: str, port: int, grpc_port: int |
         running = await start_simulator(
             host=host, port=port, simulator=simulator, grpc_port=grpc_port
         )
-    except (OSError, RuntimeError) as exc:
+    except ConfigError as exc:  # the HTTP port
+        click.echo(f"mirror simulate: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG)
+    except (OSError, RuntimeError) as exc:  # the gRPC port
         reason = exc.strerror if isinstance(exc, OSError) else exc
-        click.echo(f"mirror simulate: cannot listen on {host}:{port}: {reason}", err=True)
-        sys.exit(1)
+        click.echo(f"mirror simulate: --grpc-port {grpc_port}: cannot listen: {reason}", err=True)
+        sys.exit(ExitCode.CONFIG)
     _print_banner(running.url, simulator, ready)
     if running.grpc_address:
         click.echo(f"  gRPC API:    {running.grpc_address} (ImageService, OperationService)")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        with stop_on_signals(stop):
+            await stop.wait()
     finally:
         await running.close()
         click.echo("simulator stopped", err=True)
