@@ -17,6 +17,7 @@ from mirror.settings import Settings
 from mirror.signals import run_main
 
 T = TypeVar("T")
+DEFAULT_API_PORT = 8080
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -47,6 +48,64 @@ def grpc_port_option(func: F) -> F:
         default=None,
         metavar="PORT|off",
         help="Port of the gRPC API (0: any free port, off: none).  [env MIRROR_GRPC_PORT; default 50051]",
+    )(func)
+
+
+# One declaration per shared flag: adding a setting touches settings.py, one option
+# here and the README. Each decorates the commands that take it.
+
+scope_option = click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="KIND:ID",
+    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
+)
+upstream_url_option = click.option(
+    "--upstream-url",
+    default=None,
+    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
+)
+kafka_bootstrap_option = click.option(
+    "--kafka-bootstrap",
+    default=None,
+    help="Kafka bootstrap servers host:port[,…]; unset: events stay in PostgreSQL "
+    "(relay and events tail need it).  [env MIRROR_KAFKA_BOOTSTRAP]",
+)
+topic_prefix_option = click.option(
+    "--topic-prefix",
+    default=None,
+    help="Topics are <prefix>.images and <prefix>.blobs.  [env MIRROR_KAFKA_TOPIC_PREFIX; default registry-mirror]",
+)
+insecure_option = click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
+)
+
+
+def interval_option(default: float) -> Callable[[F], F]:
+    """--interval: seconds between the starts of two ingest passes (each command its default)."""
+    return click.option(
+        "--interval",
+        type=click.FloatRange(min=0.0),
+        default=default,
+        show_default=True,
+        help="Seconds between the starts of two ingest passes.",
+    )
+
+
+def api_listen_options(func: F) -> F:
+    """--host and --port of the local API and dashboard."""
+    func = click.option(
+        "--port",
+        default=DEFAULT_API_PORT,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help="Port of the API and dashboard (0: any free port).",
+    )(func)
+    return click.option(
+        "--host", default="127.0.0.1", show_default=True, help="Address of the API."
     )(func)
 
 

@@ -8,7 +8,13 @@ import sys
 import click
 import orjson
 
-from mirror.cli_options import async_command, database_options, load_settings
+from mirror.cli_options import (
+    async_command,
+    database_options,
+    kafka_bootstrap_option,
+    load_settings,
+    topic_prefix_option,
+)
 from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 
@@ -27,16 +33,8 @@ def _require_kafka(settings: Settings) -> str:
 
 @click.command("relay")
 @click.option("--once", is_flag=True, help="Publish every pending event, then exit.")
-@click.option(
-    "--kafka-bootstrap",
-    default=None,
-    help="Kafka bootstrap servers host:port[,…].  [env MIRROR_KAFKA_BOOTSTRAP; required]",
-)
-@click.option(
-    "--topic-prefix",
-    default=None,
-    help="Topics are <prefix>.images and <prefix>.blobs.  [env MIRROR_KAFKA_TOPIC_PREFIX; default registry-mirror]",
-)
+@kafka_bootstrap_option
+@topic_prefix_option
 @click.option(
     "--batch-size",
     default=1000,
@@ -126,16 +124,8 @@ def events_group() -> None:
     is_flag=True,
     help="Start at the oldest event Kafka keeps (with --group: where the group has no offset yet).",
 )
-@click.option(
-    "--kafka-bootstrap",
-    default=None,
-    help="Kafka bootstrap servers host:port[,…].  [env MIRROR_KAFKA_BOOTSTRAP; required]",
-)
-@click.option(
-    "--topic-prefix",
-    default=None,
-    help="[env MIRROR_KAFKA_TOPIC_PREFIX; default registry-mirror]",
-)
+@kafka_bootstrap_option
+@topic_prefix_option
 @click.option(
     "--limit",
     default=None,

@@ -10,7 +10,15 @@ import aiohttp
 import click
 import orjson
 
-from mirror.cli_options import async_command, database_options, load_settings, require_scopes
+from mirror.cli_options import (
+    async_command,
+    database_options,
+    interval_option,
+    load_settings,
+    require_scopes,
+    scope_option,
+    upstream_url_option,
+)
 from mirror.dsn import DsnParts
 from mirror.exit_codes import ExitCode
 from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
@@ -79,26 +87,10 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
 
 @click.command("ingest")
 @click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.0),
-    default=DEFAULT_INTERVAL_S,
-    show_default=True,
-    help="Seconds between the starts of two passes (continuous mode).",
-)
+@interval_option(DEFAULT_INTERVAL_S)
 @click.option("--json", "as_json", is_flag=True, help="Print each pass's summary as one JSON line.")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    metavar="KIND:ID",
-    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
-)
-@click.option(
-    "--upstream-url",
-    default=None,
-    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
-)
+@scope_option
+@upstream_url_option
 @click.option(
     "--delete-guard",
     default=None,

@@ -8,17 +8,22 @@ from pathlib import Path
 import click
 
 from mirror.cli_options import (
+    api_listen_options,
     async_command,
     configure_logging,
     database_options,
     grpc_port_option,
+    insecure_option,
+    interval_option,
+    kafka_bootstrap_option,
     load_settings,
     require_scopes,
+    scope_option,
+    upstream_url_option,
 )
 from mirror.errors import BackgroundTaskFailed, ConfigError
 from mirror.runner.app import Mirror, RunOptions, run_until_stopped
 
-DEFAULT_PORT = 8080
 DEFAULT_RUN_INTERVAL = 60.0
 DEFAULT_DEMO_INTERVAL = 10.0
 
@@ -47,17 +52,9 @@ def _fail(exc: BaseException) -> None:
     type=click.FloatRange(0),
     help="Simulated upstream changes a second (pushes, re-tags, deletions); 0 for none.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the API and dashboard (0: any free port).")  # fmt: skip
+@api_listen_options
 @grpc_port_option
-@click.option(
-    "--interval",
-    default=DEFAULT_DEMO_INTERVAL,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds between the starts of two ingest passes.",
-)
+@interval_option(DEFAULT_DEMO_INTERVAL)
 @click.option(
     "--data-dir",
     default=None,
@@ -108,7 +105,9 @@ async def demo_command(
         from mirror.settings import default_demo_data_dir
 
         if database_url is not None:
-            click.echo("mirror: --reset removes an embedded data dir, not --database-url's", err=True)
+            click.echo(
+                "mirror: --reset removes an embedded data dir, not --database-url's", err=True
+            )
             sys.exit(2)
         try:
             click.echo(f"mirror demo: {reset_demo_data(data_dir or default_demo_data_dir())}")
@@ -137,39 +136,13 @@ async def demo_command(
 
 
 @click.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the API and dashboard.")  # fmt: skip
+@api_listen_options
 @grpc_port_option
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
-)
-@click.option(
-    "--interval",
-    default=DEFAULT_RUN_INTERVAL,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds between the starts of two ingest passes.",
-)
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    metavar="KIND:ID",
-    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
-)
-@click.option(
-    "--upstream-url",
-    default=None,
-    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
-)
-@click.option(
-    "--kafka-bootstrap",
-    default=None,
-    help="Kafka bootstrap servers; unset: events stay in PostgreSQL.  [env MIRROR_KAFKA_BOOTSTRAP]",
-)
+@insecure_option
+@interval_option(DEFAULT_RUN_INTERVAL)
+@scope_option
+@upstream_url_option
+@kafka_bootstrap_option
 @database_options
 @async_command
 async def run_command(

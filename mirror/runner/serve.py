@@ -10,22 +10,22 @@ from mirror.api.app import create_app
 from mirror.api.bind import check_bind
 from mirror.api.server import ApiRunner
 from mirror.api.tls import server_ssl_context
-from mirror.cli_options import async_command, database_options, grpc_port_option, load_settings
+from mirror.cli_options import (
+    api_listen_options,
+    async_command,
+    database_options,
+    grpc_port_option,
+    insecure_option,
+    load_settings,
+)
 from mirror.grpc_api.server import start_for_app
 from mirror.listen import start_site
 from mirror.signals import stop_on_signals
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port."
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
-)
+@api_listen_options
+@insecure_option
 @grpc_port_option
 @database_options
 @async_command
