@@ -21,13 +21,16 @@ DEFAULT_API_PORT = 8080
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+log_level_option = click.option(
+    "--log-level",
+    default=None,
+    help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL; default INFO, the demo's WARNING]",
+)
+
+
 def database_options(func: F) -> F:
     """--database-url, --data-dir and --log-level (flags win over MIRROR_* variables)."""
-    func = click.option(
-        "--log-level",
-        default=None,
-        help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL; default INFO]",
-    )(func)
+    func = log_level_option(func)
     func = click.option(
         "--data-dir",
         default=None,

@@ -13,6 +13,7 @@ from mirror.cli_options import (
     database_options,
     kafka_bootstrap_option,
     load_settings,
+    log_level_option,
     topic_prefix_option,
 )
 from mirror.settings import Settings
@@ -132,7 +133,7 @@ def events_group() -> None:
     type=click.IntRange(1),
     help="Exit after printing this many events.",
 )
-@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.")
+@log_level_option
 @async_command
 async def tail_command(
     types: tuple[str, ...],

@@ -17,12 +17,14 @@ from mirror.cli_options import (
     interval_option,
     kafka_bootstrap_option,
     load_settings,
+    log_level_option,
     require_scopes,
     scope_option,
     upstream_url_option,
 )
 from mirror.errors import BackgroundTaskFailed, ConfigError
 from mirror.runner.app import Mirror, RunOptions, run_until_stopped
+from mirror.upstream.simulator.cli import churn_option, images_option, seed_option
 
 DEFAULT_RUN_INTERVAL = 60.0
 DEFAULT_DEMO_INTERVAL = 10.0
@@ -37,21 +39,9 @@ def _fail(exc: BaseException) -> None:
 
 
 @click.command("demo")
-@click.option(
-    "--images",
-    default=50_000,
-    show_default=True,
-    type=click.IntRange(1, 10_000_000),
-    help="Images in the simulated registry.",
-)
-@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
-@click.option(
-    "--churn",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Simulated upstream changes a second (pushes, re-tags, deletions); 0 for none.",
-)
+@images_option(50_000)
+@seed_option
+@churn_option(2.0)
 @api_listen_options
 @grpc_port_option
 @interval_option(DEFAULT_DEMO_INTERVAL)
@@ -66,9 +56,7 @@ def _fail(exc: BaseException) -> None:
     default=None,
     help="Use this PostgreSQL instead of the embedded one (MIRROR_DATABASE_URL is ignored by the demo).",
 )
-@click.option(
-    "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL]"
-)
+@log_level_option
 @click.option(
     "--reset",
     is_flag=True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -17,12 +19,40 @@ from mirror.upstream.simulator.runtime import Simulator
 from mirror.upstream.simulator.server import start_simulator
 
 DEFAULT_PORT = 9090
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise click.BadParameter("must be between 0 and 1")
     return value
+
+
+# The simulated registry's flags, shared with `mirror demo`.
+seed_option = click.option(
+    "--seed", default=1, show_default=True, type=int, help="Same seed, same registry."
+)
+
+
+def images_option(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--images",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, 10_000_000),
+        help="Images in the simulated registry (a million are ready in about a second).",
+    )
+
+
+def churn_option(default: float) -> Callable[[F], F]:
+    return click.option(
+        "--churn",
+        default=default,
+        show_default=True,
+        type=click.FloatRange(0),
+        help="Simulated upstream changes a second (pushes 40%, tag moves 35%, deletions 25%); "
+        "0 for none.",
+    )
 
 
 @click.command("simulate")
@@ -37,23 +67,11 @@ def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
     help="Also serve ImageService and OperationService over gRPC on this port (0: any free one; "
     "faults and --token apply to REST only).",
 )
-@click.option(
-    "--images",
-    default=10_000,
-    show_default=True,
-    type=click.IntRange(1, 10_000_000),
-    help="Generated images (up to 10,000,000; a million are ready in about a second).",
-)
-@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
+@images_option(10_000)
+@seed_option
 @click.option("--folders", default=2, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--registries-per-folder", default=2, show_default=True, type=click.IntRange(1, 1000))
-@click.option(
-    "--churn",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Changes a second: pushes 40%, tag moves 35%, deletions 25%.",
-)
+@churn_option(0.0)
 @click.option(
     "--latency-ms",
     default=0.0,
