@@ -21,62 +21,87 @@ DEFAULT_API_PORT = 8080
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-log_level_option = click.option(
+# A settings flag feeds one Settings field: its value goes to ``load_settings`` (by
+# way of the click context), not to the command. Adding a setting touches
+# settings.py, one declaration here and the README.
+SETTINGS_FLAGS = "mirror.settings_flags"
+
+
+def settings_option(
+    *decls: str, setting: str, convert: Callable[[Any], Any] | None = None, **attrs: Any
+) -> Callable[[F], F]:
+    """A flag for the ``setting`` field of Settings (None: not given, the environment rules)."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        ctx.meta.setdefault(SETTINGS_FLAGS, {})[setting] = (
+            convert(value) if convert is not None else value
+        )
+
+    return click.option(*decls, expose_value=False, callback=remember, **attrs)
+
+
+def settings_flags() -> dict[str, Any]:
+    """The settings flags of the running command (empty outside a click command)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(SETTINGS_FLAGS, {})) if ctx is not None else {}
+
+
+log_level_option = settings_option(
     "--log-level",
+    setting="log_level",
     default=None,
     help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL; default INFO, the demo's WARNING]",
+)
+data_dir_option = settings_option(
+    "--data-dir",
+    setting="data_dir",
+    default=None,
+    help="Where the embedded PostgreSQL keeps its data.  [env MIRROR_DATA_DIR; default a per-user data dir]",
+)
+database_url_option = settings_option(
+    "--database-url",
+    setting="database_url",
+    default=None,
+    help="PostgreSQL DSN.  [env MIRROR_DATABASE_URL; default: an embedded PostgreSQL in --data-dir]",
 )
 
 
 def database_options(func: F) -> F:
     """--database-url, --data-dir and --log-level (flags win over MIRROR_* variables)."""
-    func = log_level_option(func)
-    func = click.option(
-        "--data-dir",
-        default=None,
-        help="Where the embedded PostgreSQL keeps its data.  [env MIRROR_DATA_DIR; default a per-user data dir]",
-    )(func)
-    func = click.option(
-        "--database-url",
-        default=None,
-        help="PostgreSQL DSN.  [env MIRROR_DATABASE_URL; default: an embedded PostgreSQL in --data-dir]",
-    )(func)
-    return func
+    return database_url_option(data_dir_option(log_level_option(func)))
 
 
-def grpc_port_option(func: F) -> F:
-    """--grpc-port: the gRPC listener beside the HTTP API (same --host)."""
-    return click.option(
-        "--grpc-port",
-        default=None,
-        metavar="PORT|off",
-        help="Port of the gRPC API (0: any free port, off: none).  [env MIRROR_GRPC_PORT; default 50051]",
-    )(func)
-
-
-# One declaration per shared flag: adding a setting touches settings.py, one option
-# here and the README. Each decorates the commands that take it.
-
-scope_option = click.option(
+grpc_port_option = settings_option(
+    "--grpc-port",
+    setting="grpc_port",
+    default=None,
+    metavar="PORT|off",
+    help="Port of the gRPC API (0: any free port, off: none).  [env MIRROR_GRPC_PORT; default 50051]",
+)
+scope_option = settings_option(
     "--scope",
-    "scopes",
+    setting="scopes",
+    convert=lambda given: ",".join(given) if given else None,
     multiple=True,
     metavar="KIND:ID",
     help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
 )
-upstream_url_option = click.option(
+upstream_url_option = settings_option(
     "--upstream-url",
+    setting="upstream_url",
     default=None,
     help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
 )
-kafka_bootstrap_option = click.option(
+kafka_bootstrap_option = settings_option(
     "--kafka-bootstrap",
+    setting="kafka_bootstrap",
     default=None,
     help="Kafka bootstrap servers host:port[,…]; unset: events stay in PostgreSQL "
     "(relay and events tail need it).  [env MIRROR_KAFKA_BOOTSTRAP]",
 )
-topic_prefix_option = click.option(
+topic_prefix_option = settings_option(
     "--topic-prefix",
+    setting="kafka_topic_prefix",
     default=None,
     help="Topics are <prefix>.images and <prefix>.blobs.  [env MIRROR_KAFKA_TOPIC_PREFIX; default registry-mirror]",
 )
@@ -113,9 +138,10 @@ def api_listen_options(func: F) -> F:
 
 
 def load_settings(**flags: Any) -> Settings:
-    """Settings from the environment and the given flags; a bad value exits 2 with one line."""
+    """Settings from the environment, the command's settings flags and ``flags`` (a
+    command's own); a bad value exits 2 with one line."""
     try:
-        settings = Settings.load(**flags)
+        settings = Settings.load(**{**settings_flags(), **flags})
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
         sys.exit(ExitCode.CONFIG)

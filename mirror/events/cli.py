@@ -53,13 +53,8 @@ def _require_kafka(settings: Settings) -> str:
 @async_command
 async def relay_command(
     once: bool,
-    kafka_bootstrap: str | None,
-    topic_prefix: str | None,
     batch_size: int,
     metrics_port: int | None,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Publish pending change events from the outbox to Kafka (CloudEvents, at least once).
 
@@ -70,13 +65,7 @@ async def relay_command(
     from mirror.events.relay import RelayOptions, run_relay
     from mirror.store.database import open_database
 
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        log_level=log_level,
-        kafka_bootstrap=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-    )
+    settings = load_settings()
     _require_kafka(settings)
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -139,18 +128,13 @@ async def tail_command(
     types: tuple[str, ...],
     group: str | None,
     from_beginning: bool,
-    kafka_bootstrap: str | None,
-    topic_prefix: str | None,
     limit: int | None,
-    log_level: str | None,
 ) -> None:
     """Print events as they arrive, one CloudEvent JSON object a line (duplicates dropped)."""
     from mirror.errors import KafkaUnavailableError
     from mirror.events.subscriber import EventSubscriber, ReceivedEvent
 
-    settings = load_settings(
-        log_level=log_level, kafka_bootstrap=kafka_bootstrap, kafka_topic_prefix=topic_prefix
-    )
+    settings = load_settings()
     bootstrap = _require_kafka(settings)
     stop = asyncio.Event()
     printed = 0

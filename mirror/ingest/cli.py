@@ -104,12 +104,7 @@ async def ingest_command(
     once: bool,
     interval: float,
     as_json: bool,
-    scopes: tuple[str, ...],
-    upstream_url: str | None,
     delete_guard: str | None,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Walk the upstream List API for every configured scope into the index.
 
@@ -123,14 +118,7 @@ async def ingest_command(
     process) or 5 (stopped by a signal); 2 is a configuration error
     (docs/INGEST.md, "Exit codes").
     """
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        log_level=log_level,
-        upstream_url=upstream_url,
-        scopes=",".join(scopes) if scopes else None,
-        delete_guard=delete_guard,
-    )
+    settings = load_settings(delete_guard=delete_guard)
     require_scopes(settings, "ingest")
     stop = asyncio.Event()
     outcome: IngestSummary | None = None

@@ -20,6 +20,7 @@ from mirror.cli_options import (
     log_level_option,
     require_scopes,
     scope_option,
+    settings_flags,
     upstream_url_option,
 )
 from mirror.errors import BackgroundTaskFailed, ConfigError
@@ -69,11 +70,9 @@ async def demo_command(
     churn: float,
     host: str,
     port: int,
-    grpc_port: str | None,
     interval: float,
     data_dir: Path | None,
     database_url: str | None,
-    log_level: str | None,
     reset: bool,
 ) -> None:
     """The main job on embedded defaults: simulate a registry, mirror it, serve it, until Ctrl-C.
@@ -104,9 +103,7 @@ async def demo_command(
             sys.exit(1)
         return
     try:
-        settings = demo_settings(
-            data_dir=data_dir, database_url=database_url, log_level=log_level, grpc_port=grpc_port
-        )
+        settings = demo_settings(data_dir=data_dir, database_url=database_url, **settings_flags())
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
         sys.exit(2)
@@ -136,15 +133,8 @@ async def demo_command(
 async def run_command(
     host: str,
     port: int,
-    grpc_port: str | None,
     insecure: bool,
     interval: float,
-    scopes: tuple[str, ...],
-    upstream_url: str | None,
-    kafka_bootstrap: str | None,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Ingest loop + relay + API in one process, configured for the real upstream.
 
@@ -154,15 +144,7 @@ async def run_command(
     serves the local API and dashboard. SIGTERM or Ctrl-C stops it all cleanly;
     a second Ctrl-C stops at once.
     """
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        log_level=log_level,
-        grpc_port=grpc_port,
-        upstream_url=upstream_url,
-        kafka_bootstrap=kafka_bootstrap,
-        scopes=",".join(scopes) if scopes else None,
-    )
+    settings = load_settings()
     require_scopes(settings, "mirror")
     options = RunOptions(host=host, port=port, insecure=insecure, interval=interval)
 

@@ -32,11 +32,7 @@ from mirror.signals import stop_on_signals
 async def serve_command(
     host: str,
     port: int,
-    grpc_port: str | None,
     insecure: bool,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Serve the local API: the upstream's List/Get/Delete, blobs, sync status, events, stats.
 
@@ -46,9 +42,7 @@ async def serve_command(
     without them only a loopback address is allowed unless --insecure is given.
     Runs until SIGINT or SIGTERM.
     """
-    settings = load_settings(
-        database_url=database_url, data_dir=data_dir, log_level=log_level, grpc_port=grpc_port
-    )
+    settings = load_settings()
     check_bind(settings, host, insecure)
     ssl_context = server_ssl_context(settings)
     app = create_app(settings)
