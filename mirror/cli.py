@@ -73,12 +73,12 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @database_options
 @async_command
-async def db_upgrade(database_url: str | None, data_dir: str | None, log_level: str | None) -> None:
+async def db_upgrade() -> None:
     """Apply pending SQL migrations from sql/ (serve, ingest and run also do this at start)."""
     from mirror.store.database import open_database
     from mirror.store.migrate import apply_migrations
 
-    settings = load_settings(database_url=database_url, data_dir=data_dir, log_level=log_level)
+    settings = load_settings()
     async with open_database(settings, migrate=False) as pool, pool.acquire() as conn:
         applied = await apply_migrations(conn)
     if applied:

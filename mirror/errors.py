@@ -24,6 +24,7 @@
     │   └── MalformedAnswer      it answered something not well-formed (never evidence)
     ├── MalformedImage           an upstream image the index cannot hold (also a ValueError)
     ├── LeaseLost                another walker took the scope over
+    ├── BackgroundTaskFailed     `mirror run`/`demo`: the ingest loop or the relay died; exit 1
     ├── KafkaUnavailableError    Kafka unreachable, or it refused to create the topics
     ├── KafkaBrokerError         the local development broker could not be set up or started
     └── EnvelopeError            a Kafka record is not a binary-mode CloudEvent (also a ValueError)
@@ -266,6 +267,15 @@ class MalformedImage(MirrorError, ValueError):
 
 class LeaseLost(MirrorError):
     """Another walker took the scope over (this one stalled past its lease)."""
+
+
+class BackgroundTaskFailed(MirrorError):
+    """The ingest loop or the relay of ``mirror run``/``demo`` died with an unexpected
+    error (the cause is chained); the command prints one line and exits 1."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the {name} failed")
+        self.name = name
 
 
 class KafkaUnavailableError(MirrorError):

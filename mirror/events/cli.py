@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 
 import click
 import orjson
 
-from mirror.cli_options import async_command, database_options, load_settings
+from mirror.cli_options import (
+    async_command,
+    database_options,
+    kafka_bootstrap_option,
+    load_settings,
+    log_level_option,
+    topic_prefix_option,
+)
 from mirror.settings import Settings
+from mirror.signals import stop_on_signals
 
 NO_KAFKA = (
     "MIRROR_KAFKA_BOOTSTRAP is not set (nor --kafka-bootstrap): events stay in PostgreSQL "
     "and are readable at /mirror/v1/events"
 )
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
 
 
 def _require_kafka(settings: Settings) -> str:
@@ -35,16 +34,8 @@ def _require_kafka(settings: Settings) -> str:
 
 @click.command("relay")
 @click.option("--once", is_flag=True, help="Publish every pending event, then exit.")
-@click.option(
-    "--kafka-bootstrap",
-    default=None,
-    help="Kafka bootstrap servers host:port[,…].  [env MIRROR_KAFKA_BOOTSTRAP; required]",
-)
-@click.option(
-    "--topic-prefix",
-    default=None,
-    help="Topics are <prefix>.images and <prefix>.blobs.  [env MIRROR_KAFKA_TOPIC_PREFIX; default registry-mirror]",
-)
+@kafka_bootstrap_option
+@topic_prefix_option
 @click.option(
     "--batch-size",
     default=1000,
@@ -62,13 +53,8 @@ def _require_kafka(settings: Settings) -> str:
 @async_command
 async def relay_command(
     once: bool,
-    kafka_bootstrap: str | None,
-    topic_prefix: str | None,
     batch_size: int,
     metrics_port: int | None,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Publish pending change events from the outbox to Kafka (CloudEvents, at least once).
 
@@ -79,25 +65,23 @@ async def relay_command(
     from mirror.events.relay import RelayOptions, run_relay
     from mirror.store.database import open_database
 
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        log_level=log_level,
-        kafka_bootstrap=kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-    )
+    settings = load_settings()
     _require_kafka(settings)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
     stop = asyncio.Event()
-    _stop_on_signals(stop)
     try:
         async with open_database(settings, max_size=2) as pool:
-            result = await run_relay(
-                pool, settings, stop=stop, once=once, options=RelayOptions(batch_size=batch_size)
-            )
+            with stop_on_signals(stop):
+                result = await run_relay(
+                    pool,
+                    settings,
+                    stop=stop,
+                    once=once,
+                    options=RelayOptions(batch_size=batch_size),
+                )
     except KafkaUnavailableError as exc:
         click.echo(f"mirror: {exc}", err=True)
         sys.exit(1)
@@ -130,43 +114,29 @@ def events_group() -> None:
     is_flag=True,
     help="Start at the oldest event Kafka keeps (with --group: where the group has no offset yet).",
 )
-@click.option(
-    "--kafka-bootstrap",
-    default=None,
-    help="Kafka bootstrap servers host:port[,…].  [env MIRROR_KAFKA_BOOTSTRAP; required]",
-)
-@click.option(
-    "--topic-prefix",
-    default=None,
-    help="[env MIRROR_KAFKA_TOPIC_PREFIX; default registry-mirror]",
-)
+@kafka_bootstrap_option
+@topic_prefix_option
 @click.option(
     "--limit",
     default=None,
     type=click.IntRange(1),
     help="Exit after printing this many events.",
 )
-@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.")
+@log_level_option
 @async_command
 async def tail_command(
     types: tuple[str, ...],
     group: str | None,
     from_beginning: bool,
-    kafka_bootstrap: str | None,
-    topic_prefix: str | None,
     limit: int | None,
-    log_level: str | None,
 ) -> None:
     """Print events as they arrive, one CloudEvent JSON object a line (duplicates dropped)."""
     from mirror.errors import KafkaUnavailableError
     from mirror.events.subscriber import EventSubscriber, ReceivedEvent
 
-    settings = load_settings(
-        log_level=log_level, kafka_bootstrap=kafka_bootstrap, kafka_topic_prefix=topic_prefix
-    )
+    settings = load_settings()
     bootstrap = _require_kafka(settings)
     stop = asyncio.Event()
-    _stop_on_signals(stop)
     printed = 0
 
     async def emit(event: ReceivedEvent) -> None:
@@ -190,7 +160,8 @@ async def tail_command(
         raise click.BadParameter(str(exc), param_hint="--type") from None
     try:
         async with subscriber:
-            await subscriber.run(emit, stop=stop)
+            with stop_on_signals(stop):
+                await subscriber.run(emit, stop=stop)
     except KafkaUnavailableError as exc:
         click.echo(f"mirror: {exc}", err=True)
         sys.exit(1)

@@ -30,6 +30,7 @@ from mirror.api.operations import DeleteTracker
 from mirror.errors import ConfigError
 from mirror.grpc_api.calls import Guard
 from mirror.grpc_api.services import ApiEndpointService, ImageService, OperationService
+from mirror.listen import host_port
 from mirror.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ async def start_grpc_server(
     """Bind and start the gRPC API; ``ConfigError`` when the port cannot be taken."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     credentials = server_credentials(settings)
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bind = host_port(host, port)
     try:
         if credentials is None:
             bound = server.add_insecure_port(bind)
@@ -118,7 +119,7 @@ async def start_grpc_server(
 def advertised_address(host: str, port: int) -> str:
     """``host:port`` as clients reach it: a wildcard bind is named by this machine's name."""
     shown = socket.gethostname() if host in WILDCARD_HOSTS else host
-    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+    return host_port(shown, port)
 
 
 async def start_for_app(app: web.Application, host: str) -> GrpcListener | None:

@@ -4,42 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 
 import aiohttp
 import click
 import orjson
 
-from mirror.cli_options import async_command, database_options, load_settings, require_scopes
+from mirror.cli_options import (
+    async_command,
+    database_options,
+    interval_option,
+    load_settings,
+    require_scopes,
+    scope_option,
+    upstream_url_option,
+)
 from mirror.dsn import DsnParts
 from mirror.exit_codes import ExitCode
 from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
 from mirror.ingest.progress import WalkProgress, progress_for
 from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.settings import Settings
+from mirror.signals import stop_on_signals
 from mirror.store.database import open_database
 from mirror.upstream.client import UpstreamClient
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and the first Ctrl-C set ``stop`` (the current page transaction finishes);
-    a second Ctrl-C interrupts at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_sigint() -> None:
-        stop.set()
-        loop.remove_signal_handler(signal.SIGINT)
-
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        loop.remove_signal_handler(signal.SIGINT)
 
 
 def upstream_session(settings: Settings) -> aiohttp.ClientSession:
@@ -99,26 +87,10 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
 
 @click.command("ingest")
 @click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.0),
-    default=DEFAULT_INTERVAL_S,
-    show_default=True,
-    help="Seconds between the starts of two passes (continuous mode).",
-)
+@interval_option(DEFAULT_INTERVAL_S)
 @click.option("--json", "as_json", is_flag=True, help="Print each pass's summary as one JSON line.")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    metavar="KIND:ID",
-    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
-)
-@click.option(
-    "--upstream-url",
-    default=None,
-    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
-)
+@scope_option
+@upstream_url_option
 @click.option(
     "--delete-guard",
     default=None,
@@ -132,12 +104,7 @@ async def ingest_command(
     once: bool,
     interval: float,
     as_json: bool,
-    scopes: tuple[str, ...],
-    upstream_url: str | None,
     delete_guard: str | None,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Walk the upstream List API for every configured scope into the index.
 
@@ -151,14 +118,7 @@ async def ingest_command(
     process) or 5 (stopped by a signal); 2 is a configuration error
     (docs/INGEST.md, "Exit codes").
     """
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        log_level=log_level,
-        upstream_url=upstream_url,
-        scopes=",".join(scopes) if scopes else None,
-        delete_guard=delete_guard,
-    )
+    settings = load_settings(delete_guard=delete_guard)
     require_scopes(settings, "ingest")
     stop = asyncio.Event()
     outcome: IngestSummary | None = None

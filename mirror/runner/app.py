@@ -16,27 +16,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
 from mirror.api.app import create_app
 from mirror.api.bind import check_bind
 from mirror.api.server import ApiRunner
 from mirror.api.tls import server_ssl_context
-from mirror.errors import ConfigError
+from mirror.errors import BackgroundTaskFailed
 from mirror.events.relay import run_relay
 from mirror.grpc_api.server import start_for_app
 from mirror.ingest.loop import run_ingest_loop
 from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
+from mirror.listen import start_site
 from mirror.settings import Settings
+from mirror.signals import stop_on_signals
 from mirror.store.database import open_database
 from mirror.store.embedded import RELEASE_WAL_AFTER_CHANGES, release_wal
 from mirror.store.owner import own_data_dir
@@ -87,14 +87,6 @@ class Mirror:
                     raise BackgroundTaskFailed(name) from error
                 if not stop.is_set():
                     log.warning("%s ended on its own; stopping the mirror", name)
-
-
-class BackgroundTaskFailed(RuntimeError):
-    """The ingest loop or the relay died with an unexpected error (the cause is chained)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"the {name} failed")
-        self.name = name
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,17 +187,9 @@ async def _start_api(
     runner = ApiRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, options.host, options.port, ssl_context=server_ssl_context(settings))
-    try:
-        await site.start()
-    except OSError as exc:
-        raise ConfigError(
-            f"--port {options.port}: cannot listen on {options.host}:{options.port} ({exc.strerror})"
-        ) from None
-    bound_host, bound_port = runner.addresses[0][:2]
-    host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    scheme = "https" if settings.tls_cert else "http"
-    url = f"{scheme}://{host}:{bound_port}"
+    url = await start_site(
+        runner, options.host, options.port, ssl_context=server_ssl_context(settings)
+    )
     log.info("API listening on %s", url)
     grpc_listener = await start_for_app(app, options.host)
     if grpc_listener is None:
@@ -238,42 +222,6 @@ async def _stop_tasks(
 
 async def _relay(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:
     await run_relay(pool, settings, stop=stop)
-
-
-# -- signals ---------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (a graceful stop); a second one cancels the main task.
-
-    Cancelling still runs every cleanup (the exit stacks), so even the impatient
-    path stops the embedded PostgreSQL; it only skips the grace period.
-    """
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def handle(sig: signal.Signals) -> None:
-        if not stop.is_set():
-            log.info("%s: stopping (again to stop at once)", sig.name)
-            stop.set()
-        elif main is not None:
-            log.warning("%s again: stopping at once", sig.name)
-            main.cancel()
-
-    installed = []
-    for sig in signals:
-        try:
-            loop.add_signal_handler(sig, handle, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def owning_data_dir(settings: Settings, command: str) -> contextlib.AbstractContextManager[None]:

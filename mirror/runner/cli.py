@@ -8,17 +8,25 @@ from pathlib import Path
 import click
 
 from mirror.cli_options import (
+    api_listen_options,
     async_command,
     configure_logging,
     database_options,
     grpc_port_option,
+    insecure_option,
+    interval_option,
+    kafka_bootstrap_option,
     load_settings,
+    log_level_option,
     require_scopes,
+    scope_option,
+    settings_flags,
+    upstream_url_option,
 )
-from mirror.errors import ConfigError
-from mirror.runner.app import BackgroundTaskFailed, Mirror, RunOptions, run_until_stopped
+from mirror.errors import BackgroundTaskFailed, ConfigError
+from mirror.runner.app import Mirror, RunOptions, run_until_stopped
+from mirror.upstream.simulator.cli import churn_option, images_option, seed_option
 
-DEFAULT_PORT = 8080
 DEFAULT_RUN_INTERVAL = 60.0
 DEFAULT_DEMO_INTERVAL = 10.0
 
@@ -32,32 +40,12 @@ def _fail(exc: BaseException) -> None:
 
 
 @click.command("demo")
-@click.option(
-    "--images",
-    default=50_000,
-    show_default=True,
-    type=click.IntRange(1, 10_000_000),
-    help="Images in the simulated registry.",
-)
-@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
-@click.option(
-    "--churn",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Simulated upstream changes a second (pushes, re-tags, deletions); 0 for none.",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the API and dashboard (0: any free port).")  # fmt: skip
+@images_option(50_000)
+@seed_option
+@churn_option(2.0)
+@api_listen_options
 @grpc_port_option
-@click.option(
-    "--interval",
-    default=DEFAULT_DEMO_INTERVAL,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds between the starts of two ingest passes.",
-)
+@interval_option(DEFAULT_DEMO_INTERVAL)
 @click.option(
     "--data-dir",
     default=None,
@@ -69,9 +57,7 @@ def _fail(exc: BaseException) -> None:
     default=None,
     help="Use this PostgreSQL instead of the embedded one (MIRROR_DATABASE_URL is ignored by the demo).",
 )
-@click.option(
-    "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR.  [env MIRROR_LOG_LEVEL]"
-)
+@log_level_option
 @click.option(
     "--reset",
     is_flag=True,
@@ -84,11 +70,9 @@ async def demo_command(
     churn: float,
     host: str,
     port: int,
-    grpc_port: str | None,
     interval: float,
     data_dir: Path | None,
     database_url: str | None,
-    log_level: str | None,
     reset: bool,
 ) -> None:
     """The main job on embedded defaults: simulate a registry, mirror it, serve it, until Ctrl-C.
@@ -108,7 +92,9 @@ async def demo_command(
         from mirror.settings import default_demo_data_dir
 
         if database_url is not None:
-            click.echo("mirror: --reset removes an embedded data dir, not --database-url's", err=True)
+            click.echo(
+                "mirror: --reset removes an embedded data dir, not --database-url's", err=True
+            )
             sys.exit(2)
         try:
             click.echo(f"mirror demo: {reset_demo_data(data_dir or default_demo_data_dir())}")
@@ -117,9 +103,7 @@ async def demo_command(
             sys.exit(1)
         return
     try:
-        settings = demo_settings(
-            data_dir=data_dir, database_url=database_url, log_level=log_level, grpc_port=grpc_port
-        )
+        settings = demo_settings(data_dir=data_dir, database_url=database_url, **settings_flags())
     except ConfigError as exc:
         click.echo(f"mirror: configuration error: {exc}", err=True)
         sys.exit(2)
@@ -137,53 +121,20 @@ async def demo_command(
 
 
 @click.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of the API and dashboard.")  # fmt: skip
+@api_listen_options
 @grpc_port_option
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
-)
-@click.option(
-    "--interval",
-    default=DEFAULT_RUN_INTERVAL,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds between the starts of two ingest passes.",
-)
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    metavar="KIND:ID",
-    help="folder:ID, registry:ID or repository:NAME; repeatable.  [env MIRROR_SCOPES]",
-)
-@click.option(
-    "--upstream-url",
-    default=None,
-    help="Base URL of the Container Registry REST API.  [env MIRROR_UPSTREAM_URL]",
-)
-@click.option(
-    "--kafka-bootstrap",
-    default=None,
-    help="Kafka bootstrap servers; unset: events stay in PostgreSQL.  [env MIRROR_KAFKA_BOOTSTRAP]",
-)
+@insecure_option
+@interval_option(DEFAULT_RUN_INTERVAL)
+@scope_option
+@upstream_url_option
+@kafka_bootstrap_option
 @database_options
 @async_command
 async def run_command(
     host: str,
     port: int,
-    grpc_port: str | None,
     insecure: bool,
     interval: float,
-    scopes: tuple[str, ...],
-    upstream_url: str | None,
-    kafka_bootstrap: str | None,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Ingest loop + relay + API in one process, configured for the real upstream.
 
@@ -193,15 +144,7 @@ async def run_command(
     serves the local API and dashboard. SIGTERM or Ctrl-C stops it all cleanly;
     a second Ctrl-C stops at once.
     """
-    settings = load_settings(
-        database_url=database_url,
-        data_dir=data_dir,
-        log_level=log_level,
-        grpc_port=grpc_port,
-        upstream_url=upstream_url,
-        kafka_bootstrap=kafka_bootstrap,
-        scopes=",".join(scopes) if scopes else None,
-    )
+    settings = load_settings()
     require_scopes(settings, "mirror")
     options = RunOptions(host=host, port=port, insecure=insecure, interval=interval)
 

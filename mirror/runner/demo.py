@@ -22,17 +22,11 @@ from urllib.parse import quote
 import asyncpg
 
 from mirror.ingest.progress import NullProgress, TerminalProgress, WalkProgress
-from mirror.ingest.summary import IngestSummary
+from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.model import Scope, ScopeKind
-from mirror.runner.app import (
-    IngestHooks,
-    Mirror,
-    RunOptions,
-    owning_data_dir,
-    start_mirror,
-    stop_on_signals,
-)
+from mirror.runner.app import IngestHooks, Mirror, RunOptions, owning_data_dir, start_mirror
 from mirror.settings import Settings, default_demo_data_dir
+from mirror.signals import Signalled, stop_on_signals
 from mirror.stats.figures import DedupStats, LayerReport
 from mirror.stats.queries import fetch_layer_report, fetch_stats
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, start_simulator
@@ -103,7 +97,7 @@ async def run_demo(settings: Settings, options: DemoOptions, out: IO[str] = sys.
     """
     stop = asyncio.Event()
     say = _Printer(out)
-    with owning_data_dir(settings, "mirror demo"), stop_on_signals(stop):
+    with owning_data_dir(settings, "mirror demo"), stop_on_signals(stop) as signalled:
         say(
             f"registry-mirror demo: simulating {options.images:,} images "
             f"(seed {options.seed}, churn {options.churn:g} changes/s)"
@@ -119,7 +113,9 @@ async def run_demo(settings: Settings, options: DemoOptions, out: IO[str] = sys.
         )
         started = asyncio.Event()  # set once the mirror is up
         try:
-            await _mirror_simulator(settings, options, simulator, stop, say, started)
+            await _mirror_simulator(
+                settings, options, simulator, _Stop(stop, signalled), say, started
+            )
         finally:
             await simulator.close()
             if started.is_set():  # a mirror that never started (a busy port): nothing to report
@@ -144,10 +140,11 @@ async def _mirror_simulator(
     settings: Settings,
     options: DemoOptions,
     simulator: RunningSimulator,
-    stop: asyncio.Event,
+    stopping: _Stop,
     say: _Printer,
     started: asyncio.Event,
 ) -> None:
+    stop = stopping.event
     model = simulator.registry.model
     scopes = tuple(Scope(ScopeKind.FOLDER, folder_id) for folder_id in model.folder_ids)
     settings = settings.with_(
@@ -158,7 +155,7 @@ async def _mirror_simulator(
     )
     if settings.embedded_database:
         say(f"  PostgreSQL:  embedded, in {settings.data_dir}")
-    welcome = _Welcome(say, options.run.interval)
+    welcome = _Welcome(say, options.run.interval, stopping)
     async with start_mirror(settings, options.run, stop, hooks=welcome.hooks()) as mirror:
         started.set()
         welcome.mirror = mirror
@@ -187,6 +184,14 @@ async def _mirror_simulator(
         say("stopping…")
 
 
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """The demo's stop request and the signal that made it (for a truthful line)."""
+
+    event: asyncio.Event
+    signalled: Signalled
+
+
 class _Printer:
     """Lines for the user on stdout, flushed at once (a pipe must see them too)."""
 
@@ -201,8 +206,9 @@ class _Printer:
 class _Welcome:
     """Progress on a terminal during the first mirror, then the dedup summary and curl commands."""
 
-    def __init__(self, say: _Printer, interval: float) -> None:
+    def __init__(self, say: _Printer, interval: float, stopping: _Stop) -> None:
         self.say = say
+        self._stopping = stopping
         self.mirror: Mirror | None = None
         self._terminal: TerminalProgress | None = (
             TerminalProgress(sys.stderr) if sys.stderr.isatty() else None
@@ -232,6 +238,10 @@ class _Welcome:
         self._passes += 1
         if self._passes == 1:
             self._end_progress()
+            if self._stopping.event.is_set():
+                # Stopping: no figures nor commands to try, only what the pass got to.
+                self._stopped_line(summary)
+                return
             try:
                 await self._first_summary(summary)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -242,6 +252,14 @@ class _Welcome:
                 f"sync: {summary.created} created, {summary.updated} updated, "
                 f"{summary.deleted} deleted upstream since the last pass"
             )
+
+    def _stopped_line(self, summary: IngestSummary) -> None:
+        signalled = self._stopping.signalled
+        why = f"stopped by {signalled.by}" if signalled.first else "cut short by the stop"
+        if any(r.status is not WalkStatus.COMPLETE for r in summary.scopes):
+            self.say(f"first mirror {why} after {summary.images:,} images; the index is partial")
+        else:
+            self.say(f"first mirror: {summary.images:,} images, complete as the demo stopped")
 
     async def _first_summary(self, summary: IngestSummary) -> None:
         assert self.mirror is not None

@@ -3,45 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import signal
 
 import click
-from aiohttp import web
 
 from mirror.api.app import create_app
 from mirror.api.bind import check_bind
 from mirror.api.server import ApiRunner
 from mirror.api.tls import server_ssl_context
-from mirror.cli_options import async_command, database_options, grpc_port_option, load_settings
-from mirror.errors import ConfigError
+from mirror.cli_options import (
+    api_listen_options,
+    async_command,
+    database_options,
+    grpc_port_option,
+    insecure_option,
+    load_settings,
+)
 from mirror.grpc_api.server import start_for_app
-
-log = logging.getLogger(__name__)
+from mirror.listen import start_site
+from mirror.signals import stop_on_signals
 
 
 @click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port."
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow a non-loopback --host without MIRROR_API_TOKENS (an open API).",
-)
+@api_listen_options
+@insecure_option
 @grpc_port_option
 @database_options
 @async_command
 async def serve_command(
     host: str,
     port: int,
-    grpc_port: str | None,
     insecure: bool,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Serve the local API: the upstream's List/Get/Delete, blobs, sync status, events, stats.
 
@@ -51,49 +42,24 @@ async def serve_command(
     without them only a loopback address is allowed unless --insecure is given.
     Runs until SIGINT or SIGTERM.
     """
-    settings = load_settings(
-        database_url=database_url, data_dir=data_dir, log_level=log_level, grpc_port=grpc_port
-    )
+    settings = load_settings()
     check_bind(settings, host, insecure)
     ssl_context = server_ssl_context(settings)
     app = create_app(settings)
-    runner = ApiRunner(app, access_log=None, handle_signals=False)
+    runner = ApiRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()  # opens (and migrates) the database: a bad URL stops here, in one line
+    stop = asyncio.Event()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=ssl_context)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})"
-            ) from None
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        scheme = "https" if ssl_context else "http"
-        click.echo(f"mirror serve: listening on {scheme}://{shown}:{bound_port}", err=True)
+        url = await start_site(runner, host, port, ssl_context=ssl_context)
+        click.echo(f"mirror serve: listening on {url}", err=True)
         grpc_listener = await start_for_app(app, host)
         if grpc_listener is not None:
             click.echo(f"mirror serve: gRPC API on {grpc_listener.address}", err=True)
         try:
-            await _until_signalled()
+            with stop_on_signals(stop):
+                await stop.wait()
         finally:
             if grpc_listener is not None:
                 await grpc_listener.stop()
     finally:
         await runner.cleanup()
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

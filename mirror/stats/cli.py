@@ -174,9 +174,6 @@ def stats_command(
     scope_texts: tuple[str, ...],
     as_json: bool,
     top: int,
-    database_url: str | None,
-    data_dir: str | None,
-    log_level: str | None,
 ) -> None:
     """Dedup statistics: logical vs stored bytes, savings, top shared layers, reclaimable blobs.
 
@@ -185,7 +182,7 @@ def stats_command(
     is behind (`mirror db upgrade`) is said so, never created or migrated.
     """
     scopes = _parse_scopes(scope_texts)
-    settings = load_settings(database_url=database_url, data_dir=data_dir, log_level=log_level)
+    settings = load_settings()
     try:
         stats, report = run_async(_read(settings, scopes, top))
     except IndexUnavailable as exc:

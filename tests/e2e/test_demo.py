@@ -91,3 +91,36 @@ def test_demo_mirrors_serves_streams_and_stops_cleanly(tmp_path: Path) -> None:
         assert not (demo.data_dir / "pgdata" / "postmaster.pid").exists()
         assert "demo stopped" in demo.output()
         assert "Traceback" not in demo.output()
+
+
+# A first pass long enough that a Ctrl-C provably lands in it (minutes at memory speed).
+LONG_FIRST_PASS_IMAGES = 300_000
+MID_WALK_TIMEOUT_S = 120.0
+
+
+def test_ctrl_c_during_the_first_mirror_says_the_index_is_partial(tmp_path: Path) -> None:
+    args = ("--images", str(LONG_FIRST_PASS_IMAGES), "--churn", "0")
+    with run_demo(tmp_path, *args) as demo:
+        # Mid-walk, provably: pages are committed (the index has images) and the
+        # first pass has not ended (its summary line is not printed).
+        deadline = time.monotonic() + MID_WALK_TIMEOUT_S
+        indexed = 0
+        while time.monotonic() < deadline and indexed == 0:
+            indexed = int(demo.get("/mirror/v1/stats")["images"])
+            if indexed == 0:
+                time.sleep(0.2)
+        assert indexed > 0, "no page was committed in time:\n" + demo.output()[-3000:]
+        assert "first mirror" not in demo.output(), "the first pass ended before the test's Ctrl-C"
+
+        code = demo.interrupt()
+        out = demo.output()
+        assert code == 0, out[-3000:]
+        stopped = [line for line in out.splitlines() if line.startswith("first mirror")]
+        assert len(stopped) == 1, out[-3000:]
+        assert stopped[0].startswith("first mirror stopped by Ctrl-C after "), stopped
+        assert stopped[0].endswith(" images; the index is partial"), stopped
+        walked = int(stopped[0].split(" after ")[1].split(" images")[0].replace(",", ""))
+        assert indexed <= walked < LONG_FIRST_PASS_IMAGES, (indexed, walked)
+        # Nothing that belongs to a finished first mirror: no figures, no commands to try.
+        assert "try:" not in out and "dedup:" not in out and "Ctrl-C to stop." not in out
+        assert "demo stopped" in out and "Traceback" not in out

@@ -12,11 +12,7 @@ from mirror import errors
 from mirror.errors import MirrorError
 
 # Exceptions outside mirror/errors.py that are not part of the tree, each with why.
-NOT_IN_THE_TREE = {
-    # the runner's own supervision signal, caught by mirror.runner.cli (left for the
-    # runner's entry-point refactor)
-    "mirror.runner.app.BackgroundTaskFailed",
-}
+NOT_IN_THE_TREE: set[str] = set()
 
 
 def drawn_tree() -> dict[str, str]:

@@ -3,25 +3,56 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
+from mirror.errors import ConfigError
+from mirror.exit_codes import ExitCode
 from mirror.model import Scope, ScopeKind
+from mirror.signals import run_main, stop_on_signals
 from mirror.upstream.simulator.config import PageTokenStyle, SimulatorConfig
 from mirror.upstream.simulator.runtime import Simulator
 from mirror.upstream.simulator.server import start_simulator
 
 DEFAULT_PORT = 9090
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise click.BadParameter("must be between 0 and 1")
     return value
+
+
+# The simulated registry's flags, shared with `mirror demo`.
+seed_option = click.option(
+    "--seed", default=1, show_default=True, type=int, help="Same seed, same registry."
+)
+
+
+def images_option(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--images",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, 10_000_000),
+        help="Images in the simulated registry (a million are ready in about a second).",
+    )
+
+
+def churn_option(default: float) -> Callable[[F], F]:
+    return click.option(
+        "--churn",
+        default=default,
+        show_default=True,
+        type=click.FloatRange(0),
+        help="Simulated upstream changes a second (pushes 40%, tag moves 35%, deletions 25%); "
+        "0 for none.",
+    )
 
 
 @click.command("simulate")
@@ -36,23 +67,11 @@ def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
     help="Also serve ImageService and OperationService over gRPC on this port (0: any free one; "
     "faults and --token apply to REST only).",
 )
-@click.option(
-    "--images",
-    default=10_000,
-    show_default=True,
-    type=click.IntRange(1, 10_000_000),
-    help="Generated images (up to 10,000,000; a million are ready in about a second).",
-)
-@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same registry.")
+@images_option(10_000)
+@seed_option
 @click.option("--folders", default=2, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--registries-per-folder", default=2, show_default=True, type=click.IntRange(1, 1000))
-@click.option(
-    "--churn",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Changes a second: pushes 40%, tag moves 35%, deletions 25%.",
-)
+@churn_option(0.0)
 @click.option(
     "--latency-ms",
     default=0.0,
@@ -164,8 +183,7 @@ def simulate_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, host, port, grpc_port))
+    run_main(_serve(config, host, port, grpc_port))
 
 
 async def _serve(config: SimulatorConfig, host: str, port: int, grpc_port: int | None) -> None:
@@ -176,20 +194,20 @@ async def _serve(config: SimulatorConfig, host: str, port: int, grpc_port: int |
         running = await start_simulator(
             host=host, port=port, simulator=simulator, grpc_port=grpc_port
         )
-    except (OSError, RuntimeError) as exc:
+    except ConfigError as exc:  # the HTTP port
+        click.echo(f"mirror simulate: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG)
+    except (OSError, RuntimeError) as exc:  # the gRPC port
         reason = exc.strerror if isinstance(exc, OSError) else exc
-        click.echo(f"mirror simulate: cannot listen on {host}:{port}: {reason}", err=True)
-        sys.exit(1)
+        click.echo(f"mirror simulate: --grpc-port {grpc_port}: cannot listen: {reason}", err=True)
+        sys.exit(ExitCode.CONFIG)
     _print_banner(running.url, simulator, ready)
     if running.grpc_address:
         click.echo(f"  gRPC API:    {running.grpc_address} (ImageService, OperationService)")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        with stop_on_signals(stop):
+            await stop.wait()
     finally:
         await running.close()
         click.echo("simulator stopped", err=True)

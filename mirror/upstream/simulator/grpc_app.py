@@ -22,6 +22,7 @@ from yandex.cloud.operation import operation_pb2, operation_service_pb2, operati
 from mirror.errors import ApiError, Internal, NotFound, Unimplemented
 from mirror.grpc_status import abort, new_request_id, set_request_id
 from mirror.grpc_wire import from_dict, image_message, list_request, list_response
+from mirror.listen import host_port
 from mirror.listing import validate_resource_id
 from mirror.upstream.simulator.paging import list_body, list_page
 from mirror.upstream.simulator.runtime import Simulator
@@ -118,12 +119,10 @@ class SimulatorGrpc:
 async def start_simulator_grpc(sim: Simulator, host: str, port: int) -> SimulatorGrpc:
     """Serve the simulator's gRPC API on ``host:port`` (0: a free port), plain text."""
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(bind)
+    bound = server.add_insecure_port(host_port(host, port))
     image_service_pb2_grpc.add_ImageServiceServicer_to_server(SimulatedImageService(sim), server)
     operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
         SimulatedOperationService(sim), server
     )
     await server.start()
-    shown = f"[{host}]" if ":" in host else host
-    return SimulatorGrpc(server, f"{shown}:{bound}")
+    return SimulatorGrpc(server, host_port(host, bound))

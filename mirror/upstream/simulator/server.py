@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from mirror.listen import start_site
 from mirror.upstream.simulator.app import create_simulator_app
 from mirror.upstream.simulator.config import SimulatorConfig
 from mirror.upstream.simulator.grpc_app import SimulatorGrpc, start_simulator_grpc
@@ -60,17 +61,14 @@ async def start_simulator(
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
+        url = await start_site(runner, host, port)
         grpc = None
         if grpc_port is not None:
             grpc = await start_simulator_grpc(app[SIMULATOR], host, grpc_port)
     except BaseException:
         await runner.cleanup()
         raise
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return RunningSimulator(f"http://{shown}:{bound_port}", app[SIMULATOR], runner, grpc)
+    return RunningSimulator(url, app[SIMULATOR], runner, grpc)
 
 
 @contextlib.asynccontextmanager
