@@ -166,18 +166,21 @@ class EventType(StrEnum):
     IMAGE_DELETED = "registry.image.deleted"
     BLOB_ADDED = "registry.blob.added"
     BLOB_ORPHANED = "registry.blob.orphaned"
+    TAG_ADDED = "registry.tag.added"
+    TAG_REMOVED = "registry.tag.removed"
 
     @property
     def topic(self) -> str:
-        """The topic suffix: ``images`` or ``blobs`` (the relay adds the prefix)."""
-        return "blobs" if self.value.startswith("registry.blob.") else "images"
+        """The topic suffix: ``images``, ``blobs`` or ``tags`` (the relay adds the prefix)."""
+        return self.value.split(".")[1] + "s"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """A change to publish: written to the outbox in the transaction of the change.
 
-    ``subject`` is the image id or the blob digest and is also the Kafka key.
+    ``subject`` is the image id, the blob digest or ``<repository>:<tag>``; it is
+    also the Kafka key.
     """
 
     type: EventType

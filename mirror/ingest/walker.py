@@ -24,7 +24,7 @@ import asyncpg
 
 from mirror.errors import UpstreamError
 from mirror.ingest import metrics
-from mirror.ingest.changes import MergeResult
+from mirror.ingest.changes import SOURCE, MergeResult, run_origin
 from mirror.ingest.deletions import DeletionOutcome, confirm_and_delete
 from mirror.ingest.leases import (
     DEFAULT_LEASE_S,
@@ -38,6 +38,7 @@ from mirror.ingest.merge import PageWriter
 from mirror.ingest.progress import NullProgress, WalkProgress
 from mirror.ingest.staging import MalformedImage, PageImage, page_images
 from mirror.ingest.summary import ScopeResult, WalkStatus
+from mirror.ingest.tags import settle_released
 from mirror.model import Scope, ScopeKind
 from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, parse_page
 
@@ -134,15 +135,26 @@ async def walk_scope(
         deletions = DeletionOutcome()
         status = WalkStatus.COMPLETE
         error: str | None = None
-        writer = PageWriter(conn, folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None)
+        writer = PageWriter(
+            conn,
+            folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None,
+            origin=run_origin(lease.run_id),
+        )
         memo = PageMemo(f"{name}?pageSize={options.page_size}")
         try:
             await writer.prepare()
             await memo.load(conn)
             await _walk_pages(client, scope, writer, memo, lease, options, counts)
             await memo.prune(conn)
+            # Every page seen: tags let go and claimed by no image are removed.
+            await settle_released(conn, scope, SOURCE, run_origin(lease.run_id))
             deletions = await confirm_and_delete(
-                conn, scope, client.get_image, keep_lease=lease.keep, stop=options.stop
+                conn,
+                scope,
+                client.get_image,
+                keep_lease=lease.keep,
+                stop=options.stop,
+                origin=run_origin(lease.run_id),
             )
             if deletions.errors:
                 status = WalkStatus.FAILED
