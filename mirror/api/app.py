@@ -36,6 +36,7 @@ from mirror.api.appkeys import (
 from mirror.api.auth import TokenTable, auth_middleware
 from mirror.api.blobs import add_blob_routes
 from mirror.api.dashboard import add_dashboard_routes
+from mirror.api.event_stream import add_stream_routes
 from mirror.api.events_feed import add_events_routes
 from mirror.api.health import HEALTH_PATH, READY_PATH, add_health_routes
 from mirror.api.image_list import ImageReader
@@ -80,6 +81,7 @@ def create_app(
     add_blob_routes(app)
     add_sync_routes(app)
     add_events_routes(app)
+    add_stream_routes(app)
     add_stats_routes(app)
     add_health_routes(app)
     app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")

@@ -453,6 +453,7 @@ async def test_events_feed(world: World, api: TestClient) -> None:
     assert {e["type"] for e in seen} <= {
         "registry.image.created",
         "registry.blob.added",
+        "registry.tag.added",
     }
     await get_json(api, "/mirror/v1/events", {"after": "-1"}, status=400)
     await get_json(api, "/mirror/v1/events", {"limit": "1001"}, status=400)
