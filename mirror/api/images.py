@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.api.actor import actor_of
 from mirror.api.appkeys import DELETES, IMAGES
 from mirror.api.jsonbody import json_response, raw_json_response
 from mirror.errors import NotFound
@@ -33,7 +34,7 @@ async def get_image(request: web.Request) -> web.Response:
 
 async def delete_image(request: web.Request) -> web.Response:
     image_id = validate_resource_id("imageId", request.match_info["imageId"])
-    return json_response(await request.app[DELETES].start_delete(image_id))
+    return json_response(await request.app[DELETES].start_delete(image_id, actor_of(request)))
 
 
 async def get_operation(request: web.Request) -> web.Response:
