@@ -46,6 +46,7 @@ from mirror.api.middleware import error_middleware
 from mirror.api.openapi import OPENAPI_PATH, openapi_handler
 from mirror.api.operations import DeleteTracker, OperationsUpstream
 from mirror.api.page_keys import PageKeys, delete_expired_keys
+from mirror.api.schema_routes import add_schema_routes
 from mirror.api.stats_handlers import add_stats_routes
 from mirror.api.sync_status import add_sync_routes
 from mirror.settings import Settings
@@ -82,6 +83,7 @@ def create_app(
     add_sync_routes(app)
     add_events_routes(app)
     add_stream_routes(app)
+    add_schema_routes(app)
     add_stats_routes(app)
     add_health_routes(app)
     app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")

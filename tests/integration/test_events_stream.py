@@ -26,25 +26,27 @@ INGEST = "/registry-mirror/ingest"
 
 
 def sample_events(n: int, start: int = 0) -> list[Event]:
-    """A mix of every topic and both sources, ``n`` events."""
+    """A mix of every topic and both sources, ``n`` events (valid by the event schemas)."""
     out: list[Event] = []
     for i in range(start, start + n):
         image = f"crp{i:017d}"
+        tag = {"repository": "r1/app", "imageId": image, "digest": f"sha256:{i:064x}"}
         match i % 5:
             case 0:
                 out.append(Event(EventType.IMAGE_CREATED, image, {"id": image, "runId": "1"}))
             case 1:
-                data = {"repository": "r1/app", "tag": f"t{i % 3}", "imageId": image}
+                data = {**tag, "tag": f"t{i % 3}"}
                 out.append(Event(EventType.TAG_ADDED, f"r1/app:t{i % 3}", data))
             case 2:
-                data = {"repository": "r1/app", "tag": "t0", "imageId": image, "reason": "untagged"}
+                data = {**tag, "tag": "t0", "reason": "untagged"}
                 out.append(Event(EventType.TAG_REMOVED, "r1/app:t0", data))
             case 3:
-                out.append(
-                    Event(EventType.IMAGE_DELETED, image, {"image": {"id": image}}, source=API)
-                )
+                data = {"image": {"id": image}, "reason": "api", "operationId": f"op{i}"}
+                out.append(Event(EventType.IMAGE_DELETED, image, data, source=API))
             case _:
-                out.append(Event(EventType.BLOB_ADDED, f"sha256:{i:064x}", {"digest": "x"}))
+                digest = f"sha256:{i:064x}"
+                data = {"digest": digest, "size": "1", "image": image}
+                out.append(Event(EventType.BLOB_ADDED, digest, data))
     return out
 
 

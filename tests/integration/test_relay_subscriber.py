@@ -23,6 +23,9 @@ from tests.integration.relay_support import (
     wait_until,
 )
 
+# The relay is exercised with hand-made events (not checked against the event schemas).
+pytestmark = pytest.mark.synthetic_events
+
 OPTIONS = RelayOptions(poll_interval=0.2)
 
 

@@ -62,7 +62,7 @@ def test_received_event_refuses_a_bad_time() -> None:
 
 
 def test_topics_follow_the_types() -> None:
-    assert topics_for(None, "p") == ["p.blobs", "p.images"]
+    assert topics_for(None, "p") == ["p.blobs", "p.images", "p.tags"]
     assert topics_for(["registry.image.deleted"], "p") == ["p.images"]
     assert topics_for(["registry.blob.orphaned", "registry.image.created"], "p") == [
         "p.blobs", "p.images",
