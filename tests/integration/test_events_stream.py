@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
 from mirror.api.event_stream import STREAM_OPTIONS, StreamOptions
+from mirror.events.asyncapi import document
+from mirror.events.schemas import data_schema
 from mirror.model import Event, EventType
 from mirror.settings import Settings
 from mirror.store.outbox import append_events
@@ -207,3 +209,21 @@ async def test_stream_refuses_a_bad_filter_or_cursor(db_pool, api) -> None:  # t
     assert response.status == 400
     response = await api.get(STREAM, headers={"Last-Event-ID": "abc"})
     assert response.status == 400
+
+
+async def test_schemas_and_asyncapi_are_served(db_pool, api) -> None:  # type: ignore[no-untyped-def]
+    listing = await (await api.get("/mirror/v1/schemas")).json()
+    assert {s["type"] for s in listing["schemas"]} == {t.value for t in EventType}
+    for entry in listing["schemas"]:
+        response = await api.get(entry["path"])
+        assert response.status == 200
+        assert await response.json() == data_schema(EventType(entry["type"]))
+        assert entry["dataschema"] == (await response.json())["$id"]
+    missing = await api.get("/mirror/v1/schemas/registry.image.renamed.json")
+    assert missing.status == 404 and (await missing.json())["code"] == 5
+    doc = await (await api.get("/asyncapi.json")).json()
+    assert doc == orjson.loads(orjson.dumps(document()))  # the default prefix, 3 partitions
+    # Events in the feed name their schema.
+    await write(db_pool, sample_events(5))
+    page = await feed(api, {})
+    assert all(e["dataschema"] == data_schema(EventType(e["type"]))["$id"] for e in page["events"])
