@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from mirror.ingest.head import run_head_watch
 from mirror.ingest.leases import DEFAULT_LEASE_S, new_owner_id
 from mirror.ingest.progress import NullProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary
@@ -71,9 +72,12 @@ async def run_ingest_loop(
     """Ingest passes every ``interval`` seconds (counted from each pass's start) until ``stop``.
 
     ``scopes`` defaults to ``settings.scopes``. ``on_pass`` sees each pass's summary.
+    Meanwhile the head-watch (``mirror.ingest.head``) records new images every
+    ``settings.head_interval`` seconds; it ends with ``stop``.
     """
     scopes = tuple(scopes if scopes is not None else settings.scopes)
     owner = new_owner_id()
+    head = asyncio.create_task(run_head_watch(pool, client, scopes, settings.head_interval, stop))
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -100,3 +104,4 @@ async def run_ingest_loop(
         delay = max(0.0, interval - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
+    await head
