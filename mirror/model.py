@@ -7,6 +7,7 @@ omitted); ``to_json`` / ``from_json`` are the only places that know it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -173,6 +174,25 @@ class EventType(StrEnum):
     def topic(self) -> str:
         """The topic suffix: ``images``, ``blobs`` or ``tags`` (the relay adds the prefix)."""
         return self.value.split(".")[1] + "s"
+
+
+def event_types_matching(patterns: Iterable[str]) -> tuple[str, ...]:
+    """The event types ``patterns`` name: exact types, or prefixes ending in ``.*``
+    (``registry.tag.*``, ``registry.*``). Raises ``ValueError`` for one that names none."""
+    known = [t.value for t in EventType]
+    wanted: list[str] = []
+    for pattern in patterns:
+        if pattern.endswith(".*"):
+            names = [t for t in known if t.startswith(pattern[:-1])]
+        else:
+            names = [t for t in known if t == pattern]
+        if not names:
+            raise ValueError(
+                f"{pattern[:80]!r} names no event type (types: {', '.join(known)}; "
+                "or a prefix like registry.tag.*)"
+            )
+        wanted += [n for n in names if n not in wanted]
+    return tuple(wanted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from mirror.api.jsonbody import json_response
 from mirror.api.query_params import single_value
 from mirror.errors import InvalidArgument
 from mirror.events.envelope import OutboxEvent, to_structured
-from mirror.model import EventType
+from mirror.model import EventType, event_types_matching
 
 EVENTS_PATH = "/mirror/v1/events"
 DEFAULT_LIMIT = 100
@@ -98,20 +98,10 @@ def expand_types(values: Sequence[str]) -> tuple[str, ...] | None:
     is INVALID_ARGUMENT."""
     if not values:
         return None
-    wanted: list[str] = []
-    for value in values:
-        if value.endswith(".*"):
-            prefix = value[:-1]  # keep the dot: "registry.tag."
-            names = [t for t in KNOWN_TYPES if t.startswith(prefix)]
-        else:
-            names = [t for t in KNOWN_TYPES if t == value]
-        if not names:
-            raise InvalidArgument(
-                f"invalid type: {value[:80]!r} names no event type "
-                f"(types: {', '.join(KNOWN_TYPES)}; or a prefix like registry.tag.*)"
-            )
-        wanted += [n for n in names if n not in wanted]
-    return tuple(wanted)
+    try:
+        return event_types_matching(values)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid type: {exc}") from None
 
 
 def parse_filter(request: web.Request) -> EventFilter:

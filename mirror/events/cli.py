@@ -118,7 +118,13 @@ def events_group() -> None:
     "--type",
     "types",
     multiple=True,
-    help="Only this CloudEvent type (repeatable), e.g. registry.image.deleted.",
+    help="Only this CloudEvent type or type prefix (repeatable), e.g. registry.image.deleted "
+    "or registry.tag.*.",
+)
+@click.option(
+    "--subject",
+    default=None,
+    help="Only events of this subject: an image id, a digest, or <repository>:<tag>.",
 )
 @click.option(
     "--group",
@@ -150,6 +156,7 @@ def events_group() -> None:
 @async_command
 async def tail_command(
     types: tuple[str, ...],
+    subject: str | None,
     group: str | None,
     from_beginning: bool,
     kafka_bootstrap: str | None,
@@ -182,6 +189,7 @@ async def tail_command(
             bootstrap,
             group=group,
             types=types or None,
+            subject=subject,
             topic_prefix=settings.kafka_topic_prefix,
             from_beginning=from_beginning,
             client_id="registry-mirror-tail",
