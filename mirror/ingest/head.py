@@ -94,13 +94,18 @@ class HeadWatch:
         self._page_size = page_size
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Rounds every ``interval`` seconds, counted from each round's start (a slow round
+        does not push the next one back), until ``stop``."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = loop.time()
             try:
                 await self.round()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("head-watch round failed: %s", exc)
+            delay = max(0.0, self._interval - (loop.time() - started))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def round(self) -> int:
         """One look at every walked scope's head; how many images were recorded."""
