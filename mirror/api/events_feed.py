@@ -33,7 +33,7 @@ from mirror.api.jsonbody import json_response
 from mirror.api.query_params import single_value
 from mirror.errors import InvalidArgument
 from mirror.events.envelope import OutboxEvent, to_structured
-from mirror.model import EventType, event_types_matching
+from mirror.model import event_types_matching
 
 EVENTS_PATH = "/mirror/v1/events"
 DEFAULT_LIMIT = 100
@@ -41,7 +41,6 @@ MAX_LIMIT = 1000
 MAX_SUBJECT = 512
 LATEST = "latest"
 _UINT_RE = re.compile(r"[0-9]{1,18}")
-KNOWN_TYPES = tuple(t.value for t in EventType)
 INGEST_SOURCE = "/registry-mirror/ingest"
 API_SOURCE = "/registry-mirror/api"
 KNOWN_SOURCES = (INGEST_SOURCE, API_SOURCE)
@@ -78,13 +77,6 @@ class EventFilter:
     types: tuple[str, ...] | None = None
     subject: str | None = None
     source: str | None = None
-
-    def matches(self, event_type: str, subject: str, source: str) -> bool:
-        return (
-            (self.types is None or event_type in self.types)
-            and (self.subject is None or subject == self.subject)
-            and (self.source is None or source == self.source)
-        )
 
 
 @dataclass(frozen=True, slots=True)
