@@ -380,6 +380,30 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("BlobUsage")), **ERRORS},
         }
     },
+    "/mirror/v1/schemas": {
+        "get": {
+            "operationId": "listEventSchemas",
+            "summary": "The JSON Schema of each event type's data: type, dataschema, path.",
+            "responses": {"200": _json({"type": "object"}), **ERRORS},
+        }
+    },
+    "/mirror/v1/schemas/{type}.json": {
+        "get": {
+            "operationId": "getEventSchema",
+            "summary": "The JSON Schema (draft 2020-12) of one event type's data.",
+            "parameters": [
+                _path("type", {"enum": [t.value for t in EventType]}, "An event type.")
+            ],
+            "responses": {"200": _json({"type": "object"}), **ERRORS},
+        }
+    },
+    "/asyncapi.json": {
+        "get": {
+            "operationId": "getAsyncApi",
+            "summary": "The AsyncAPI 3.0 document of the Kafka topics.",
+            "responses": {"200": _json({"type": "object"}), **ERRORS},
+        }
+    },
     "/mirror/v1/sync": {
         "get": {
             "operationId": "getSync",
