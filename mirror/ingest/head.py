@@ -3,8 +3,9 @@
 A full walk of a million images takes minutes, so a push would wait that long
 for its ``registry.image.created``. Every ``MIRROR_HEAD_INTERVAL`` seconds
 (default 5; 0 turns it off) the head-watch asks each scope for its newest
-images (one List page, ``orderBy=created_at desc``), keeps those that come
-before the first image the index already has, and merges them at once, with
+images (List pages of 100, ``orderBy=created_at desc``, until a page holds an
+image the index already has, at most ``MAX_PAGES``), keeps those the index
+lacks, and merges them at once, with
 their events (``data.via = "head-watch"``), through the walk's own merge
 (``PageWriter``).
 
@@ -38,6 +39,7 @@ from mirror.upstream.client import Page
 log = logging.getLogger(__name__)
 
 HEAD_PAGE_SIZE = 100
+MAX_PAGES = 10  # a burst of more pushes than this between rounds is left to the walk
 ORDER_NEWEST_FIRST = "created_at desc"
 ORIGIN = {"via": "head-watch"}
 
@@ -65,14 +67,14 @@ class HeadSource(Protocol):
     ) -> Page: ...
 
 
-def newest_unknown(images: Sequence[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
-    """The images listed before the first one the index has (newest first)."""
-    fresh: list[dict[str, Any]] = []
-    for image in images:
-        if image.get("id") in known:
-            break
-        fresh.append(image)
-    return fresh
+def unknown_images(images: Sequence[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
+    """The images of a page the index does not have.
+
+    Not only those before the first known one: a walk passing by indexes some of the
+    newest images (churn pushes them while it walks), and one of them must not hide
+    an older push below it.
+    """
+    return [image for image in images if image.get("id") not in known]
 
 
 class HeadWatch:
@@ -119,26 +121,42 @@ class HeadWatch:
         return sum(counts)
 
     async def _watch(self, scope: Scope) -> int:
-        try:
-            page = await self._client.list_page(
-                scope, page_size=self._page_size, order_by=ORDER_NEWEST_FIRST
-            )
-        except UpstreamError as exc:
-            log.info("head-watch: %s: the upstream did not answer: %s", scope, exc)
-            return 0
+        created = 0
+        token = ""
+        for _ in range(MAX_PAGES):
+            try:
+                page = await self._client.list_page(
+                    scope, page_size=self._page_size, page_token=token, order_by=ORDER_NEWEST_FIRST
+                )
+            except UpstreamError as exc:
+                log.info("head-watch: %s: the upstream did not answer: %s", scope, exc)
+                break
+            new, any_known = await self._merge(scope, page)
+            created += new
+            # A page with an image the index has reached what the walks cover: stop there.
+            if any_known or not page.next_page_token:
+                break
+            token = page.next_page_token
+        if created:
+            FOUND.labels(str(scope)).inc(created)
+            log.info("head-watch: %s: %d new image(s) recorded", scope, created)
+        return created
+
+    async def _merge(self, scope: Scope, page: Page) -> tuple[int, bool]:
+        """Merge the page's images the index lacks: (created, whether any was known)."""
         if not page.images:
-            return 0
+            return 0, False
         async with self._pool.acquire() as conn:
             ids = [str(i.get("id", "")) for i in page.images]
             known = {r["id"] for r in await conn.fetch(SELECT_KNOWN, ids)}
-            fresh = newest_unknown(page.images, known)
+            fresh = unknown_images(page.images, known)
             if not fresh:
-                return 0
+                return 0, True
             try:
                 items = page_images(fresh)
             except MalformedImage as exc:
                 log.warning("head-watch: %s: %s", scope, exc)
-                return 0
+                return 0, True
             writer = PageWriter(
                 conn,
                 folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None,
@@ -149,10 +167,7 @@ class HeadWatch:
                 result = await writer.apply(items)
             finally:
                 await writer.close()
-        if result.created:
-            FOUND.labels(str(scope)).inc(result.created)
-            log.info("head-watch: %s: %d new image(s) recorded", scope, result.created)
-        return result.created
+        return result.created, bool(known)
 
 
 async def run_head_watch(

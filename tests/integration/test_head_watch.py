@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from mirror.ingest.head import HeadWatch, newest_unknown, run_head_watch
+from mirror.ingest.head import HeadWatch, run_head_watch, unknown_images
 from mirror.ingest.loop import ingest_once
+from mirror.ingest.merge import PageWriter
+from mirror.ingest.staging import page_images
 from tests.integration import test_ingest_simulator as sim
 from tests.integration.test_ingest_simulator import admin, folder_scopes
 
@@ -44,11 +46,11 @@ async def push_some(session, upstream, n: int) -> list[dict[str, Any]]:  # type:
     ]
 
 
-def test_newest_unknown_stops_at_the_first_known_image() -> None:
+def test_a_known_image_does_not_hide_older_unknown_ones() -> None:
     page = [{"id": "c"}, {"id": "b"}, {"id": "a"}, {"id": "z"}]
-    assert newest_unknown(page, {"a"}) == [{"id": "c"}, {"id": "b"}]
-    assert newest_unknown(page, {"c"}) == []
-    assert newest_unknown(page, set()) == page
+    assert unknown_images(page, {"a"}) == [{"id": "c"}, {"id": "b"}, {"id": "z"}]
+    assert unknown_images(page, {"c"}) == [{"id": "b"}, {"id": "a"}, {"id": "z"}]
+    assert unknown_images(page, set()) == page
 
 
 async def test_a_round_records_pushes_once_and_the_walk_does_not_repeat_them(
@@ -82,6 +84,25 @@ async def test_a_round_records_pushes_once_and_the_walk_does_not_repeat_them(
     # the walk updates the images that lost 'latest' and writes no tag or creation event
     assert {t for t, _, _ in after_walk} <= {"registry.image.updated"}
     assert len(after_walk) == sum(1 for d in added.values() if d.get("previousImageId"))
+
+
+async def test_a_newer_image_a_walk_indexed_does_not_hide_an_older_push(
+    db_pool, upstream, session, client
+) -> None:  # type: ignore[no-untyped-def]
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes)
+    older, newer = await push_some(session, upstream, 2)
+    image = await client.get_image(newer["id"])
+    async with db_pool.acquire() as conn:  # as a walk passing by would have
+        writer = PageWriter(conn)
+        await writer.prepare()
+        assert (await writer.apply(page_images([image]))).created == 1
+        await writer.close()
+        mark = await last_id(conn)
+    assert await HeadWatch(db_pool, client, scopes, interval=5).round() == 1
+    async with db_pool.acquire() as conn:
+        created = [k for t, k, _ in await events_after(conn, mark) if t == "registry.image.created"]
+    assert created == [older["id"]]
 
 
 async def test_head_watch_and_walk_racing_report_each_push_once(
