@@ -7,6 +7,7 @@ omitted); ``to_json`` / ``from_json`` are the only places that know it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -166,18 +167,40 @@ class EventType(StrEnum):
     IMAGE_DELETED = "registry.image.deleted"
     BLOB_ADDED = "registry.blob.added"
     BLOB_ORPHANED = "registry.blob.orphaned"
+    TAG_ADDED = "registry.tag.added"
+    TAG_REMOVED = "registry.tag.removed"
 
     @property
     def topic(self) -> str:
-        """The topic suffix: ``images`` or ``blobs`` (the relay adds the prefix)."""
-        return "blobs" if self.value.startswith("registry.blob.") else "images"
+        """The topic suffix: ``images``, ``blobs`` or ``tags`` (the relay adds the prefix)."""
+        return self.value.split(".")[1] + "s"
+
+
+def event_types_matching(patterns: Iterable[str]) -> tuple[str, ...]:
+    """The event types ``patterns`` name: exact types, or prefixes ending in ``.*``
+    (``registry.tag.*``, ``registry.*``). Raises ``ValueError`` for one that names none."""
+    known = [t.value for t in EventType]
+    wanted: list[str] = []
+    for pattern in patterns:
+        if pattern.endswith(".*"):
+            names = [t for t in known if t.startswith(pattern[:-1])]
+        else:
+            names = [t for t in known if t == pattern]
+        if not names:
+            raise ValueError(
+                f"{pattern[:80]!r} names no event type (types: {', '.join(known)}; "
+                "or a prefix like registry.tag.*)"
+            )
+        wanted += [n for n in names if n not in wanted]
+    return tuple(wanted)
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """A change to publish: written to the outbox in the transaction of the change.
 
-    ``subject`` is the image id or the blob digest and is also the Kafka key.
+    ``subject`` is the image id, the blob digest or ``<repository>:<tag>``; it is
+    also the Kafka key.
     """
 
     type: EventType

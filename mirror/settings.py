@@ -96,6 +96,8 @@ class Settings:
     )
     kafka_partitions: int = field(default=3, metadata={"env": "MIRROR_KAFKA_PARTITIONS"})
     kafka_replication: int = field(default=1, metadata={"env": "MIRROR_KAFKA_REPLICATION"})
+    kafka_compression: str = field(default="zstd", metadata={"env": "MIRROR_KAFKA_COMPRESSION"})
+    head_interval: float = field(default=5.0, metadata={"env": "MIRROR_HEAD_INTERVAL"})
     events_retention: timedelta = field(
         default=timedelta(days=7), metadata={"env": "MIRROR_EVENTS_RETENTION"}
     )
@@ -314,6 +316,23 @@ def _grpc_port(raw: str, name: str) -> int | None:
     return value
 
 
+KAFKA_COMPRESSIONS = ("zstd", "gzip", "lz4", "snappy", "none")
+
+
+def _kafka_compression(raw: str, name: str) -> str:
+    value = raw.strip().lower()
+    if value not in KAFKA_COMPRESSIONS:
+        raise ConfigError(f"{name} must be one of {', '.join(KAFKA_COMPRESSIONS)}; got {raw!r}")
+    return value
+
+
+def _head_interval(raw: str, name: str) -> float:
+    """Seconds between head-watch rounds; 0 or ``off`` turns the head-watch off."""
+    if raw.strip().lower() in ("0", "off"):
+        return 0.0
+    return _duration(raw, name).total_seconds()
+
+
 def _log_level(raw: str, name: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -339,6 +358,8 @@ _PARSERS: dict[str, Any] = {
     "kafka_topic_prefix": _topic_prefix,
     "kafka_partitions": _positive_int,
     "kafka_replication": _positive_int,
+    "kafka_compression": _kafka_compression,
+    "head_interval": _head_interval,
     "events_retention": _duration,
     "api_tokens": _api_tokens,
     "log_level": _log_level,

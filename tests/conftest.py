@@ -10,6 +10,7 @@ import pytest
 from mirror.settings import Settings
 from mirror.store.migrate import apply_migrations
 from mirror.store.pool import create_pool
+from tests.event_contract import outbox_violations
 from tests.kafka_fixture import kafka_bootstrap  # noqa: F401  (session fixture)
 from tests.postgres_fixture import (
     TestServer,
@@ -59,8 +60,11 @@ async def template_database(postgres_server: TestServer) -> str:
 
 
 @pytest.fixture
-async def database_url(postgres_dsn: str, template_database: str) -> AsyncIterator[str]:
-    """DSN of a fresh, migrated database for this test alone; dropped afterwards."""
+async def database_url(
+    postgres_dsn: str, template_database: str, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """DSN of a fresh, migrated database for this test alone; dropped afterwards, once
+    every event the test produced was checked against its schema (tests/event_contract.py)."""
     name = new_database_name()
     admin = await asyncpg.connect(postgres_dsn)
     try:
@@ -68,6 +72,13 @@ async def database_url(postgres_dsn: str, template_database: str) -> AsyncIterat
     finally:
         await admin.close()
     yield dsn_with_database(postgres_dsn, name)
+    if request.node.get_closest_marker("synthetic_events") is None:
+        conn = await asyncpg.connect(dsn_with_database(postgres_dsn, name))
+        try:
+            _, problems = await outbox_violations(conn)
+        finally:
+            await conn.close()
+        assert not problems, "events that break their published schema:\n" + "\n".join(problems)
     admin = await asyncpg.connect(postgres_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -36,6 +36,7 @@ from mirror.api.appkeys import (
 from mirror.api.auth import TokenTable, auth_middleware
 from mirror.api.blobs import add_blob_routes
 from mirror.api.dashboard import add_dashboard_routes
+from mirror.api.event_stream import add_stream_routes
 from mirror.api.events_feed import add_events_routes
 from mirror.api.health import HEALTH_PATH, READY_PATH, add_health_routes
 from mirror.api.image_list import ImageReader
@@ -45,6 +46,7 @@ from mirror.api.middleware import error_middleware
 from mirror.api.openapi import OPENAPI_PATH, openapi_handler
 from mirror.api.operations import DeleteTracker, OperationsUpstream
 from mirror.api.page_keys import PageKeys
+from mirror.api.schema_routes import add_schema_routes
 from mirror.api.stats_handlers import add_stats_routes
 from mirror.api.sync_status import add_sync_routes
 from mirror.settings import Settings
@@ -92,6 +94,8 @@ def create_app(
     add_blob_routes(app)
     add_sync_routes(app)
     add_events_routes(app)
+    add_stream_routes(app)
+    add_schema_routes(app)
     add_stats_routes(app)
     add_health_routes(app)
     app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")

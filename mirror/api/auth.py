@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -25,22 +26,49 @@ READ = "read"
 ADMIN = "admin"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 _ROLE_RANK = {READ: 1, ADMIN: 2}
+# Token ids are digests under their own label: not the digest the check compares.
+_TOKEN_ID_LABEL = b"registry-mirror token id\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made a request: the token's role and a stable, non-secret id of the token."""
+
+    role: str
+    token_id: str
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 class TokenTable:
     """The configured tokens, kept only as digests."""
 
     def __init__(self, tokens: Mapping[Secret, str]) -> None:
-        self._entries = [(_digest(token.reveal()), role) for token, role in tokens.items()]
+        self._entries = [
+            (_digest(token.reveal()), Principal(role, token_id(token.reveal())))
+            for token, role in tokens.items()
+        ]
+
+    def identify(self, presented: str) -> Principal | None:
+        """Who ``presented`` is, or None; takes the same time whichever entry matches."""
+        candidate = _digest(presented)
+        found: Principal | None = None
+        for digest, principal in self._entries:
+            if hmac.compare_digest(digest, candidate):
+                found = principal
+        return found
 
     def role_of(self, presented: str) -> str | None:
-        """The role of ``presented``, or None; takes the same time whichever entry matches."""
-        candidate = _digest(presented)
-        found: str | None = None
-        for digest, role in self._entries:
-            if hmac.compare_digest(digest, candidate):
-                found = role
-        return found
+        """The role of ``presented``, or None."""
+        principal = self.identify(presented)
+        return principal.role if principal is not None else None
+
+
+def token_id(token: str) -> str:
+    """A stable id of a token for logs and events (``tok-`` + 12 hex digits of a labelled
+    SHA-256). It identifies without revealing: use long random tokens, as always."""
+    return "tok-" + hashlib.sha256(_TOKEN_ID_LABEL + token.encode()).hexdigest()[:12]
 
 
 def required_role(method: str) -> str:
@@ -58,14 +86,16 @@ def auth_middleware(tokens: TokenTable) -> Middleware:
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in request.app.get(PUBLIC_PATHS, ()):
             return await handler(request)
-        authorize(tokens, request.headers.get("Authorization", ""), required_role(request.method))
+        request[PRINCIPAL] = authorize(
+            tokens, request.headers.get("Authorization", ""), required_role(request.method)
+        )
         return await handler(request)
 
     return check_token
 
 
-def authorize(tokens: TokenTable, authorization: str, role: str) -> None:
-    """Check an ``Authorization`` value (HTTP header or gRPC metadata) for ``role``.
+def authorize(tokens: TokenTable, authorization: str, role: str) -> Principal:
+    """Who an ``Authorization`` value (HTTP header or gRPC metadata) names, checked for ``role``.
 
     Raises ``Unauthenticated`` without a valid bearer token, ``PermissionDenied``
     when the token's role is below ``role``.
@@ -73,11 +103,12 @@ def authorize(tokens: TokenTable, authorization: str, role: str) -> None:
     scheme, _, presented = authorization.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise Unauthenticated("Authentication required: send Authorization: Bearer <token>")
-    found = tokens.role_of(presented.strip())
-    if found is None:
+    principal = tokens.identify(presented.strip())
+    if principal is None:
         raise Unauthenticated("The token is invalid")
-    if _ROLE_RANK[found] < _ROLE_RANK[role]:
+    if _ROLE_RANK[principal.role] < _ROLE_RANK[role]:
         raise PermissionDenied("Permission denied: this operation needs the admin role")
+    return principal
 
 
 def _digest(token: str) -> bytes:

@@ -10,7 +10,9 @@ dashboard's own, for what no public endpoint answers in one request:
   figures ``/mirror/v1/stats?registryId=`` answers;
 * ``/dashboard/deletions``: the latest ``registry.image.deleted`` events of the
   outbox, newest first, in the same CloudEvents form as ``/mirror/v1/events``
-  (which pages oldest first, so its end is far from a fresh page's reach).
+  (which pages oldest first, so its end is far from a fresh page's reach), and
+  ``next``, the cursor from which the page then follows new deletions live on
+  ``/mirror/v1/events/stream`` (read with ``fetch``, which can send the token).
 
 The page and its files are public paths: they hold no data. The data routes
 are not: when API tokens are configured, the script asks for one and sends it.
@@ -24,6 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from mirror.api.appkeys import POOL, PUBLIC_PATHS
+from mirror.api.events_feed import head as outbox_head
 from mirror.api.jsonbody import json_response
 from mirror.events.envelope import OutboxEvent, to_structured
 from mirror.model import EventType, ScopeKind
@@ -92,10 +95,17 @@ async def get_registries(request: web.Request) -> web.Response:
 
 async def get_deletions(request: web.Request) -> web.Response:
     """The latest image deletions, newest first (CloudEvents JSON, as the feed gives them)."""
-    rows = await request.app[POOL].fetch(
-        SELECT_LATEST_OF_TYPE, EventType.IMAGE_DELETED.value, DELETIONS_WINDOW, DELETIONS_SHOWN
-    )
-    return json_response({"events": [to_structured(OutboxEvent.from_row(row)) for row in rows]})
+    async with (
+        request.app[POOL].acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        rows = await conn.fetch(
+            SELECT_LATEST_OF_TYPE, EventType.IMAGE_DELETED.value, DELETIONS_WINDOW, DELETIONS_SHOWN
+        )
+        cursor = await outbox_head(conn)
+    events = [to_structured(OutboxEvent.from_row(row)) for row in rows]
+    # next: where the page's stream of new deletions starts (/mirror/v1/events/stream).
+    return json_response({"events": events, "next": str(cursor)})
 
 
 def _static_files() -> dict[str, Path]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.api.actor import actor_of
 from mirror.api.appkeys import DELETES, IMAGES
 from mirror.api.image_list import ImageReader
 from mirror.api.jsonbody import json_response, raw_json_response
@@ -47,7 +48,7 @@ async def delete_image(request: web.Request) -> web.Response:
     image_id = validate_resource_id("imageId", request.match_info["imageId"])
     if not await request.app[IMAGES].holds(image_id):
         raise NotFound(f"Image {image_id} not found")
-    return json_response(await request.app[DELETES].start_delete(image_id))
+    return json_response(await request.app[DELETES].start_delete(image_id, actor_of(request)))
 
 
 async def get_operation(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from mirror.listing import (
     ORDER_BY_MAX_LEN,
     PAGE_TOKEN_MAX_LEN,
 )
-from mirror.model import ID_MAX_LEN
+from mirror.model import ID_MAX_LEN, EventType
 
 OPENAPI_PATH = "/openapi.json"
 
@@ -218,15 +218,8 @@ SCHEMAS: dict[str, Any] = {
             "specversion": {"const": "1.0"},
             "id": {"type": "string"},
             "source": {"type": "string"},
-            "type": {
-                "enum": [
-                    "registry.image.created",
-                    "registry.image.updated",
-                    "registry.image.deleted",
-                    "registry.blob.added",
-                    "registry.blob.orphaned",
-                ]
-            },
+            "type": {"enum": [t.value for t in EventType]},
+            "dataschema": {"type": "string", "format": "uri"},
             "subject": {"type": "string"},
             "time": TIMESTAMP,
             "datacontenttype": {"const": "application/json"},
@@ -405,6 +398,30 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("BlobUsage")), **ERRORS},
         }
     },
+    "/mirror/v1/schemas": {
+        "get": {
+            "operationId": "listEventSchemas",
+            "summary": "The JSON Schema of each event type's data: type, dataschema, path.",
+            "responses": {"200": _json({"type": "object"}), **ERRORS},
+        }
+    },
+    "/mirror/v1/schemas/{type}.json": {
+        "get": {
+            "operationId": "getEventSchema",
+            "summary": "The JSON Schema (draft 2020-12) of one event type's data.",
+            "parameters": [
+                _path("type", {"enum": [t.value for t in EventType]}, "An event type.")
+            ],
+            "responses": {"200": _json({"type": "object"}), **ERRORS},
+        }
+    },
+    "/asyncapi.json": {
+        "get": {
+            "operationId": "getAsyncApi",
+            "summary": "The AsyncAPI 3.0 document of the Kafka topics.",
+            "responses": {"200": _json({"type": "object"}), **ERRORS},
+        }
+    },
     "/mirror/v1/sync": {
         "get": {
             "operationId": "getSync",
@@ -419,13 +436,25 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 _query(
                     "after",
-                    {"type": "string", "pattern": "^[0-9]{0,18}$"},
-                    "The `next` of the previous answer.",
+                    {"type": "string", "pattern": "^([0-9]{0,18}|latest)$"},
+                    "The `next` of the previous answer; `latest`: from the end.",
                 ),
                 _query(
                     "limit",
                     {"type": "integer", "minimum": 1, "maximum": 1000},
                     "Events per answer (100).",
+                ),
+                _query(
+                    "type",
+                    {"type": "array", "items": {"type": "string"}},
+                    "Event types, or prefixes like `registry.tag.*` (repeatable); "
+                    "one that names no type is a 400.",
+                ),
+                _query("subject", {"type": "string"}, "The event subject, exactly."),
+                _query(
+                    "source",
+                    {"type": "string", "enum": ["/registry-mirror/ingest", "/registry-mirror/api"]},
+                    "The writer of the change.",
                 ),
             ],
             "responses": {"200": _json(_ref("Events")), **ERRORS},

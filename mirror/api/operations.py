@@ -6,8 +6,10 @@ is done, both when a client asks (``GET /operations/{id}``) and by a background
 poll, so the index converges even if nobody asks. When it is done without an
 error, the image is gone upstream: in one transaction it leaves the index (its
 blob references too, with ``registry.blob.orphaned`` for digests left without
-any) and ``registry.image.deleted`` (reason ``api``) is written, and the
-operation is marked applied. Settling is idempotent: the operation row is locked
+any, and ``registry.tag.removed`` for its tags) and ``registry.image.deleted``
+(reason ``api``) is written, and the operation is marked applied. Every one of
+these events carries ``operationId`` and ``actor`` (who asked: role, token id,
+request id, client address), stored with the operation when it started. Settling is idempotent: the operation row is locked
 and the applied flag checked first, and an image the ingest already removed is
 simply not there to delete twice.
 """
@@ -45,8 +47,8 @@ class OperationsUpstream(Protocol):
 
 
 UPSERT_OPERATION = """
-INSERT INTO operations (id, image_id, doc, done)
-VALUES ($1, $2, $3, $4)
+INSERT INTO operations (id, image_id, doc, done, actor)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc, done = EXCLUDED.done, updated_at = now()
 """
 SELECT_OPERATION = (
@@ -56,7 +58,7 @@ UPDATE_OPERATION = """
 UPDATE operations SET doc = $2, done = $3, updated_at = now()
 WHERE id = $1 AND NOT done
 """
-LOCK_OPERATION = "SELECT image_id, applied FROM operations WHERE id = $1 FOR UPDATE"
+LOCK_OPERATION = "SELECT image_id, applied, actor FROM operations WHERE id = $1 FOR UPDATE"
 MARK_APPLIED = "UPDATE operations SET applied = true, updated_at = now() WHERE id = $1"
 # Not settled, not failed, recent enough to follow.
 SELECT_PENDING = """
@@ -74,13 +76,18 @@ class DeleteTracker:
         self._pool = pool
         self._upstream = upstream
 
-    async def start_delete(self, image_id: str) -> dict[str, Any]:
-        """The upstream's Operation for deleting ``image_id`` (its errors pass through)."""
+    async def start_delete(
+        self, image_id: str, actor: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The upstream's Operation for deleting ``image_id`` (its errors pass through).
+
+        ``actor`` (who asked) is kept with the operation for the events of its settling.
+        """
         operation = await self._upstream.delete_image(image_id)
         operation_id = _operation_id(operation)
         done = operation.get("done") is True
         async with self._pool.acquire() as conn:
-            await conn.execute(UPSERT_OPERATION, operation_id, image_id, operation, done)
+            await conn.execute(UPSERT_OPERATION, operation_id, image_id, operation, done, actor)
         if done:
             await self._settle(operation_id, operation)
         log.info("delete of image %s started upstream: operation %s", image_id, operation_id)
@@ -136,8 +143,11 @@ class DeleteTracker:
             row = await conn.fetchrow(LOCK_OPERATION, operation_id)
             if row is None or row["applied"]:
                 return
+            origin: dict[str, Any] = {"operationId": operation_id}
+            if row["actor"] is not None:
+                origin["actor"] = row["actor"]
             result = await delete_images(
-                conn, [row["image_id"]], DELETE_REASON, source=EVENT_SOURCE
+                conn, [row["image_id"]], DELETE_REASON, source=EVENT_SOURCE, origin=origin
             )
             await conn.execute(MARK_APPLIED, operation_id)
         log.info(

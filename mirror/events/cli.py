@@ -102,7 +102,13 @@ def events_group() -> None:
     "--type",
     "types",
     multiple=True,
-    help="Only this CloudEvent type (repeatable), e.g. registry.image.deleted.",
+    help="Only this CloudEvent type or type prefix (repeatable), e.g. registry.image.deleted "
+    "or registry.tag.*.",
+)
+@click.option(
+    "--subject",
+    default=None,
+    help="Only events of this subject: an image id, a digest, or <repository>:<tag>.",
 )
 @click.option(
     "--group",
@@ -126,6 +132,7 @@ def events_group() -> None:
 @async_command
 async def tail_command(
     types: tuple[str, ...],
+    subject: str | None,
     group: str | None,
     from_beginning: bool,
     limit: int | None,
@@ -152,6 +159,7 @@ async def tail_command(
             bootstrap,
             group=group,
             types=types or None,
+            subject=subject,
             topic_prefix=settings.kafka_topic_prefix,
             from_beginning=from_beginning,
             client_id="registry-mirror-tail",

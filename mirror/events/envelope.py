@@ -3,10 +3,12 @@
 Two forms of the same event:
 
 * **Kafka binary mode** (the relay): attributes as ``ce_*`` headers,
-  ``content-type: application/json``, the key is the subject (image id or blob
-  digest), the value is the JSON ``data``;
+  ``content-type: application/json``, the key is the subject (image id, blob
+  digest or ``<repository>:<tag>``), the value is the JSON ``data``; the
+  CloudEvents Kafka protocol binding, which the CNCF ``cloudevents`` SDK reads
+  (``cloudevents.core.bindings.kafka.from_binary``);
 * **structured JSON** (the ``/mirror/v1/events`` feed, ``mirror events tail``):
-  ``{specversion, id, source, type, subject, time, datacontenttype, data}``.
+  ``{specversion, id, source, type, subject, time, datacontenttype, dataschema, data}``.
 
 ``ce_id`` is ``outbox.event_id``: a replay of the same row carries the same id, so
 consumers drop duplicates by it.
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 
 from mirror.errors import EnvelopeError
+from mirror.events.schemas import dataschema
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -29,7 +32,7 @@ CONTENT_TYPE_HEADER = "content-type"
 HEADER_PREFIX = "ce_"
 # The attributes the spec requires of every event, and those we always set besides.
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
-ATTRIBUTES = (*REQUIRED_ATTRIBUTES, "time", "subject")
+ATTRIBUTES = (*REQUIRED_ATTRIBUTES, "time", "subject", "dataschema")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,7 @@ def binary_headers(event: OutboxEvent) -> tuple[tuple[str, bytes], ...]:
         ("ce_type", event.type.encode()),
         ("ce_time", format_time(event.time).encode()),
         ("ce_subject", event.key.encode()),
+        ("ce_dataschema", dataschema(event.type).encode()),
         (CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()),
     )
 
@@ -139,6 +143,7 @@ def to_structured(event: OutboxEvent) -> dict[str, Any]:
         "subject": event.key,
         "time": format_time(event.time),
         "datacontenttype": CONTENT_TYPE,
+        "dataschema": dataschema(event.type),
         "data": data,
     }
 

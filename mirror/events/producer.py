@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.codec import has_lz4, has_zstd
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from mirror.errors import KafkaUnavailableError
+from mirror.errors import ConfigError, KafkaUnavailableError
 from mirror.events.envelope import kafka_topic
 from mirror.model import EventType
 from mirror.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TOPICS = tuple(sorted({t.topic for t in EventType}))  # ("blobs", "images")
+TOPICS = tuple(sorted({t.topic for t in EventType}))  # ("blobs", "images", "tags")
 LINGER_MS = 5
 # Large batches: an image event is ~1 KB and a relay batch holds a thousand of them.
 MAX_BATCH_BYTES = 1 << 20
@@ -32,19 +32,30 @@ RETRY_BACKOFF_MS = 250
 CLIENT_ID = "registry-mirror-relay"
 
 
-def compression_type() -> str:
-    """zstd when its codec is installed (``pip install 'aiokafka[zstd]'``), else gzip.
+_CODECS = {"zstd": has_zstd, "gzip": has_gzip, "lz4": has_lz4, "snappy": has_snappy}
 
-    aiokafka takes zstd and lz4 from the optional ``cramjam`` package; gzip needs
-    nothing beyond the standard library but aiokafka compresses it at level 9, which
-    costs ~35 µs of the relay's single thread per 1 KB event (zstd: ~4 µs, and
-    smaller output; lz4: ~10 µs, larger output). Consumers decode all three.
+
+def compression_type(setting: str = "zstd") -> str | None:
+    """The producer's ``compression_type`` for ``MIRROR_KAFKA_COMPRESSION`` (None: ``none``).
+
+    zstd, lz4 and snappy come from the optional ``cramjam`` package
+    (``aiokafka[zstd]``, a dependency of the mirror); gzip from the standard library,
+    though aiokafka compresses it at level 9: ~35 µs of the relay's single thread per
+    1 KB event (zstd: ~4 µs, and smaller output; lz4: ~10 µs, larger output).
+    Consumers need the same codec: see the README's table. A codec that is not
+    installed is a ``ConfigError`` at start, never a silent fallback.
     """
-    if has_zstd():
-        return "zstd"
-    if has_lz4():
-        return "lz4"
-    return "gzip"
+    if setting == "none":
+        return None
+    available = _CODECS.get(setting)
+    if available is None:
+        raise ConfigError(f"MIRROR_KAFKA_COMPRESSION: unknown codec {setting!r}")
+    if not available():
+        raise ConfigError(
+            f"MIRROR_KAFKA_COMPRESSION={setting}: its codec is not installed "
+            "(pip install 'aiokafka[zstd]' brings zstd, lz4 and snappy)"
+        )
+    return setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +74,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """``<prefix>.blobs`` and ``<prefix>.images`` with the configured partitions and replicas."""
+    """``<prefix>.blobs``, ``.images`` and ``.tags`` with the configured partitions and replicas."""
     return [
         TopicSpec(
             kafka_topic(settings.kafka_topic_prefix, suffix),
@@ -74,7 +85,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def create_producer(bootstrap: str) -> AIOKafkaProducer:
+def create_producer(bootstrap: str, compression: str = "zstd") -> AIOKafkaProducer:
     """An idempotent producer that waits for every in-sync replica (not started yet).
 
     Idempotence keeps a retried batch from being written twice or out of order
@@ -85,7 +96,7 @@ def create_producer(bootstrap: str) -> AIOKafkaProducer:
         client_id=CLIENT_ID,
         enable_idempotence=True,
         acks="all",
-        compression_type=compression_type(),
+        compression_type=compression_type(compression),
         linger_ms=LINGER_MS,
         max_batch_size=MAX_BATCH_BYTES,
         max_request_size=MAX_BATCH_BYTES + (64 << 10),

@@ -191,7 +191,7 @@ class Relay:
         settings: Settings,
         *,
         options: RelayOptions | None = None,
-        producer_factory: ProducerFactory = create_producer,
+        producer_factory: ProducerFactory | None = None,
     ) -> None:
         if settings.kafka_bootstrap is None:
             raise ConfigError(
@@ -202,7 +202,12 @@ class Relay:
         self._settings = settings
         self._bootstrap = settings.kafka_bootstrap
         self._options = options or RelayOptions()
-        self._producer_factory = producer_factory
+        # MIRROR_KAFKA_COMPRESSION is checked here, at start: a missing codec is a ConfigError.
+        compression = settings.kafka_compression
+        compression_type(compression)
+        self._producer_factory = producer_factory or (
+            lambda bootstrap: create_producer(bootstrap, compression)
+        )
         self._identity = f"mirror-relay {socket.gethostname()} pid {os.getpid()}"
         self.published = 0
 
@@ -249,8 +254,11 @@ class Relay:
     async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event, *, once: bool) -> None:
         ACTIVE.set(1)
         log.info(
-            "active relay (%s): publishing to %s, topics %s.{images,blobs}, compression %s",
-            self._identity, self._bootstrap, self._settings.kafka_topic_prefix, compression_type(),
+            "active relay (%s): publishing to %s, topics %s.{images,blobs,tags}, compression %s",
+            self._identity,
+            self._bootstrap,
+            self._settings.kafka_topic_prefix,
+            compression_type(self._settings.kafka_compression) or "none",
         )  # fmt: skip
         wake = asyncio.Event()
 

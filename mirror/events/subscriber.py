@@ -23,9 +23,10 @@ What it does for you:
 * **duplicates dropped**: the relay may publish an event again after a crash, always
   with the same ``ce_id``; the last ``dedup_capacity`` ids seen are remembered (an
   LRU) and a repeat is skipped;
-* **types**: only the listed CloudEvent types reach the handler, and only their
-  topics are read;
-* **order**: events of one subject (image id or blob digest) arrive in the order
+* **types**: only the listed CloudEvent types (or prefixes, ``registry.tag.*``) reach
+  the handler, and only their topics are read;
+* **subject**: only events of this subject (image id, digest, ``<repository>:<tag>``);
+* **order**: events of one subject (image id, blob digest, repository tag) arrive in the order
   they were committed; there is no order across subjects.
 """
 
@@ -54,7 +55,7 @@ from mirror.events.envelope import (
     structured_from_kafka,
 )
 from mirror.events.producer import TOPICS
-from mirror.model import EventType
+from mirror.model import EventType, event_types_matching
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,14 @@ class SeenIds:
 
 
 def topics_for(types: Collection[str] | None, prefix: str) -> list[str]:
-    """The Kafka topics that carry ``types`` (all of ours when None)."""
+    """The Kafka topics that carry ``types`` (types or ``registry.tag.*`` prefixes; all of
+    ours when None)."""
     if not types:
         return [kafka_topic(prefix, t) for t in TOPICS]
     try:
-        suffixes = sorted({EventType(t).topic for t in types})
+        suffixes = sorted({EventType(t).topic for t in event_types_matching(types)})
     except ValueError as exc:
-        known = ", ".join(t.value for t in EventType)
-        raise ValueError(f"unknown event type ({exc}); known types: {known}") from None
+        raise ValueError(f"unknown event type: {exc}") from None
     return [kafka_topic(prefix, s) for s in suffixes]
 
 
@@ -172,6 +173,7 @@ class EventSubscriber:
         *,
         group: str | None,
         types: Collection[str] | None = None,
+        subject: str | None = None,
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         from_beginning: bool = False,
         dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
@@ -179,7 +181,8 @@ class EventSubscriber:
         client_id: str = "registry-mirror-subscriber",
     ) -> None:
         self.topics = topics_for(types, topic_prefix)
-        self._types = frozenset(types) if types else None
+        self._types = frozenset(event_types_matching(types)) if types else None
+        self._subject = subject or None
         self._group = group
         self._seen = SeenIds(dedup_capacity)
         self._commit_interval = commit_interval
@@ -348,7 +351,9 @@ class EventSubscriber:
         if not self._seen.add(event.id):
             self.stats.duplicates += 1
             return None
-        if self._types is not None and event.type not in self._types:
+        if (self._types is not None and event.type not in self._types) or (
+            self._subject is not None and event.subject != self._subject
+        ):
             self.stats.filtered += 1
             return None
         return event

@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from mirror.api.auth import TokenTable, authorize
+from mirror.api.actor import ANONYMOUS
+from mirror.api.auth import Principal, TokenTable, authorize
 from mirror.api.middleware import DATABASE_UNAVAILABLE, INTERNAL_MESSAGE
 from mirror.errors import (
     ApiError,
@@ -43,14 +45,33 @@ class Guard:
     def __init__(self, tokens: TokenTable | None) -> None:
         self.tokens = tokens
 
-    def check(self, context: Context, role: str) -> None:
+    def check(self, context: Context, role: str) -> Principal | None:
+        """Who the call's token names (None when no tokens are set)."""
         if self.tokens is None:
-            return
+            return None
         header = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode(errors="replace")
-        authorize(self.tokens, header, role)
+        return authorize(self.tokens, header, role)
+
+
+# Who made the call being served: (principal, request id), set by ``rpc`` for the method.
+_CALLER: ContextVar[tuple[Principal | None, str]] = ContextVar("grpc_caller")
+
+
+def actor_of(context: Context) -> dict[str, Any]:
+    """The REST ``actor`` for a gRPC call: role, non-secret token id, request id, peer."""
+    principal, request_id = _CALLER.get((None, ""))
+    actor: dict[str, Any] = {"role": principal.role if principal is not None else ANONYMOUS}
+    if principal is not None:
+        actor["tokenId"] = principal.token_id
+    if request_id:
+        actor["requestId"] = request_id
+    peer = context.peer()
+    if peer:
+        actor["clientAddress"] = peer
+    return actor
 
 
 def rpc(role: str | None) -> Callable[[Method[S, R]], Method[S, R]]:
@@ -63,9 +84,11 @@ def rpc(role: str | None) -> Callable[[Method[S, R]], Method[S, R]]:
         async def call(self: S, request: Any, context: Context) -> R:
             request_id = new_request_id()
             try:
+                principal = None
                 if role is not None:
                     guard: Guard = self.guard  # type: ignore[attr-defined]
-                    guard.check(context, role)
+                    principal = guard.check(context, role)
+                _CALLER.set((principal, request_id))
                 answer = await method(self, request, context)
             except Exception as exc:
                 error = _as_api_error(exc, name, request_id)

@@ -25,7 +25,7 @@ from mirror.api.image_list import ImageReader
 from mirror.api.images import image_doc
 from mirror.api.operations import DeleteTracker
 from mirror.errors import NotFound, Unimplemented
-from mirror.grpc_api.calls import Context, Guard, rpc
+from mirror.grpc_api.calls import Context, Guard, actor_of, rpc
 from mirror.grpc_wire import from_dict, from_json, image_message, list_request, list_response
 from mirror.listing import validate_resource_id
 
@@ -59,7 +59,10 @@ class ImageService(image_service_pb2_grpc.ImageServiceServicer):
         self, request: image_service_pb2.DeleteImageRequest, context: Context
     ) -> operation_pb2.Operation:
         image_id = validate_resource_id("imageId", request.image_id)
-        operation = await self.deletes.start_delete(image_id)
+        # As over REST: only an image the index holds is forwarded (the mirror vouches for it).
+        if not await self.images.holds(image_id):
+            raise NotFound(f"Image {image_id} not found")
+        operation = await self.deletes.start_delete(image_id, actor_of(context))
         return from_dict(operation, operation_pb2.Operation())
 
 

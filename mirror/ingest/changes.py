@@ -6,7 +6,7 @@ them into ``Event`` values in the shapes the product contract fixes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,19 @@ class MergeResult:
         self.deleted += other.deleted
         self.blobs_added += other.blobs_added
         self.blobs_orphaned += other.blobs_orphaned
+
+
+def with_origin(events: Iterable[Event], origin: Mapping[str, Any] | None) -> list[Event]:
+    """The events with ``origin`` (who and why: ``runId``, or ``actor`` and ``operationId``)
+    added to their ``data``."""
+    if not origin:
+        return list(events)
+    return [Event(e.type, e.subject, {**e.data, **origin}, e.source) for e in events]
+
+
+def run_origin(run_id: int | None) -> dict[str, Any]:
+    """The origin of ingest events: the ``sync_runs`` id of the walk that wrote them."""
+    return {} if run_id is None else {"runId": str(run_id)}
 
 
 def image_created(image: dict[str, Any]) -> Event:

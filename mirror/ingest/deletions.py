@@ -129,6 +129,7 @@ async def confirm_and_delete(
     keep_lease: Callable[[], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
     batch: int = CONFIRM_BATCH,
+    origin: dict[str, Any] | None = None,
 ) -> DeletionOutcome:
     """Delete the scope's indexed images that the walk (in ``ingest_walk_seen``) did not see
     and that the upstream confirms gone. Requires the walk's connection.
@@ -207,7 +208,7 @@ async def confirm_and_delete(
                 break
             if gone:
                 async with conn.transaction():
-                    result = await delete_images(conn, gone, REASON_UPSTREAM_GONE)
+                    result = await delete_images(conn, gone, REASON_UPSTREAM_GONE, origin=origin)
                 outcome.deleted += result.deleted
             if keep_lease is not None:
                 await keep_lease()

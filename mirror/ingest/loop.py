@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from mirror.ingest.deletions import DEFAULT_CONFIRM_MAX, DEFAULT_GUARD
+from mirror.ingest.head import run_head_watch
 from mirror.ingest.leases import DEFAULT_LEASE_S, new_owner_id
 from mirror.ingest.progress import NullProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
@@ -116,10 +117,13 @@ async def run_ingest_loop(
     """Ingest passes every ``interval`` seconds (counted from each pass's start) until ``stop``.
 
     ``scopes`` defaults to ``settings.scopes``. ``on_pass`` sees each pass's summary.
+    Meanwhile the head-watch (``mirror.ingest.head``) records new images every
+    ``settings.head_interval`` seconds; it ends with ``stop``.
     """
     scopes = tuple(scopes if scopes is not None else settings.scopes)
     owner = new_owner_id()
     backoff = 0.0
+    head = asyncio.create_task(run_head_watch(pool, client, scopes, settings.head_interval, stop))
     while not stop.is_set():
         started = time.monotonic()
         summary: IngestSummary | None = None
@@ -163,3 +167,4 @@ async def run_ingest_loop(
         delay = max(backoff, interval - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
+    await head

@@ -25,7 +25,7 @@ writers queue rather than deadlock; a deadlock that still happens is retried.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -38,6 +38,7 @@ from mirror.ingest.changes import (
     image_created,
     image_deleted,
     image_updated,
+    with_origin,
 )
 from mirror.ingest.staging import (
     BLOB_COLUMNS,
@@ -48,6 +49,7 @@ from mirror.ingest.staging import (
     image_record,
     registry_of,
 )
+from mirror.ingest.tags import TagRef, tag_changes, tag_diff, tags_of_deleted
 from mirror.model import Event
 from mirror.store.outbox import append_events
 
@@ -206,14 +208,20 @@ def _removed_arrays(rows: Sequence[asyncpg.Record]) -> tuple[list[str], list[int
 
 
 async def delete_images(
-    conn: asyncpg.Connection, image_ids: Sequence[str], reason: str, *, source: str = SOURCE
+    conn: asyncpg.Connection,
+    image_ids: Sequence[str],
+    reason: str,
+    *,
+    source: str = SOURCE,
+    origin: Mapping[str, Any] | None = None,
 ) -> MergeResult:
     """Remove images from the index with their events, inside the caller's transaction.
 
     Emits ``registry.image.deleted`` (the last known image and ``reason``) for each
-    image that was still indexed, and ``registry.blob.orphaned`` for each digest
-    left without a reference. Images already gone are skipped silently, so two
-    deleters racing write each event once.
+    image that was still indexed, ``registry.blob.orphaned`` for each digest left
+    without a reference and ``registry.tag.removed`` for each tag that named one of
+    them. Images already gone are skipped silently, so two deleters racing write
+    each event once. ``origin`` goes into every event's data (who and why).
     """
     if not conn.is_in_transaction():
         raise RuntimeError("delete_images must run inside a transaction")
@@ -227,6 +235,8 @@ async def delete_images(
     transitions = _transitions(await conn.fetch(REMOVE_BLOB_REFS, *_removed_arrays(removed)))
     events: list[Event] = [image_deleted(r["doc"], reason, source) for r in locked]
     events += blob_events(transitions, source)
+    events += await tags_of_deleted(conn, ids, source)
+    events = with_origin(events, origin)
     await append_events(conn, events)
     result.deleted = len(locked)
     result.blobs_orphaned = sum(1 for t in transitions if not t.added)
@@ -237,9 +247,16 @@ async def delete_images(
 class PageWriter:
     """Merges the pages of one walk on the walk's own connection."""
 
-    def __init__(self, conn: asyncpg.Connection, *, folder_id: str | None = None) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        folder_id: str | None = None,
+        origin: Mapping[str, Any] | None = None,
+    ) -> None:
         self.conn = conn
         self.folder_id = folder_id
+        self.origin = origin  # added to every event's data (the walk's runId)
         self._known_registries: set[str] = set()
 
     async def prepare(self) -> None:
@@ -303,15 +320,21 @@ class PageWriter:
         events: list[Event] = []
         gained: list[PageImage] = []  # images whose blob rows are (re)written
         replaced: list[str] = []  # updated images whose blob list changed
+        claims: list[TagRef] = []
+        releases: list[TagRef] = []
         for row in await conn.fetch(UPSERT_IMAGES):
             item = by_id[row["id"]]
             if row["created"]:
                 events.append(image_created(item.image))
+                claims += tag_diff(None, item.image)[0]
                 gained.append(item)
                 result.created += 1
             elif row["changed"]:
                 old: dict[str, Any] = row["old_doc"]
                 events.append(image_updated(old, item.image))
+                gained_tags, lost_tags = tag_diff(old, item.image)
+                claims += gained_tags
+                releases += lost_tags
                 result.updated += 1
                 if blob_signature(old) != blob_signature(item.image):
                     gained.append(item)
@@ -328,6 +351,8 @@ class PageWriter:
             events += blob_events(transitions)
             result.blobs_added = sum(1 for t in transitions if t.added)
             result.blobs_orphaned = len(transitions) - result.blobs_added
+        events += await tag_changes(conn, claims, releases, SOURCE)
+        events = with_origin(events, self.origin)
         await append_events(conn, events)
         result.events = events
         return result

@@ -31,7 +31,7 @@ import asyncpg
 
 from mirror.errors import LeaseLost, MalformedImage, UpstreamError
 from mirror.ingest import metrics
-from mirror.ingest.changes import MergeResult
+from mirror.ingest.changes import SOURCE, MergeResult, run_origin
 from mirror.ingest.deletions import (
     DEFAULT_CONFIRM_MAX,
     DEFAULT_GUARD,
@@ -51,6 +51,7 @@ from mirror.ingest.merge import PageWriter
 from mirror.ingest.progress import NullProgress, WalkProgress
 from mirror.ingest.staging import PageImage, page_images
 from mirror.ingest.summary import ScopeResult, WalkStatus
+from mirror.ingest.tags import settle_released
 from mirror.model import Scope, ScopeKind
 from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, parse_page
 
@@ -159,7 +160,11 @@ async def walk_scope(
         deletions = DeletionOutcome()
         status = WalkStatus.COMPLETE
         error: str | None = None
-        writer = PageWriter(conn, folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None)
+        writer = PageWriter(
+            conn,
+            folder_id=scope.id if scope.kind is ScopeKind.FOLDER else None,
+            origin=run_origin(lease.run_id),
+        )
         memo = PageMemo(f"{name}?pageSize={options.page_size}")
         try:
             await writer.prepare()
@@ -177,6 +182,8 @@ async def walk_scope(
                     total - distinct,
                 )
             counts.images = distinct
+            # Every page seen: tags let go and claimed by no image are removed.
+            await settle_released(conn, scope, SOURCE, run_origin(lease.run_id))
             deletions = await confirm_and_delete(
                 conn,
                 scope,
@@ -186,6 +193,7 @@ async def walk_scope(
                 confirm_max=options.confirm_max,
                 keep_lease=lease.keep,
                 stop=options.stop,
+                origin=run_origin(lease.run_id),
             )
             if deletions.suspect is not None:
                 status = WalkStatus.FAILED

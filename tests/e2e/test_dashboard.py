@@ -204,6 +204,14 @@ def test_dashboard_renders_the_api_figures(demo: DemoProcess, browser: Any) -> N
     assert deletions.count() >= 1
     assert deletions.first.get_attribute("data-subject") == deleted
 
+    # A deletion made while the page is open arrives on the event stream, without a reload
+    # (the refresh loop loads deletions once; the stream brings the new ones).
+    page.wait_for_selector('body[data-deletions-live="true"]')
+    live = delete_image(demo)
+    page.wait_for_selector(f'[data-testid="deletion-row"][data-subject="{live}"]')
+    assert deletions.first.get_attribute("data-subject") == live
+    assert any("/mirror/v1/events/stream" in url for url in requests)
+
     assert page.locator('[data-testid="error-banner"]').is_hidden()
     assert errors == []
     assert requests and all(url.startswith(demo.url + "/") for url in requests), requests

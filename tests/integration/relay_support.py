@@ -18,6 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from mirror.events.pending import RELAY_LOCK_KEY
+from mirror.events.producer import TOPICS
 from mirror.model import Event, EventType
 from mirror.store.outbox import append_events
 
@@ -107,14 +108,14 @@ class Delivered:
 async def read_topics(
     bootstrap: str, prefix: str, *, expect_ids: set[str], limit: float = WAIT
 ) -> list[Delivered]:
-    """Every record of ``<prefix>.images`` and ``<prefix>.blobs`` from the start, read
+    """Every record of ``<prefix>.images``, ``.blobs`` and ``.tags`` from the start, read
     until each id in ``expect_ids`` was seen and the topics are read to their end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        topics = [f"{prefix}.images", f"{prefix}.blobs"]
+        topics = [f"{prefix}.{topic}" for topic in TOPICS]
         deadline = time.monotonic() + limit
         partitions: list[TopicPartition] = []
         for topic in topics:

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
+from mirror.api.auth import token_id
 from mirror.ingest.loop import ingest_once
 from mirror.ingest.merge import delete_images
 from mirror.ingest.summary import WalkStatus
@@ -333,6 +334,52 @@ async def test_roles(world: World) -> None:
         assert allowed.status == 200 and (await allowed.json())["metadata"]["imageId"] == victim
 
 
+async def test_api_delete_events_say_who_asked(world: World) -> None:
+    """Every event of an API Delete carries the operation id and the actor: the token's
+    role and non-secret id, the request id, the client address; the token itself never."""
+    settings = world.settings.with_(
+        api_tokens=Settings.load(env={"MIRROR_API_TOKENS": "r-token:read,a-token:admin"}).api_tokens
+    )
+    victim = await world.pool.fetchval(
+        "SELECT id FROM images WHERE cardinality(tags) > 0 ORDER BY id LIMIT 1"
+    )
+    tags = await world.pool.fetchval("SELECT tags FROM images WHERE id = $1", victim)
+    name = await world.pool.fetchval("SELECT name FROM images WHERE id = $1", victim)
+    mark = await world.pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    admin = {"Authorization": "Bearer a-token"}
+    async with world.api(settings) as api:
+        response = await api.delete(f"{IMAGES}/{victim}", headers=admin)
+        assert response.status == 200
+        request_id = response.headers["X-Request-Id"]
+        operation = await response.json()
+        for _ in range(500):
+            polled = await api.get(f"/operations/{operation['id']}", headers=admin)
+            answer = await polled.json()
+            if answer["done"]:
+                break
+            await asyncio.sleep(0.01)
+    rows = await world.pool.fetch(
+        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 ORDER BY id", mark
+    )
+    actor = {
+        "role": "admin",
+        "tokenId": token_id("a-token"),
+        "requestId": request_id,
+        "clientAddress": "127.0.0.1",
+    }
+    assert {r["type"] for r in rows} >= {"registry.image.deleted", "registry.tag.removed"}
+    for row in rows:
+        assert "a-token" not in row["data"]
+        data = orjson.loads(row["data"])
+        assert data["actor"] == actor and data["operationId"] == operation["id"]
+    removed = sorted(
+        (r["key"], orjson.loads(r["data"])["reason"])
+        for r in rows
+        if r["type"] == "registry.tag.removed"
+    )
+    assert removed == sorted((f"{name}:{t}", "image-deleted") for t in tags)
+
+
 # -- Delete ------------------------------------------------------------------------------
 
 
@@ -378,6 +425,8 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     assert len(deleted) == 1 and deleted[0]["key"] == victim
     data = orjson.loads(deleted[0]["data"])
     assert data["reason"] == "api" and data["image"] == orjson.loads(last_known)
+    assert data["operationId"] == operation["id"] and data["actor"]["role"] == "anonymous"
+    assert data["actor"]["requestId"] == response.headers["X-Request-Id"]
     orphaned = {e["key"] for e in events if e["type"] == "registry.blob.orphaned"}
     assert orphaned == unique_digests
     for digest in unique_digests:
@@ -509,6 +558,7 @@ async def test_events_feed(world: World, api: TestClient) -> None:
     assert {e["type"] for e in seen} <= {
         "registry.image.created",
         "registry.blob.added",
+        "registry.tag.added",
     }
     await get_json(api, "/mirror/v1/events", {"after": "-1"}, status=400)
     await get_json(api, "/mirror/v1/events", {"limit": "1001"}, status=400)

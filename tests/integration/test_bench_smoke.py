@@ -33,6 +33,10 @@ SMOKE: dict[str, tuple[list[str], str]] = {
         "--images 300 --gets 20 --first-pages 2 --concurrency 2 --seconds 0.3".split(),
         "grpc bench: targets",
     ),
+    "head": (
+        "--images 300 --churn 1 --pushes 2 --window 2 --modes 1s".split(),
+        "head-watch 1s: 2 pushes",
+    ),
     "ingest": ("--sizes 300 --runs 1".split(), "| 300 | 1 |"),
     # --client python: wrk (the benchmark's load generator) is not a test prerequisite
     "load": (

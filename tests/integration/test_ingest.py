@@ -123,7 +123,9 @@ async def test_first_sync_equals_upstream_exactly(db_pool, fake, client) -> None
         evs = await events(conn)
         created = [e for e in evs if e[0] == "registry.image.created"]
         assert sorted(k for _, k, _ in created) == sorted(expected)
-        assert all(data == expected[k] for _, k, data in created)
+        run_id = await conn.fetchval("SELECT id FROM sync_runs WHERE scope = 'folder:f1'")
+        # the image, and the sync run that found it (who and why)
+        assert all(data == expected[k] | {"runId": str(run_id)} for _, k, data in created)
         digests = {
             b["digest"] for img in expected.values() for b in [img["config"], *img["layers"]]
         }
@@ -185,7 +187,12 @@ async def test_pushes_retags_and_deletes_give_exactly_the_right_events(
         assert updated == {
             "image": retagged,
             "changes": {"tagsAdded": ["stable"], "tagsRemoved": [], "fields": ["tags"]},
+            "runId": updated["runId"],
         }
+        assert (
+            await conn.fetchval("SELECT scope FROM sync_runs WHERE id = $1", int(updated["runId"]))
+            == "folder:f1"
+        )
         deleted = next(d for t, _, d in evs if t == "registry.image.deleted")
         assert deleted["reason"] == "upstream-gone" and deleted["image"]["id"] == ids[1]
         blob_events = {(t, k) for t, k, _ in evs if t.startswith("registry.blob.")}
@@ -397,8 +404,8 @@ async def test_overlapping_scopes_without_leases_race_safely(db_pool, fake, clie
         ingest_once(db_pool, client, [Scope.parse("registry:reg2")], owner="c", page_size=40),
     )
     ids = sorted(in_folder(fake, "f1"))
-    for image_id in ids[::7]:
-        fake.put(fake.images[image_id] | {"tags": ["moved"]})
+    for image_id in ids[::7]:  # a tag names one image of a repository, as upstream
+        fake.put(fake.images[image_id] | {"tags": [f"moved-{image_id}"]})
     for image_id in ids[1::11]:
         fake.delete(image_id)
     async with db_pool.acquire() as conn:

@@ -194,7 +194,7 @@ async def test_page_memo_never_hides_an_index_that_changed(
     expected = await upstream_images(client, scopes)
     gone = sorted(expected)[7]
     async with db_pool.acquire() as conn, conn.transaction():
-        await delete_images(conn, [gone], "test")
+        await delete_images(conn, [gone], "upstream-gone")
     pages = RecordingPages(client)
     summary = await ingest_once(db_pool, pages, scopes, page_size=500)
     assert (summary.images, summary.created, summary.updated, summary.deleted) == (3000, 1, 0, 0)

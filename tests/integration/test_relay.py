@@ -34,6 +34,9 @@ from tests.integration.relay_support import (
     wait_until,
 )
 
+# The relay is exercised with hand-made events (not checked against the event schemas).
+pytestmark = pytest.mark.synthetic_events
+
 FAST = RelayOptions(batch_size=100, poll_interval=0.2, lock_poll_interval=0.2, retry_backoff=0.1)
 
 

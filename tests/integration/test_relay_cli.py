@@ -24,6 +24,9 @@ from tests.integration.relay_support import (
     unsent_count,
 )
 
+# The relay is exercised with hand-made events (not checked against the event schemas).
+pytestmark = pytest.mark.synthetic_events
+
 COMMAND_TIMEOUT = 120
 
 

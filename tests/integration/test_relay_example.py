@@ -9,11 +9,15 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from mirror.events.relay import RelayOptions, run_relay
 from mirror.model import Event, EventType
 from mirror.settings import Settings
 from tests.integration.relay_support import ROOT, WAIT, append, keyed_events, relay_env
+
+# The relay is exercised with hand-made events (not checked against the event schemas).
+pytestmark = pytest.mark.synthetic_events
 
 
 async def test_on_delete_example_prints_the_deleted_image(

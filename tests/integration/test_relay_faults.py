@@ -44,7 +44,8 @@ from tests.integration.relay_support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
+# Hand-made events exercise the relay (not checked against the event schemas).
+pytestmark = [pytest.mark.slow, pytest.mark.synthetic_events]
 
 FAST = RelayOptions(batch_size=100, poll_interval=0.2, lock_poll_interval=0.2, retry_backoff=0.1)
 

@@ -23,6 +23,9 @@ from tests.integration.relay_support import (
     wait_until,
 )
 
+# The relay is exercised with hand-made events (not checked against the event schemas).
+pytestmark = pytest.mark.synthetic_events
+
 OPTIONS = RelayOptions(poll_interval=0.2)
 
 
@@ -138,6 +141,33 @@ async def test_types_select_events_and_topics(
     assert (event.type, event.subject, event.data) == (
         "registry.image.deleted", "crpgone0000000000001", {"reason": "api"},
     )  # fmt: skip
+
+
+async def test_type_prefixes_and_a_subject_select_tag_events(
+    db_pool: asyncpg.Pool, relay_settings: Settings, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    def tag(name: str, image: str) -> Event:
+        data = {"repository": "r1/app", "tag": name, "imageId": image, "digest": "sha256:ab"}
+        return Event(EventType.TAG_ADDED, f"r1/app:{name}", data)
+
+    moves = [tag("latest", "crp1"), tag("v1", "crp1"), tag("latest", "crp2"), tag("v2", "crp2")]
+    await append(db_pool, [*keyed_events(10, keys=5), *moves])
+    await relay_once(db_pool, relay_settings)
+    subscriber = EventSubscriber(
+        kafka_bootstrap,
+        group=None,
+        types=["registry.tag.*"],
+        subject="r1/app:latest",
+        topic_prefix=topic_prefix,
+        from_beginning=True,
+    )
+    assert subscriber.topics == [f"{topic_prefix}.tags"]
+    async with subscriber:
+        events = await collect(subscriber, 2)
+    assert [(e.subject, e.data["imageId"]) for e in events] == [
+        ("r1/app:latest", "crp1"),
+        ("r1/app:latest", "crp2"),
+    ]
 
 
 def test_unknown_types_are_refused() -> None:

@@ -135,7 +135,15 @@ async def test_outbox_append_needs_a_transaction(db_pool: asyncpg.Pool) -> None:
             await append_events(conn, [event])
         async with conn.transaction():
             await append_events(
-                conn, [event, Event(EventType.BLOB_ADDED, "sha256:aa", {"size": "1"})]
+                conn,
+                [
+                    event,
+                    Event(
+                        EventType.BLOB_ADDED,
+                        "sha256:aa",
+                        {"digest": "sha256:aa", "size": "1", "image": "crp00000000000000001"},
+                    ),
+                ],
             )
         rows = await conn.fetch("SELECT topic, key, type, data FROM outbox ORDER BY id")
     assert [(r["topic"], r["key"], r["type"]) for r in rows] == [

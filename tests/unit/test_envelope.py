@@ -99,13 +99,15 @@ def test_stored_json_text_passes_through_unparsed() -> None:
 def test_structured_form_has_the_spec_attributes_in_order() -> None:
     event = to_structured(make_event())
     assert list(event) == [
-        "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data",
+        "specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+        "dataschema", "data",
     ]  # fmt: skip
     assert event["specversion"] == "1.0"
     assert event["id"] == EVENT_ID
     assert event["subject"] == IMAGE["id"]
     assert event["time"] == "2025-03-04T05:06:07.123456Z"
     assert event["datacontenttype"] == "application/json"
+    assert event["dataschema"] == "urn:registry-mirror:event-data:v1:registry.image.deleted"
     assert event["data"]["reason"] == "upstream-gone"
 
 

@@ -58,7 +58,7 @@ def test_topic_specs_follow_the_settings() -> None:
         }
     )
     specs = {spec.name: spec for spec in topic_specs(s)}
-    assert set(specs) == {"acme.mirror.images", "acme.mirror.blobs"}
+    assert set(specs) == {"acme.mirror.images", "acme.mirror.blobs", "acme.mirror.tags"}
     assert all(x.partitions == 12 and x.replication == 3 for x in specs.values())
     assert specs["acme.mirror.images"].configs == {"min.insync.replicas": "2"}
     single = topic_specs(Settings.load(env={}))

@@ -63,10 +63,14 @@ def test_received_event_refuses_a_bad_time() -> None:
 
 
 def test_topics_follow_the_types() -> None:
-    assert topics_for(None, "p") == ["p.blobs", "p.images"]
+    assert topics_for(None, "p") == ["p.blobs", "p.images", "p.tags"]
     assert topics_for(["registry.image.deleted"], "p") == ["p.images"]
     assert topics_for(["registry.blob.orphaned", "registry.image.created"], "p") == [
         "p.blobs", "p.images",
     ]  # fmt: skip
+    assert topics_for(["registry.tag.*"], "p") == ["p.tags"]
+    assert topics_for(["registry.*"], "p") == ["p.blobs", "p.images", "p.tags"]
     with pytest.raises(ValueError, match="unknown event type"):
         topics_for(["registry.image.renamed"], "p")
+    with pytest.raises(ValueError, match="names no event type"):
+        topics_for(["registry.nothing.*"], "p")

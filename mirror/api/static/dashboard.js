@@ -358,6 +358,66 @@
     );
   }
 
+  // Deletions are loaded once (/dashboard/deletions: the latest ones and a cursor), then
+  // followed live on the event stream (Server-Sent Events read with fetch, which can send
+  // the token; EventSource cannot). A dropped stream is resumed from the last event's id.
+  const DELETIONS_STREAM = "/mirror/v1/events/stream?type=registry.image.deleted";
+  let deletions = null;
+  let deletionsCursor = null;
+  let deletionsStream = null;
+
+  function onStreamBlock(block) {
+    let id = null;
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("id:")) id = line.slice(3).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+    }
+    if (!data.length) return;  // a heartbeat or the retry preamble
+    if (id) deletionsCursor = id;
+    deletions = [JSON.parse(data.join("\n")), ...deletions].slice(0, MAX_DELETIONS);
+    renderDeletions(deletions);
+  }
+
+  async function followDeletions() {
+    if (deletionsStream || deletionsCursor === null) return;
+    const controller = new AbortController();
+    deletionsStream = controller;
+    try {
+      const headers = { Accept: "text/event-stream", "Last-Event-ID": deletionsCursor };
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const response = await fetch(DELETIONS_STREAM, { headers, cache: "no-store", signal: controller.signal });
+      if (!response.ok || !response.body) return;
+      document.body.dataset.deletionsLive = "true";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          onStreamBlock(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (_) {
+      /* dropped: the refresh loop starts it again from the cursor */
+    } finally {
+      deletionsStream = null;
+      document.body.dataset.deletionsLive = "false";
+    }
+  }
+
+  async function loadDeletions() {
+    if (deletions !== null) return;
+    const answer = await getJSON("/dashboard/deletions");
+    deletions = answer.events || [];
+    deletionsCursor = answer.next || "0";
+    renderDeletions(deletions);
+  }
+
   // ---- the refresh loop ---------------------------------------------------------------
 
   function showError(message) {
@@ -395,7 +455,10 @@
         }),
         settle(async () => renderSync(await getJSON("/mirror/v1/sync"))),
         settle(async () => renderRegistries((await getJSON("/dashboard/registries")).registries || [])),
-        settle(async () => renderDeletions((await getJSON("/dashboard/deletions")).events || [])),
+        settle(async () => {
+          await loadDeletions();
+          followDeletions();  // runs until the stream drops; a no-op while it is open
+        }),
       ]);
     } catch (error) {
       if (error instanceof AuthNeeded) {

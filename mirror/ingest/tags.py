@@ -1,0 +1,250 @@
+"""Tag events: which image each tag of a repository names, and its transitions.
+
+The ``tags`` table (``sql/070_tags.sql``) holds, per ``(repository, tag)``, the
+image the index last saw carrying it. Every writer of image changes (page
+merges, deletions, the head-watch) calls in here in the transaction of the
+change, and gets back the ``registry.tag.*`` events to append with it:
+
+* a **claim** (an image now carries a tag it did not): ``registry.tag.added``,
+  with ``previousImageId`` when the row named another image (a move), and none
+  at all when the row already named this image;
+* a **release** (an image stopped carrying a tag it held): no event yet. The row
+  is marked released; a later claim turns the pair into one move. A walk meets
+  the two images of a move in either order, on different pages: this is what
+  makes a re-tag storm one event per tag change, never one per page.
+* when a complete walk of the scope ends, released rows nobody claimed become
+  ``registry.tag.removed`` (reason ``untagged``): ``resolve_released``;
+* a deleted image's rows become ``registry.tag.removed`` (reason
+  ``image-deleted``, or ``untagged`` when it had already let the tag go):
+  ``tags_of_deleted``.
+
+All of it runs under the outbox's transaction lock (``OUTBOX_LOCK_KEY``), taken
+after the writer's row locks on images and blobs: tag rows are only ever touched
+by the lock's holder, so concurrent writers neither race on a tag nor deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from mirror.ingest.changes import with_origin
+from mirror.model import Event, EventType, Scope, ScopeKind
+from mirror.store.outbox import LOCK_OUTBOX, OUTBOX_LOCK_KEY, append_events
+
+REASON_UNTAGGED = "untagged"
+REASON_IMAGE_DELETED = "image-deleted"
+REASONS = (REASON_UNTAGGED, REASON_IMAGE_DELETED)
+
+SELECT_TAGS = """
+SELECT t.repository, t.tag, t.image_id, t.digest, t.released_at IS NOT NULL AS released
+FROM tags AS t
+JOIN unnest($1::text[], $2::text[]) AS k (repository, tag)
+  ON t.repository = k.repository AND t.tag = k.tag
+"""
+UPSERT_TAGS = """
+INSERT INTO tags AS t (repository, tag, image_id, digest, released_at)
+SELECT r.repository, r.tag, r.image_id, r.digest, CASE WHEN r.released THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+     AS r (repository, tag, image_id, digest, released)
+ORDER BY r.repository, r.tag
+ON CONFLICT (repository, tag) DO UPDATE SET
+    image_id = EXCLUDED.image_id,
+    digest = EXCLUDED.digest,
+    released_at = EXCLUDED.released_at,
+    updated_at = now()
+"""
+DELETE_TAGS_OF_IMAGES = """
+DELETE FROM tags WHERE image_id = ANY($1::text[])
+RETURNING repository, tag, image_id, digest, released_at IS NOT NULL AS released
+"""
+_RELEASED_OF_SCOPE: dict[ScopeKind, str] = {
+    ScopeKind.FOLDER: """(i.folder_id = $1
+        OR i.registry_id IN (SELECT registry_id FROM registries WHERE folder_id = $1))""",
+    ScopeKind.REGISTRY: "i.registry_id = $1",
+    ScopeKind.REPOSITORY: "i.name = $1",
+}
+RESOLVE_RELEASED: dict[ScopeKind, str] = {
+    kind: f"""
+DELETE FROM tags AS t
+USING images AS i
+WHERE t.released_at IS NOT NULL AND i.id = t.image_id AND {condition}
+RETURNING t.repository, t.tag, t.image_id, t.digest
+"""
+    for kind, condition in _RELEASED_OF_SCOPE.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TagRef:
+    """A tag as an image carries it."""
+
+    repository: str
+    tag: str
+    image_id: str
+    digest: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.repository, self.tag)
+
+
+@dataclass(slots=True)
+class _Row:
+    image_id: str
+    digest: str
+    released: bool
+
+
+def subject(repository: str, tag: str) -> str:
+    """The event subject and Kafka key: ``<repository name>:<tag>``."""
+    return f"{repository}:{tag}"
+
+
+def tag_refs(image: Mapping[str, Any]) -> list[TagRef]:
+    """The tags an image (in the upstream's JSON shape) carries."""
+    name = str(image.get("name", ""))
+    image_id = str(image["id"])
+    digest = str(image.get("digest", ""))
+    return [TagRef(name, str(t), image_id, digest) for t in image.get("tags", ())]
+
+
+def tag_diff(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> tuple[list[TagRef], list[TagRef]]:
+    """(claims, releases) of one image's change: tags it gained and tags it lost.
+
+    ``old`` None: a new image (every tag a claim); ``new`` None: use
+    ``tags_of_deleted`` instead.
+    """
+    old_refs = tag_refs(old) if old is not None else []
+    new_refs = tag_refs(new) if new is not None else []
+    old_keys = {r.key for r in old_refs}
+    new_keys = {r.key for r in new_refs}
+    claims = [r for r in new_refs if r.key not in old_keys]
+    releases = [r for r in old_refs if r.key not in new_keys]
+    return claims, releases
+
+
+def added_event(ref: TagRef, previous: str | None, source: str) -> Event:
+    data: dict[str, Any] = {
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "imageId": ref.image_id,
+        "digest": ref.digest,
+    }
+    if previous:
+        data["previousImageId"] = previous
+    return Event(EventType.TAG_ADDED, subject(ref.repository, ref.tag), data, source)
+
+
+def removed_event(ref: TagRef, reason: str, source: str) -> Event:
+    data = {
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "imageId": ref.image_id,
+        "digest": ref.digest,
+        "reason": reason,
+    }
+    return Event(EventType.TAG_REMOVED, subject(ref.repository, ref.tag), data, source)
+
+
+def transitions(
+    rows: Mapping[tuple[str, str], _Row],
+    claims: Iterable[TagRef],
+    releases: Iterable[TagRef],
+    source: str,
+) -> tuple[list[Event], dict[tuple[str, str], _Row]]:
+    """Pure: the events of these claims and releases against the current rows, and
+    the rows to write. Releases are applied first; the result does not depend on it."""
+    state = dict(rows)
+    changed: dict[tuple[str, str], _Row] = {}
+    for ref in releases:
+        row = state.get(ref.key)
+        if row is not None and row.image_id == ref.image_id and not row.released:
+            row = _Row(row.image_id, row.digest, True)
+            state[ref.key] = changed[ref.key] = row
+    events: list[Event] = []
+    for ref in claims:
+        row = state.get(ref.key)
+        if row is None or row.image_id != ref.image_id:
+            events.append(added_event(ref, row.image_id if row is not None else None, source))
+        elif not row.released and row.digest == ref.digest:
+            continue  # already named this image
+        state[ref.key] = changed[ref.key] = _Row(ref.image_id, ref.digest, False)
+    return events, changed
+
+
+async def tag_changes(
+    conn: asyncpg.Connection,
+    claims: Sequence[TagRef],
+    releases: Sequence[TagRef],
+    source: str,
+) -> list[Event]:
+    """Apply claims and releases to ``tags`` in the caller's transaction; the events."""
+    if not claims and not releases:
+        return []
+    if not conn.is_in_transaction():
+        raise RuntimeError("tag_changes must run inside the transaction of the change")
+    await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
+    keys = sorted({r.key for r in (*claims, *releases)})
+    rows = {
+        (r["repository"], r["tag"]): _Row(r["image_id"], r["digest"], r["released"])
+        for r in await conn.fetch(SELECT_TAGS, [k[0] for k in keys], [k[1] for k in keys])
+    }
+    events, changed = transitions(rows, claims, releases, source)
+    if changed:
+        ordered = sorted(changed.items())
+        await conn.execute(
+            UPSERT_TAGS,
+            [k[0] for k, _ in ordered],
+            [k[1] for k, _ in ordered],
+            [r.image_id for _, r in ordered],
+            [r.digest for _, r in ordered],
+            [r.released for _, r in ordered],
+        )
+    return events
+
+
+async def tags_of_deleted(
+    conn: asyncpg.Connection, image_ids: Sequence[str], source: str
+) -> list[Event]:
+    """Drop the tag rows of deleted images (caller's transaction); their removal events."""
+    if not image_ids:
+        return []
+    await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
+    rows = await conn.fetch(DELETE_TAGS_OF_IMAGES, list(image_ids))
+    return [
+        removed_event(
+            TagRef(r["repository"], r["tag"], r["image_id"], r["digest"]),
+            REASON_UNTAGGED if r["released"] else REASON_IMAGE_DELETED,
+            source,
+        )
+        for r in sorted(rows, key=lambda r: (r["repository"], r["tag"]))
+    ]
+
+
+async def resolve_released(conn: asyncpg.Connection, scope: Scope, source: str) -> list[Event]:
+    """After a complete walk of ``scope``: tags its images let go and nobody claimed are
+    removed (caller's transaction); their events."""
+    await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
+    rows = await conn.fetch(RESOLVE_RELEASED[scope.kind], scope.id)
+    return [
+        removed_event(
+            TagRef(r["repository"], r["tag"], r["image_id"], r["digest"]), REASON_UNTAGGED, source
+        )
+        for r in sorted(rows, key=lambda r: (r["repository"], r["tag"]))
+    ]
+
+
+async def settle_released(
+    conn: asyncpg.Connection, scope: Scope, source: str, origin: Mapping[str, Any] | None = None
+) -> int:
+    """``resolve_released`` in its own transaction, with its events; how many tags went."""
+    async with conn.transaction():
+        events = with_origin(await resolve_released(conn, scope, source), origin)
+        await append_events(conn, events)
+    return len(events)
