@@ -373,7 +373,10 @@ async def curl_lines(
     lines.append(f"  curl -s '{url}/mirror/v1/stats/layers'")
     if sample is not None:
         lines.append(f"  curl -s '{url}/mirror/v1/images/{sample['id']}/usage'")
-    lines.append(f"  curl -s '{url}/mirror/v1/events?limit=5'")
+    # the churn's deletions and tag moves, not the first mirror's thousands of creations
+    lines.append(
+        f"  curl -s '{url}/mirror/v1/events?type=registry.image.deleted&type=registry.tag.*&limit=5'"
+    )
     if settings is not None and settings.embedded_database:
         lines.append(f"  mirror stats --data-dir {shlex.quote(str(settings.data_dir))}")
     return lines

@@ -251,7 +251,7 @@ async def test_a_key_too_long_for_a_token_names_the_last_rows(
     first = await get_json(api, IMAGES, {**params, "pageSize": "6"})
     assert [i["id"] for i in first["images"]] == [i["id"] for i in expected[:6]]
     async with world.pool.acquire() as conn, conn.transaction():
-        await delete_images(conn, [expected[5]["id"]], "test", source="/test")
+        await delete_images(conn, [expected[5]["id"]], "upstream-gone", source="/test")
     second = await get_json(
         api, IMAGES, {**params, "pageSize": "3", "pageToken": first["nextPageToken"]}
     )
@@ -259,7 +259,7 @@ async def test_a_key_too_long_for_a_token_names_the_last_rows(
 
     # Every row the token names is gone: a clean 400, nothing guessed.
     async with world.pool.acquire() as conn, conn.transaction():
-        await delete_images(conn, [i["id"] for i in expected[:5]], "test", source="/test")
+        await delete_images(conn, [i["id"] for i in expected[:5]], "upstream-gone", source="/test")
     error = await get_json(
         api, IMAGES, {**params, "pageSize": "3", "pageToken": first["nextPageToken"]}, status=400
     )
