@@ -2,7 +2,7 @@
 
 Start order: the database (the embedded PostgreSQL when no URL is set), the
 HTTP client session and the upstream client, the API site, then the background
-work: the ingest loop, and the relay when Kafka is configured (without Kafka the
+work: the ingest loop, the stats folder, and the relay when Kafka is configured (without Kafka the
 events stay in the outbox and are read at ``/mirror/v1/events``).
 
 Stop order is the reverse, whatever the reason for stopping (a signal, a failed
@@ -34,6 +34,7 @@ from mirror.ingest.loop import run_ingest_loop
 from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.settings import Settings
+from mirror.stats.folder import run_folder
 from mirror.store.database import open_database
 from mirror.store.owner import own_data_dir
 from mirror.upstream.client import UpstreamClient
@@ -132,6 +133,7 @@ async def start_mirror(
                 on_pass=hooks.on_pass if hooks else None,
             ),
         )
+        _start_task(mirror, "stats folder", run_folder(pool, stop))
         if settings.kafka_bootstrap is not None:
             _start_task(mirror, "relay", _relay(pool, settings, stop))
         else:

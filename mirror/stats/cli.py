@@ -14,7 +14,7 @@ from rich.table import Table
 from mirror.cli_options import async_command, database_options, load_settings
 from mirror.errors import ConfigError
 from mirror.model import Scope, ScopeKind
-from mirror.stats.figures import DedupStats, LayerReport, scope_label
+from mirror.stats.figures import DedupStats, Freshness, LayerReport, scope_label
 from mirror.stats.queries import fetch_layer_report, fetch_scopes, fetch_stats
 from mirror.store.database import open_database
 
@@ -109,6 +109,19 @@ def render(console: Console, stats: Sequence[DedupStats], report: LayerReport) -
     )
     for blob in report.reclaimable:
         console.print(f"  {_short(blob.digest)}  {human_bytes(blob.size):>10}  {blob.orphaned_at}")
+    if report.freshness is not None:
+        console.print(freshness_line(report.freshness))
+
+
+def freshness_line(freshness: Freshness) -> str:
+    """Where the figures stand: 'Exact as of event 42 (2026-...Z); 0 change(s) behind'."""
+    line = f"Exact as of event {freshness.event_id} ({freshness.time}); "
+    if not freshness.pending_changes:
+        return line + "nothing behind."
+    return (
+        line + f"{freshness.pending_changes:,} change(s) behind, the oldest "
+        f"{freshness.lag_seconds:.1f}s old (folded by a running `mirror ingest` or `mirror run`)."
+    )
 
 
 def _short(digest: str) -> str:
