@@ -48,7 +48,8 @@ async def gather_report(
 
 
 def report_json(stats: Sequence[DedupStats], report: LayerReport) -> dict[str, Any]:
-    return {"scopes": [s.to_json() for s in stats], **report.to_json()}
+    """The scopes' figures, the top layers, and (once, at the top) where they stand."""
+    return {"scopes": [s.to_json(with_freshness=False) for s in stats], **report.to_json()}
 
 
 def render(console: Console, stats: Sequence[DedupStats], report: LayerReport) -> None:

@@ -88,7 +88,7 @@ class DedupStats:
     def dedup_ratio(self) -> float:
         return dedup_ratio(self.logical_bytes, self.stored_bytes)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, with_freshness: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "scope": scope_label(self.scope),
             "images": str(self.images),
@@ -101,7 +101,7 @@ class DedupStats:
             "reclaimableBlobs": str(self.reclaimable_blobs),
             "reclaimableBytes": str(self.reclaimable_bytes),
         }
-        return _with_freshness(out, self.freshness)
+        return _with_freshness(out, self.freshness if with_freshness else None)
 
 
 @dataclass(frozen=True, slots=True)
