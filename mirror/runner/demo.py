@@ -33,6 +33,7 @@ from mirror.runner.app import (
 )
 from mirror.settings import Settings
 from mirror.stats.figures import DedupStats, LayerReport
+from mirror.stats.folder import fold_to_end
 from mirror.stats.queries import fetch_layer_report, fetch_stats
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, start_simulator
 
@@ -244,6 +245,8 @@ class _Welcome:
     async def _first_summary(self, summary: IngestSummary) -> None:
         assert self.mirror is not None
         say, pool, url = self.say, self.mirror.pool, self.mirror.api_url
+        # the figures below (and any `mirror stats` run once this is printed) are exact
+        await fold_to_end(pool)
         rate = summary.images / summary.seconds if summary.seconds else 0.0
         say()
         say(

@@ -229,7 +229,9 @@ async def test_a_folder_killed_mid_batch_loses_nothing(
     writer = IndexWriter(stats_conn)
     await writer.reset()
     await apply(writer, [("push", [(REGISTRIES[0], "app", None, DIGESTS[:3], [])], True)], [0])
-    await apply(writer, [("push", [(REGISTRIES[1], "app", DIGESTS[4], DIGESTS[:5], [])], False)], [9])
+    await apply(
+        writer, [("push", [(REGISTRIES[1], "app", DIGESTS[4], DIGESTS[:5], [])], False)], [9]
+    )
     pending = await stats_conn.fetchval("SELECT count(*) FROM stats_changes")
     assert pending > 0
     folder = await asyncpg.connect(database_url)
