@@ -367,9 +367,12 @@ BEGIN
         ORDER BY x.registry_id;
     END IF;
 
-    UPDATE stats_folded
-    SET event_id = greatest(event_id, coalesce((SELECT max(id) FROM outbox), 0)),
-        folded_at = now(), batches = batches + (folded > 0)::int;
+    -- an idle pass writes nothing (an unchanged re-sync writes nothing at all);
+    -- events that changed no figure (a re-tag) still move the mark
+    UPDATE stats_folded f
+    SET event_id = greatest(f.event_id, o.last), folded_at = now(), batches = f.batches + 1
+    FROM (SELECT coalesce(max(id), 0) AS last FROM outbox) o
+    WHERE folded > 0 OR o.last > f.event_id;
     RETURN folded;
 END
 $fn$;
