@@ -47,9 +47,7 @@ async def test_upgrade_recomputes_and_keeps_what_scopes_referenced_once(
 ) -> None:
     writer = IndexWriter(old_index)
     base = make_image("crp00000000000000001", "crpreg1/base", (D[0], 10), [(D[1], 100)])
-    app = make_image(
-        "crp00000000000000002", "crpreg1/app", (D[2], 10), [(D[1], 100), (D[3], 30)]
-    )
+    app = make_image("crp00000000000000002", "crpreg1/app", (D[2], 10), [(D[1], 100), (D[3], 30)])
     other = make_image("crp00000000000000003", "crpreg2/app", (D[4], 10), [(D[5], 70)])
     lone = make_image("crp00000000000000004", "crpreg2/lone", None, [(D[6], 5)])
     await writer.push([base, app], folder_id="b1gfolder1")
