@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
 from mirror.ingest.loop import ingest_once
+from mirror.stats.folder import fold_to_end
 from mirror.ingest.summary import WalkStatus
 from mirror.listing import NameFilter, image_sort_key, matches, parse_list_request
 from mirror.model import Scope, ScopeKind
@@ -45,6 +46,7 @@ class World:
     async def ingest(self, scopes: list[Scope] | None = None) -> None:
         summary = await ingest_once(self.pool, self.client, scopes or self.scopes)
         assert all(r.status is WalkStatus.COMPLETE for r in summary.scopes), summary
+        await fold_to_end(self.pool)  # the stats, as `mirror ingest --once` leaves them
 
     def api(self, settings: Settings | None = None, upstream: Any = None) -> TestClient:
         app = create_app(
