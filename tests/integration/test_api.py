@@ -20,11 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
 from mirror.ingest.loop import ingest_once
-from mirror.stats.folder import fold_to_end
 from mirror.ingest.summary import WalkStatus
 from mirror.listing import NameFilter, image_sort_key, matches, parse_list_request
 from mirror.model import Scope, ScopeKind
 from mirror.settings import Settings
+from mirror.stats.folder import fold_to_end
 from mirror.store.pool import create_pool
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.retry import RetryPolicy
