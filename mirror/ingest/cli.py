@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Iterator
 
 import aiohttp
+import asyncpg
 import click
 import orjson
 
@@ -22,6 +24,8 @@ from mirror.settings import Settings
 from mirror.stats.folder import fold_to_end, run_folder
 from mirror.store.database import open_database
 from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -68,6 +72,14 @@ def _print_summary(summary: IngestSummary, as_json: bool) -> None:
         f"total: {summary.images} image(s) in {summary.seconds:.1f}s ({rate:,.0f} images/s), "
         f"{summary.errors} error(s)"
     )
+
+
+async def _fold_to_end(pool: asyncpg.Pool) -> None:
+    """Fold the stats to the end; if the database fails now, the next folder will."""
+    try:
+        await fold_to_end(pool)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("could not fold the dedup stats to the end: %s", exc)
 
 
 async def _stop_folder(folder: asyncio.Task[None], stop: asyncio.Event) -> None:
@@ -174,7 +186,7 @@ async def ingest_command(
                     # `mirror stats` right after --once is exact
                     if summary.database_error is None:
                         await _stop_folder(folder, folder_stop)
-                        await fold_to_end(pool)
+                        await _fold_to_end(pool)
                     _print_summary(summary, as_json)
                     outcome = summary
                 else:
