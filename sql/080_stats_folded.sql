@@ -66,6 +66,18 @@ ALTER TABLE stats_changes SET (autovacuum_vacuum_scale_factor = 0.0,
                                autovacuum_vacuum_insert_scale_factor = 0.0,
                                autovacuum_vacuum_insert_threshold = 20000);
 
+-- Digests one image blob row references, and nothing ever did otherwise (most
+-- new digests: an image's config and own layers): one row here instead of a
+-- row in each of stats_registry_refs, stats_repository_refs and
+-- stats_folder_refs (count 1 in the scopes of that row). The fold moves a digest
+-- to those tables the moment a batch changes it again.
+CREATE TABLE stats_lone_digests (
+    digest      text PRIMARY KEY,
+    registry_id text NOT NULL,
+    repository  text NOT NULL,
+    size        bigint NOT NULL
+);
+
 -- Up to where the aggregates are exact: every change committed before
 -- folded_at is in them, and event_id is the newest outbox event by then
 -- (outbox ids follow commit order). One row.

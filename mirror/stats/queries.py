@@ -80,7 +80,7 @@ LIMIT $1
 # The image's distinct digests, each with how many rows of the image carry it and
 # how many rows of the scope do ($2: all / registry / folder / repository, $3: its id):
 # the whole index's count is blobs.ref_count (kept by the writers: live), a scope's
-# the folded per-scope rows.
+# the folded per-scope rows (a lone digest counts 1 in its own scopes).
 SELECT_IMAGE_DIGESTS = """
 SELECT x.digest, x.size, x.rows,
        coalesce(CASE $2::text
@@ -91,7 +91,16 @@ SELECT x.digest, x.size, x.rows,
                                WHERE f.folder_id = $3 AND f.digest = x.digest)
            WHEN 'repository' THEN (SELECT p.refs FROM stats_repository_refs p
                                    WHERE p.digest = x.digest AND p.repository = $3)
-       END, 0) AS scope_refs
+       END, (SELECT 1 FROM stats_lone_digests l
+             WHERE l.digest = x.digest
+               AND CASE $2::text
+                   WHEN 'registry' THEN l.registry_id = $3
+                   WHEN 'repository' THEN l.repository = $3
+                   WHEN 'folder' THEN EXISTS (SELECT 1 FROM stats_registry_folders m
+                                              WHERE m.registry_id = l.registry_id
+                                                AND m.folder_id = $3)
+                   ELSE false
+               END), 0) AS scope_refs
 FROM (SELECT digest, count(*) AS rows, max(size) AS size
       FROM image_blobs WHERE image_id = $1 GROUP BY digest) x
 """

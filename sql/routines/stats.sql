@@ -17,6 +17,9 @@
 --       and reclaimable figures; rows stay at 0: "referenced in the scope once,
 --       by nothing now" is the scope's reclaimable set. The whole index counts a
 --       digest as the sum of its repository rows.
+--   stats_lone_digests     a digest one image blob row references and nothing
+--       else ever did: count 1 in that row's registry, repository and folder,
+--       without rows in the three tables above (moved there when it changes).
 --   stats_images           per image: repository, registry, blob rows and the
 --       layer chain key (lineage lookups by prefix).
 --   stats_registry_folders the folder of each registry as far as known.
@@ -174,6 +177,12 @@ BEGIN
             stored = t.stored + excluded.stored,
             reclaimable_blobs = t.reclaimable_blobs + excluded.reclaimable_blobs,
             reclaimable_bytes = t.reclaimable_bytes + excluded.reclaimable_bytes;
+        -- r's lone digests: one blob each for the folder
+        INSERT INTO stats_totals AS t (scope_key, blobs, stored)
+        SELECT 'folder:' || target, sign * count(*), sign * coalesce(sum(l.size), 0)
+        FROM stats_lone_digests l WHERE l.registry_id = r
+        ON CONFLICT (scope_key) DO UPDATE SET
+            blobs = t.blobs + excluded.blobs, stored = t.stored + excluded.stored;
     END LOOP;
     INSERT INTO stats_registry_folders (registry_id, folder_id) VALUES (r, f)
     ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id;
@@ -222,7 +231,29 @@ BEGIN
         ON CONFLICT (scope_key) DO UPDATE SET
             images = t.images + excluded.images, compressed = t.compressed + excluded.compressed;
 
-        -- 3. per-scope digest counts, and what their crossings of zero move
+        -- 3a. lone digests the batch changes again get their per-scope rows first
+        --     (count 1 in their scopes: the totals count them already)
+        WITH promoted AS (
+            DELETE FROM stats_lone_digests l
+            WHERE l.digest = ANY (ARRAY(SELECT DISTINCT u.digest
+                                        FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests) AS u(digest)
+                                        WHERE b.kind = 'b'))
+            RETURNING l.*
+        ),
+        reg AS (
+            INSERT INTO stats_registry_refs (registry_id, digest, refs)
+            SELECT registry_id, digest, 1 FROM promoted ORDER BY registry_id, digest
+        ),
+        fol AS (
+            INSERT INTO stats_folder_refs (folder_id, digest, refs)
+            SELECT m.folder_id, p.digest, 1
+            FROM promoted p JOIN stats_registry_folders m ON m.registry_id = p.registry_id
+            ORDER BY m.folder_id, p.digest
+        )
+        INSERT INTO stats_repository_refs (digest, repository, refs)
+        SELECT digest, repository, 1 FROM promoted ORDER BY digest, repository;
+
+        -- 3b. per-scope digest counts, and what their crossings of zero move
         WITH r AS (
             SELECT b.image_id, b.registry_id, b.delta, u.digest, u.size
             FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests, b.sizes) AS u(digest, size)
@@ -233,14 +264,30 @@ BEGIN
             SELECT x.image_id, (SELECT s.name FROM stats_images s WHERE s.image_id = x.image_id) AS name
             FROM (SELECT DISTINCT image_id FROM stats_batch WHERE kind = 'b') x
         ),
-        g AS (
+        g0 AS (
             SELECT r.registry_id, n.name AS repository, r.digest,
-                   sum(r.delta) AS n, bool_or(r.delta > 0) AS added,
+                   sum(r.delta) AS n, bool_or(r.delta > 0) AS added, count(*) AS rows,
+                   bool_and(r.delta > 0) AS only_added,
                    max(r.size) AS size, sum(r.delta * r.size) AS logical
             FROM r JOIN names n ON n.image_id = r.image_id
             WHERE n.name IS NOT NULL
             GROUP BY r.registry_id, n.name, r.digest
         ),
+        -- new lone digests: one row added by the batch, nothing else, never counted
+        lone AS (
+            SELECT x.* FROM (
+                SELECT digest, min(registry_id) AS registry_id, min(repository) AS repository,
+                       max(size) AS size
+                FROM g0 GROUP BY digest
+                HAVING count(*) = 1 AND sum(rows) = 1 AND bool_and(only_added)
+            ) x
+            WHERE NOT EXISTS (SELECT 1 FROM stats_repository_refs p WHERE p.digest = x.digest)
+        ),
+        new_lone AS (
+            INSERT INTO stats_lone_digests (digest, registry_id, repository, size)
+            SELECT digest, registry_id, repository, size FROM lone ORDER BY digest
+        ),
+        g AS (SELECT * FROM g0 WHERE digest NOT IN (SELECT digest FROM lone)),
         -- a count is written when it moves, or when the digest was added (and
         -- removed again) in the batch: the row then says "referenced once"
         reg AS (
@@ -286,11 +333,19 @@ BEGIN
                    ((w.before IS NOT NULL OR w.written) AND coalesce(w.before, 0) + w.n = 0)::int
                        - (coalesce(w.before = 0, false))::int
             FROM whole w
+            UNION ALL
+            -- a new lone digest is one more blob for each of its scopes
+            SELECT v.k, l.size, 1, 0
+            FROM lone l
+            LEFT JOIN stats_registry_folders m ON m.registry_id = l.registry_id
+            CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || l.registry_id),
+                                       ('repository:' || l.repository), ('folder:' || m.folder_id)) v(k)
+            WHERE v.k IS NOT NULL
         ),
         logical AS (
             SELECT v.k, sum(x.logical) AS logical
             FROM (SELECT registry_id, repository, sum(logical) AS logical
-                  FROM g GROUP BY registry_id, repository) x
+                  FROM g0 GROUP BY registry_id, repository) x
             LEFT JOIN stats_registry_folders m ON m.registry_id = x.registry_id
             CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || x.registry_id),
                                        ('repository:' || x.repository), ('folder:' || m.folder_id)) v(k)
@@ -391,6 +446,7 @@ BEGIN
     DELETE FROM stats_changes;
     DELETE FROM stats_images;
     DELETE FROM stats_totals;
+    DELETE FROM stats_lone_digests;
     IF keep_history THEN
         UPDATE stats_registry_refs SET refs = 0 WHERE refs <> 0;
         UPDATE stats_folder_refs SET refs = 0 WHERE refs <> 0;
@@ -434,6 +490,23 @@ BEGIN
     GROUP BY 1, 2
     ON CONFLICT (folder_id, digest) DO UPDATE SET refs = excluded.refs;
 
+    -- a digest with one count of 1, in one repository, and no other row: lone
+    WITH single AS (
+        SELECT digest FROM stats_repository_refs
+        GROUP BY digest HAVING count(*) = 1 AND min(refs) = 1
+    ),
+    moved AS (
+        DELETE FROM stats_repository_refs p USING single s WHERE p.digest = s.digest
+        RETURNING p.digest, p.repository
+    )
+    INSERT INTO stats_lone_digests (digest, registry_id, repository, size)
+    SELECT m.digest, b.registry_id, m.repository, b.size
+    FROM moved m
+    CROSS JOIN LATERAL (SELECT b.registry_id, b.size FROM image_blobs b
+                        WHERE b.digest = m.digest LIMIT 1) b;
+    DELETE FROM stats_registry_refs r USING stats_lone_digests l WHERE r.digest = l.digest;
+    DELETE FROM stats_folder_refs f USING stats_lone_digests l WHERE f.digest = l.digest;
+
     INSERT INTO stats_totals (scope_key, images, compressed, logical)
     SELECT v.k, sum(x.n), sum(x.c), sum(x.l)
     FROM (SELECT i.registry_id, i.name, count(*) AS n, sum(i.compressed_size) AS c,
@@ -448,16 +521,24 @@ BEGIN
     GROUP BY v.k;
 
     INSERT INTO stats_totals AS t (scope_key, blobs, stored, reclaimable_blobs, reclaimable_bytes)
-    SELECT x.k, count(*) FILTER (WHERE x.refs > 0), coalesce(sum(b.size) FILTER (WHERE x.refs > 0), 0),
-           count(*) FILTER (WHERE x.refs = 0), coalesce(sum(b.size) FILTER (WHERE x.refs = 0), 0)
-    FROM (SELECT 'registry:' || registry_id AS k, digest, refs FROM stats_registry_refs
+    SELECT x.k, count(*) FILTER (WHERE x.refs > 0), coalesce(sum(x.size) FILTER (WHERE x.refs > 0), 0),
+           count(*) FILTER (WHERE x.refs = 0), coalesce(sum(x.size) FILTER (WHERE x.refs = 0), 0)
+    FROM (SELECT y.k, y.refs, b.size
+          FROM (SELECT 'registry:' || registry_id AS k, digest, refs FROM stats_registry_refs
+                UNION ALL
+                SELECT 'folder:' || folder_id, digest, refs FROM stats_folder_refs
+                UNION ALL
+                SELECT 'repository:' || repository, digest, refs FROM stats_repository_refs
+                UNION ALL
+                SELECT 'all', digest, sum(refs) FROM stats_repository_refs GROUP BY digest) y
+          JOIN blobs b ON b.digest = y.digest
           UNION ALL
-          SELECT 'folder:' || folder_id, digest, refs FROM stats_folder_refs
-          UNION ALL
-          SELECT 'repository:' || repository, digest, refs FROM stats_repository_refs
-          UNION ALL
-          SELECT 'all', digest, sum(refs) FROM stats_repository_refs GROUP BY digest) x
-    JOIN blobs b ON b.digest = x.digest
+          SELECT v.k, 1, l.size
+          FROM stats_lone_digests l
+          LEFT JOIN stats_registry_folders m ON m.registry_id = l.registry_id
+          CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || l.registry_id),
+                                     ('repository:' || l.repository), ('folder:' || m.folder_id)) v(k)
+          WHERE v.k IS NOT NULL) x
     GROUP BY x.k
     ON CONFLICT (scope_key) DO UPDATE SET
         blobs = excluded.blobs, stored = excluded.stored,

@@ -60,7 +60,7 @@ ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id
 TRUNCATE_ALL = """
 TRUNCATE images, image_blobs, blobs, registries, stats_registry_folders, stats_images,
          stats_registry_refs, stats_folder_refs, stats_repository_refs, stats_totals,
-         stats_changes
+         stats_changes, stats_lone_digests
 """
 
 
