@@ -106,15 +106,17 @@ FROM (SELECT digest, count(*) AS rows, max(size) AS size
 """
 
 # The image as the index holds it now (its layers, live), its registry's folder as
-# folded, and whether the folded counts include its own rows yet.
+# folded, and whether the folded counts include its own rows yet. The lookups use
+# $1, not i.id: images.id sorts by "C" (sql/020), the other tables' keys by the
+# database's collation, and a comparison across the two cannot use their indexes.
 SELECT_IMAGE = """
 SELECT i.name, i.registry_id,
-       (SELECT m.folder_id FROM stats_registry_folders m WHERE m.registry_id = i.registry_id)
-           AS folder_id,
-       coalesce((SELECT s.blob_rows > 0 FROM stats_images s WHERE s.image_id = i.id), false)
+       (SELECT m.folder_id FROM stats_registry_folders m
+        WHERE m.registry_id = i.registry_id::text COLLATE "default") AS folder_id,
+       coalesce((SELECT s.blob_rows > 0 FROM stats_images s WHERE s.image_id = $1), false)
            AS folded,
        coalesce(ARRAY(SELECT b.digest FROM image_blobs b
-                      WHERE b.image_id = i.id AND b.kind = 'l' ORDER BY b.position),
+                      WHERE b.image_id = $1 AND b.kind = 'l' ORDER BY b.position),
                 '{}') AS layers
 FROM images i WHERE i.id = $1
 """
