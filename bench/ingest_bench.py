@@ -53,6 +53,11 @@ class Pass:
     peak_rss_mb: float
     created: int
     errors: int
+    wall: float = 0.0  # the child's whole life: start-up, the pass, folding the stats to the end
+
+    @property
+    def settled_rate(self) -> float:
+        return self.images / self.wall if self.wall else 0.0
 
     @property
     def rate(self) -> float:
@@ -135,8 +140,10 @@ def ingest_pass(url: str, dsn: str, scopes: list[str]) -> Pass:
     # A local simulator: the cloud's default request budget would be the bound, not the ingest.
     env = child_env(MIRROR_UPSTREAM_RPS="2000", MIRROR_UPSTREAM_CONCURRENCY="8")
     with tempfile.TemporaryFile() as out:
+        started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         lines = out.read().splitlines()
@@ -149,7 +156,29 @@ def ingest_pass(url: str, dsn: str, scopes: list[str]) -> Pass:
         peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
         created=summary["created"],
         errors=summary["errors"],
+        wall=wall,
     )
+
+
+# What the index and its stats hold: the folded whole-index image count, the
+# change-log rows not folded, fold passes that folded something, outbox events.
+INDEX_STATE = """
+SELECT (SELECT count(*) FROM images) AS images,
+       (SELECT images FROM stats_totals WHERE scope_key = 'all') AS stats_images,
+       (SELECT count(*) FROM stats_changes) AS pending,
+       (SELECT batches FROM stats_folded) AS batches,
+       (SELECT count(*) FROM outbox) AS events
+"""
+
+
+async def index_state(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(INDEX_STATE)
+    finally:
+        await conn.close()
+    assert row is not None
+    return dict(row)
 
 
 async def create_database(admin_dsn: str) -> str:
@@ -202,15 +231,21 @@ def run_size(
                 scopes = [f"folder:{f}" for f in folders]
                 first = ingest_pass(url, dsn, scopes)
                 assert first.images == images == first.created, (first, images)
+                # `--once` folds the stats to the end before it exits: exact now
+                state = asyncio.run(index_state(dsn))
+                assert state["pending"] == 0 and state["stats_images"] == images, state
                 resync = ingest_pass(url, dsn, scopes)
                 assert resync.created == 0 and resync.errors == 0
+                # an unchanged re-sync writes no change, no event, no fold
+                assert asyncio.run(index_state(dsn)) == state
         finally:
             asyncio.run(drop_database(admin_dsn, dsn))
         firsts.append(first)
         resyncs.append(resync)
         print(
             f"{images:>9,} run {run + 1}/{runs}: first {first.rate:>9,.0f}/s "
-            f"({first.seconds:.1f}s, {first.peak_rss_mb:.0f} MB)  re-sync {resync.rate:>9,.0f}/s "
+            f"({first.seconds:.1f}s, {first.peak_rss_mb:.0f} MB; settled {first.settled_rate:,.0f}/s, "
+            f"{first.wall:.1f}s wall)  re-sync {resync.rate:>9,.0f}/s "
             f"({resync.seconds:.1f}s, {resync.peak_rss_mb:.0f} MB)",
             flush=True,
         )

@@ -32,9 +32,9 @@ DIGEST_MAX_LEN = 200
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 SELECT_BLOB = "SELECT digest, size, ref_count, first_seen, orphaned_at FROM blobs WHERE digest = $1"
-# The stats aggregates keep the repositories of a digest referenced more than once;
-# a digest with a single reference has none there (042), and its one repository
-# is found through that reference.
+# The stats aggregates keep the repositories of every digest once the stats folder
+# has folded it (mirror/stats/folder.py); a digest not folded yet has none there,
+# and a few references are cheap to follow instead.
 SELECT_REPOSITORIES = """
 SELECT ARRAY(SELECT repository::text FROM stats_repository_refs
              WHERE digest = $1 AND refs > 0 ORDER BY repository LIMIT $2) AS names,

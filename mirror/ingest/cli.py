@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 
 import aiohttp
+import asyncpg
 import click
 import orjson
 
@@ -26,8 +28,11 @@ from mirror.ingest.progress import WalkProgress, progress_for
 from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.settings import Settings
 from mirror.signals import stop_on_signals
+from mirror.stats.folder import fold_to_end, run_folder
 from mirror.store.database import open_database
 from mirror.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
 
 
 def upstream_session(settings: Settings) -> aiohttp.ClientSession:
@@ -57,6 +62,20 @@ def _print_summary(summary: IngestSummary, as_json: bool) -> None:
         f"total: {summary.images} image(s) in {summary.seconds:.1f}s ({rate:,.0f} images/s), "
         f"{summary.errors} error(s)"
     )
+
+
+async def _fold_to_end(pool: asyncpg.Pool) -> None:
+    """Fold the stats to the end; if the database fails now, the next folder will."""
+    try:
+        await fold_to_end(pool)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("could not fold the dedup stats to the end: %s", exc)
+
+
+async def _stop_folder(folder: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Let the folder finish its pass (a pass is one transaction) and end."""
+    stop.set()
+    await asyncio.gather(folder, return_exceptions=True)
 
 
 _WHY = {
@@ -127,32 +146,42 @@ async def ingest_command(
         progress: WalkProgress | None = terminal
         async with open_database(settings) as pool, upstream_session(settings) as session:
             client = UpstreamClient(session, settings)
-            if once:
-                summary = await ingest_once(
-                    pool,
-                    client,
-                    settings.scopes,
-                    stop=stop,
-                    progress=progress,
-                    delete_guard=settings.delete_guard,
-                    confirm_max=settings.delete_confirm_max,
-                )
-                _print_summary(summary, as_json)
-                outcome = summary
-            else:
-
-                def on_pass(summary: IngestSummary) -> None:
+            # the dedup stats are folded beside the walks (mirror/stats/folder.py)
+            folder_stop = asyncio.Event()
+            folder = asyncio.create_task(run_folder(pool, folder_stop), name="stats folder")
+            try:
+                if once:
+                    summary = await ingest_once(
+                        pool,
+                        client,
+                        settings.scopes,
+                        stop=stop,
+                        progress=progress,
+                        delete_guard=settings.delete_guard,
+                        confirm_max=settings.delete_confirm_max,
+                    )
+                    # `mirror stats` right after --once is exact
+                    if summary.database_error is None:
+                        await _stop_folder(folder, folder_stop)
+                        await _fold_to_end(pool)
                     _print_summary(summary, as_json)
+                    outcome = summary
+                else:
 
-                await run_ingest_loop(
-                    pool,
-                    client,
-                    settings,
-                    interval=interval,
-                    stop=stop,
-                    progress=progress,
-                    on_pass=on_pass,
-                )
+                    def on_pass(summary: IngestSummary) -> None:
+                        _print_summary(summary, as_json)
+
+                    await run_ingest_loop(
+                        pool,
+                        client,
+                        settings,
+                        interval=interval,
+                        stop=stop,
+                        progress=progress,
+                        on_pass=on_pass,
+                    )
+            finally:
+                await _stop_folder(folder, folder_stop)
     if outcome is not None and outcome.exit_code is not ExitCode.OK:
         click.echo(_not_walked_line(outcome, settings), err=True)
         sys.exit(outcome.exit_code)

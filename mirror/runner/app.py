@@ -2,7 +2,7 @@
 
 Start order: the database (the embedded PostgreSQL when no URL is set), the
 HTTP client session and the upstream client, the API site, then the background
-work: the ingest loop, and the relay when Kafka is configured (without Kafka the
+work: the ingest loop, the stats folder, and the relay when Kafka is configured (without Kafka the
 events stay in the outbox and are read at ``/mirror/v1/events``).
 
 Stop order is the reverse, whatever the reason for stopping (a signal, a failed
@@ -37,6 +37,7 @@ from mirror.ingest.summary import IngestSummary
 from mirror.listen import start_site
 from mirror.settings import Settings
 from mirror.signals import stop_on_signals
+from mirror.stats.folder import run_folder
 from mirror.store.database import open_database
 from mirror.store.embedded import RELEASE_WAL_AFTER_CHANGES, release_wal
 from mirror.store.owner import own_data_dir
@@ -135,6 +136,7 @@ async def start_mirror(
                 on_pass=_after_pass(settings, pool, hooks.on_pass if hooks else None),
             ),
         )
+        _start_task(mirror, "stats folder", run_folder(pool, stop))
         if settings.kafka_bootstrap is not None:
             _start_task(mirror, "relay", _relay(pool, settings, stop))
         else:

@@ -28,6 +28,7 @@ from mirror.runner.app import IngestHooks, Mirror, RunOptions, owning_data_dir, 
 from mirror.settings import Settings, default_demo_data_dir
 from mirror.signals import Signalled, stop_on_signals
 from mirror.stats.figures import DedupStats, LayerReport
+from mirror.stats.folder import fold_to_end
 from mirror.stats.queries import fetch_layer_report, fetch_stats
 from mirror.upstream.simulator import RunningSimulator, SimulatorConfig, start_simulator
 
@@ -264,6 +265,8 @@ class _Welcome:
     async def _first_summary(self, summary: IngestSummary) -> None:
         assert self.mirror is not None
         say, pool, url = self.say, self.mirror.pool, self.mirror.api_url
+        # the figures below (and any `mirror stats` run once this is printed) are exact
+        await fold_to_end(pool)
         rate = summary.images / summary.seconds if summary.seconds else 0.0
         say()
         say(

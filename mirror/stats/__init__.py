@@ -2,6 +2,7 @@
 
 ``figures`` holds the definitions as frozen types (and their upstream-style JSON),
 ``reference`` the same definitions as plain Python over a set of images (the
-brute force the tests compare against), ``queries`` the SQL that serves them
-from the aggregates ``sql/040_stats.sql`` keeps current, ``cli`` ``mirror stats``.
+brute force the tests compare against), ``folder`` the background pass that
+folds the writers' change log into the aggregates (sql/routines/stats.sql),
+``queries`` the SQL that serves them, ``cli`` ``mirror stats``.
 """

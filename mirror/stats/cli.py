@@ -16,7 +16,7 @@ from mirror.cli_options import database_options, load_settings, run_async
 from mirror.errors import ConfigError, IndexUnavailable, NotFound
 from mirror.model import Scope, ScopeKind
 from mirror.settings import Settings, default_data_dir, default_demo_data_dir
-from mirror.stats.figures import DedupStats, LayerReport, scope_label
+from mirror.stats.figures import DedupStats, Freshness, LayerReport, scope_label
 from mirror.stats.queries import fetch_layer_report, fetch_scopes, fetch_stats, scope_known
 from mirror.store.embedded import EmbeddedPostgres
 from mirror.store.existing import open_existing_index
@@ -51,7 +51,8 @@ async def gather_report(
 
 
 def report_json(stats: Sequence[DedupStats], report: LayerReport) -> dict[str, Any]:
-    return {"scopes": [s.to_json() for s in stats], **report.to_json()}
+    """The scopes' figures, the top layers, and (once, at the top) where they stand."""
+    return {"scopes": [s.to_json(with_freshness=False) for s in stats], **report.to_json()}
 
 
 def render(console: Console, stats: Sequence[DedupStats], report: LayerReport) -> None:
@@ -112,6 +113,19 @@ def render(console: Console, stats: Sequence[DedupStats], report: LayerReport) -
     )
     for blob in report.reclaimable:
         console.print(f"  {_short(blob.digest)}  {human_bytes(blob.size):>10}  {blob.orphaned_at}")
+    if report.freshness is not None:
+        console.print(freshness_line(report.freshness))
+
+
+def freshness_line(freshness: Freshness) -> str:
+    """Where the figures stand: 'Exact as of event 42 (2026-...Z); 0 change(s) behind'."""
+    line = f"Exact as of event {freshness.event_id} ({freshness.time}); "
+    if not freshness.pending_changes:
+        return line + "nothing behind."
+    return (
+        line + f"{freshness.pending_changes:,} change(s) behind, the oldest "
+        f"{freshness.lag_seconds:.1f}s old (folded by a running `mirror ingest` or `mirror run`)."
+    )
 
 
 def _short(digest: str) -> str:

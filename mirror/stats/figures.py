@@ -15,12 +15,14 @@ Definitions (PRODUCT.md, "Dedup statistics"; docs/STATS.md has a worked example)
   are a proper prefix of B's.
 
 Dedup is by digest, never by blob id. JSON: camelCase, int64 as strings,
-``dedupRatio`` a number, empty lists omitted.
+``dedupRatio`` a number, empty lists omitted. Every answer also says up to where
+it is exact (``asOf``) and how far the folded aggregates are behind the index
+(``behind``): see ``Freshness`` and docs/STATS.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.model import Scope
@@ -36,6 +38,34 @@ def dedup_ratio(logical: int, stored: int) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class Freshness:
+    """Up to where the folded aggregates are exact, and what is not folded yet.
+
+    ``event_id``: the newest outbox event committed before the last fold pass's
+    snapshot (every change of it and before is in the figures); ``time``: that
+    snapshot (RFC 3339); ``pending_changes``: change-log rows committed and not
+    folded yet; ``lag_seconds``: age of the oldest of them (0 when none).
+    """
+
+    event_id: int
+    time: str
+    pending_changes: int
+    lag_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "asOf": {"eventId": str(self.event_id), "time": self.time},
+            "behind": {"changes": str(self.pending_changes), "seconds": round(self.lag_seconds, 3)},
+        }
+
+
+def _with_freshness(out: dict[str, Any], freshness: Freshness | None) -> dict[str, Any]:
+    if freshness is not None:
+        out.update(freshness.to_json())
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class DedupStats:
     """The dedup figures of one scope (``None``: the whole index)."""
 
@@ -47,6 +77,8 @@ class DedupStats:
     stored_bytes: int
     reclaimable_blobs: int
     reclaimable_bytes: int
+    # where the figures stand; not part of the figures (equality ignores it)
+    freshness: Freshness | None = field(default=None, compare=False)
 
     @property
     def saved_bytes(self) -> int:
@@ -56,8 +88,8 @@ class DedupStats:
     def dedup_ratio(self) -> float:
         return dedup_ratio(self.logical_bytes, self.stored_bytes)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, *, with_freshness: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "scope": scope_label(self.scope),
             "images": str(self.images),
             "blobs": str(self.blobs),
@@ -69,6 +101,7 @@ class DedupStats:
             "reclaimableBlobs": str(self.reclaimable_blobs),
             "reclaimableBytes": str(self.reclaimable_bytes),
         }
+        return _with_freshness(out, self.freshness if with_freshness else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +157,7 @@ class LayerReport:
     reclaimable: tuple[ReclaimableBlob, ...]
     reclaimable_blobs: int
     reclaimable_bytes: int
+    freshness: Freshness | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -133,7 +167,7 @@ class LayerReport:
             out["reclaimable"] = [blob.to_json() for blob in self.reclaimable]
         out["reclaimableBlobs"] = str(self.reclaimable_blobs)
         out["reclaimableBytes"] = str(self.reclaimable_bytes)
-        return out
+        return _with_freshness(out, self.freshness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +204,7 @@ class ImageUsage:
     shared_bytes: int
     base_images: tuple[RelatedImage, ...]
     derived_images: tuple[RelatedImage, ...]
+    freshness: Freshness | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -182,4 +217,4 @@ class ImageUsage:
             out["baseImages"] = [image.to_json() for image in self.base_images]
         if self.derived_images:
             out["derivedImages"] = [image.to_json() for image in self.derived_images]
-        return out
+        return _with_freshness(out, self.freshness)

@@ -1,9 +1,10 @@
-"""Serving the dedup figures from the aggregates that sql/040_stats.sql keeps current.
+"""Serving the dedup figures from the aggregates the stats folder keeps (mirror/stats/folder.py).
 
-Every function is one or a few indexed lookups: the scope totals are a keyed
-read (a base row plus the few pending rows of concurrent writers), per-image
-answers look at that image's blobs only, top layers and reclaimable blobs
-walk an index on ``blobs`` from its best end.
+Every function is one or a few indexed lookups: the scope totals are one keyed
+row, per-image answers look at that image's blobs only, top layers and
+reclaimable blobs walk an index on ``blobs`` from its best end. Each answer
+carries its ``Freshness`` (docs/STATS.md, "How the figures stay cheap", says
+what ``asOf`` covers in each answer).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 from mirror.model import Scope, ScopeKind
 from mirror.stats.figures import (
     DedupStats,
+    Freshness,
     ImageUsage,
     LayerReport,
     LayerSavings,
@@ -30,31 +32,28 @@ DEFAULT_RELATED = 100
 REPOSITORIES_PER_LAYER = 10
 CHAIN_PART_BYTES = 8
 
-SELECT_TOTALS = """
-SELECT coalesce(sum(images), 0)::bigint AS images,
-       coalesce(sum(compressed), 0)::bigint AS compressed,
-       coalesce(sum(logical), 0)::bigint AS logical,
-       coalesce(sum(blobs), 0)::bigint AS blobs,
-       coalesce(sum(stored), 0)::bigint AS stored,
-       coalesce(sum(reclaimable_blobs), 0)::bigint AS reclaimable_blobs,
-       coalesce(sum(reclaimable_bytes), 0)::bigint AS reclaimable_bytes
-FROM (
-    SELECT images, compressed, logical, blobs, stored, reclaimable_blobs, reclaimable_bytes
-    FROM stats_totals WHERE scope_key = $1
-    UNION ALL
-    SELECT images, compressed, logical, blobs, stored, reclaimable_blobs, reclaimable_bytes
-    FROM stats_totals_pending WHERE scope_key = $1
-) t
+# Where the folded figures stand (stats_folded), and the log not folded yet.
+_FRESHNESS = """
+       f.event_id, f.folded_at,
+       (SELECT count(*) FROM stats_changes) AS pending,
+       coalesce((SELECT extract(epoch FROM now() - min(c.at)) FROM stats_changes c), 0)::float8 AS lag
+"""
+
+SELECT_FRESHNESS = f"SELECT {_FRESHNESS} FROM stats_folded f"
+
+# One scope's row and the mark, in one statement (one snapshot).
+SELECT_TOTALS = f"""
+SELECT coalesce(t.images, 0) AS images, coalesce(t.compressed, 0) AS compressed,
+       coalesce(t.logical, 0) AS logical, coalesce(t.blobs, 0) AS blobs,
+       coalesce(t.stored, 0) AS stored, coalesce(t.reclaimable_blobs, 0) AS reclaimable_blobs,
+       coalesce(t.reclaimable_bytes, 0) AS reclaimable_bytes, {_FRESHNESS}
+FROM stats_folded f LEFT JOIN stats_totals t ON t.scope_key = $1
 """
 
 # The folders or registries ($1: 'folder:' / 'registry:') that hold images now.
 SELECT_SCOPE_KEYS = """
-SELECT scope_key FROM (
-    SELECT scope_key, images FROM stats_totals WHERE starts_with(scope_key, $1)
-    UNION ALL
-    SELECT scope_key, images FROM stats_totals_pending WHERE starts_with(scope_key, $1)
-) t
-GROUP BY scope_key HAVING sum(images) > 0
+SELECT scope_key FROM stats_totals
+WHERE starts_with(scope_key, $1) AND images > 0
 ORDER BY scope_key
 """
 # Whether a scope has aggregates at all: the index held an image of it once.
@@ -84,7 +83,9 @@ LIMIT $1
 """
 
 # The image's distinct digests, each with how many rows of the image carry it and
-# how many rows of the scope do ($2: all / registry / folder / repository, $3: its id).
+# how many rows of the scope do ($2: all / registry / folder / repository, $3: its id):
+# the whole index's count is blobs.ref_count (kept by the writers: live), a scope's
+# the folded per-scope rows (a lone digest counts 1 in its own scopes).
 SELECT_IMAGE_DIGESTS = """
 SELECT x.digest, x.size, x.rows,
        coalesce(CASE $2::text
@@ -95,19 +96,34 @@ SELECT x.digest, x.size, x.rows,
                                WHERE f.folder_id = $3 AND f.digest = x.digest)
            WHEN 'repository' THEN (SELECT p.refs FROM stats_repository_refs p
                                    WHERE p.digest = x.digest AND p.repository = $3)
-       END, 0) AS scope_refs
+       END, (SELECT 1 FROM stats_lone_digests l
+             WHERE l.digest = x.digest
+               AND CASE $2::text
+                   WHEN 'registry' THEN l.registry_id = $3
+                   WHEN 'repository' THEN l.repository = $3
+                   WHEN 'folder' THEN EXISTS (SELECT 1 FROM stats_registry_folders m
+                                              WHERE m.registry_id = l.registry_id
+                                                AND m.folder_id = $3)
+                   ELSE false
+               END), 0) AS scope_refs
 FROM (SELECT digest, count(*) AS rows, max(size) AS size
       FROM image_blobs WHERE image_id = $1 GROUP BY digest) x
 """
 
+# The image as the index holds it now (its layers, live), its registry's folder as
+# folded, and whether the folded counts include its own rows yet. The lookups use
+# $1, not i.id: images.id sorts by "C" (sql/020), the other tables' keys by the
+# database's collation, and a comparison across the two cannot use their indexes.
 SELECT_IMAGE = """
-SELECT s.name, s.registry_id, s.layer_count, s.chain,
-       (SELECT m.folder_id FROM stats_registry_folders m WHERE m.registry_id = s.registry_id)
-           AS folder_id,
+SELECT i.name, i.registry_id,
+       (SELECT m.folder_id FROM stats_registry_folders m
+        WHERE m.registry_id = i.registry_id::text COLLATE "default") AS folder_id,
+       coalesce((SELECT s.blob_rows > 0 FROM stats_images s WHERE s.image_id = $1), false)
+           AS folded,
        coalesce(ARRAY(SELECT b.digest FROM image_blobs b
-                      WHERE b.image_id = s.image_id AND b.kind = 'l' ORDER BY b.position),
+                      WHERE b.image_id = $1 AND b.kind = 'l' ORDER BY b.position),
                 '{}') AS layers
-FROM stats_images s WHERE s.image_id = $1
+FROM images i WHERE i.id = $1
 """
 
 # Scope filter on stats_images s; $k kind, $k+1 id.
@@ -160,6 +176,7 @@ ORDER BY c.chain, c.image_id
 
 # Greater than every chain key (at most 2048 bytes).
 _TOP_KEY = b"\xff" * 2049
+CHAIN_LAYERS = 256
 
 
 def scope_key(scope: Scope | None) -> str:
@@ -186,6 +203,23 @@ async def fetch_stats(conn: asyncpg.Connection | asyncpg.Pool, scope: Scope | No
         stored_bytes=row["stored"],
         reclaimable_blobs=row["reclaimable_blobs"],
         reclaimable_bytes=row["reclaimable_bytes"],
+        freshness=_freshness(row),
+    )
+
+
+async def fetch_freshness(conn: asyncpg.Connection | asyncpg.Pool) -> Freshness:
+    """Up to where the folded aggregates are exact, and how far behind they are."""
+    row = await conn.fetchrow(SELECT_FRESHNESS)
+    assert row is not None
+    return _freshness(row)
+
+
+def _freshness(row: asyncpg.Record) -> Freshness:
+    return Freshness(
+        event_id=row["event_id"],
+        time=_rfc3339(row["folded_at"]),
+        pending_changes=row["pending"],
+        lag_seconds=max(0.0, row["lag"]),
     )
 
 
@@ -232,6 +266,7 @@ async def fetch_layer_report(
         ),
         reclaimable_blobs=totals.reclaimable_blobs,
         reclaimable_bytes=totals.reclaimable_bytes,
+        freshness=totals.freshness,
     )
 
 
@@ -249,19 +284,23 @@ async def fetch_image_usage(
     image = await conn.fetchrow(SELECT_IMAGE, image_id)
     if image is None:
         return None
+    freshness = await fetch_freshness(conn)
     kind, ident = _scope_params(scope)
     in_scope = _image_in_scope(scope, image["name"], image["registry_id"], image["folder_id"])
+    # the whole index's counts are live and hold the image's own rows; a scope's are
+    # folded, and hold them once the image is folded
+    own_counted = in_scope and (scope is None or image["folded"])
     unique = shared = 0
     for row in await conn.fetch(SELECT_IMAGE_DIGESTS, image_id, kind, ident):
-        others = row["scope_refs"] - (row["rows"] if in_scope else 0)
+        others = row["scope_refs"] - (row["rows"] if own_counted else 0)
         if others > 0:
             shared += row["size"]
         else:
             unique += row["size"]
 
     layers: list[str] = list(image["layers"])
-    chain: bytes = image["chain"]
-    count: int = image["layer_count"]
+    chain = b"".join(chain_part(d) for d in layers[:CHAIN_LAYERS])
+    count = len(layers)
     bases = await _base_images(conn, image_id, chain, count, layers, kind, ident, related_limit)
     derived = await _derived_images(
         conn, image_id, chain, count, layers, kind, ident, related_limit
@@ -273,6 +312,7 @@ async def fetch_image_usage(
         shared_bytes=shared,
         base_images=tuple(bases),
         derived_images=tuple(derived),
+        freshness=freshness,
     )
 
 

@@ -10,7 +10,9 @@ a few lines (the stats triggers): ``CREATE OR REPLACE`` statements, applied
 after the migrations, under the same lock, whenever the file's SHA-256 differs
 from the one recorded in ``schema_routines``. Changing such a function is an
 edit of its file. A migration must not depend on a routine's newest body (on a
-fresh database every migration runs before any routine).
+fresh database every migration runs before any routine); a one-time step a
+migration needs from a routine is a guarded statement at the end of the routine
+file (``sql/routines/stats.sql`` recomputes the stats once after sql/080).
 """
 
 from __future__ import annotations

@@ -77,9 +77,16 @@ def delete_image(demo: DemoProcess) -> str:
     deadline = time.monotonic() + DELETE_TIMEOUT_S
     while time.monotonic() < deadline:
         if _deleted_in_feed(demo, image_id):
-            return image_id
+            break
         time.sleep(0.5)
-    raise AssertionError(f"the deletion of {image_id} did not reach the event feed")
+    else:
+        raise AssertionError(f"the deletion of {image_id} did not reach the event feed")
+    # and the demo's stats folder has folded it: the figures hold still from here
+    while time.monotonic() < deadline:
+        if demo.get("/mirror/v1/stats")["behind"]["changes"] == "0":
+            return image_id
+        time.sleep(0.2)
+    raise AssertionError("the stats never caught up with the deletion")
 
 
 def _deleted_in_feed(demo: DemoProcess, image_id: str) -> bool:
@@ -170,6 +177,9 @@ def test_dashboard_renders_the_api_figures(demo: DemoProcess, browser: Any) -> N
     assert float(value) == pytest.approx(stats["dedupRatio"])
     assert text == f"{stats['dedupRatio']:.2f}×"
     assert figure("reclaimable-count")[0] == str(layers["reclaimableBlobs"])
+    as_of = page.locator('[data-testid="stats-as-of"]')
+    assert as_of.get_attribute("data-event-id") == stats["asOf"]["eventId"]
+    assert as_of.inner_text() == f"figures as of event {stats['asOf']['eventId']} · up to date"
 
     # Per registry: every row matches that registry's own stats.
     rows = page.locator('[data-testid="registry-row"]')

@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 
 from mirror.model import Blob, Image
+from mirror.stats.folder import fold_once
 from mirror.stats.reference import ReferenceIndex
 
 # tags travel as one comma-joined text per image (arrays of arrays must be rectangular)
@@ -59,7 +60,7 @@ ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id
 TRUNCATE_ALL = """
 TRUNCATE images, image_blobs, blobs, registries, stats_registry_folders, stats_images,
          stats_registry_refs, stats_folder_refs, stats_repository_refs, stats_totals,
-         stats_totals_pending
+         stats_changes, stats_lone_digests
 """
 
 
@@ -101,6 +102,10 @@ class IndexWriter:
     async def reset(self) -> None:
         await self.conn.execute(TRUNCATE_ALL)
         self.reference = ReferenceIndex()
+
+    async def settle(self) -> int:
+        """Fold every change written so far into the stats (what the folder does)."""
+        return await fold_once(self.conn, wait=True) or 0
 
     async def push(self, images: Sequence[Image], folder_id: str | None = None) -> None:
         """New images, in one statement per table as the ingest writes a page.

@@ -26,6 +26,7 @@ from mirror.ingest.summary import WalkStatus
 from mirror.listing import NameFilter, image_sort_key, matches, parse_list_request
 from mirror.model import Scope, ScopeKind
 from mirror.settings import Settings
+from mirror.stats.folder import fold_to_end
 from mirror.store.pool import create_pool
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.retry import RetryPolicy
@@ -53,6 +54,7 @@ class World:
     async def ingest(self, scopes: list[Scope] | None = None) -> None:
         summary = await ingest_once(self.pool, self.client, scopes or self.scopes)
         assert all(r.status is WalkStatus.COMPLETE for r in summary.scopes), summary
+        await fold_to_end(self.pool)  # the stats, as `mirror ingest --once` leaves them
 
     def api(self, settings: Settings | None = None, upstream: Any = None) -> TestClient:
         app = create_app(

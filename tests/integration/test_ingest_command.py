@@ -18,6 +18,7 @@ from mirror.ingest.leases import RunOutcome, ScopeLease, lease_holder
 from mirror.ingest.loop import ingest_once
 from mirror.model import Scope
 from mirror.settings import Settings
+from mirror.stats.queries import fetch_stats
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.throttle import Throttle
 from tests.integration.ingest_fake_upstream import FakeUpstream, make_image, serving
@@ -99,6 +100,11 @@ async def test_ingest_once_json_prints_the_summary_and_exits_zero(
     assert summary["images"] == summary["created"] == len(in_f1(fake))
     assert (summary["pages"], summary["errors"], summary["exitCode"]) == (3, 0, 0)
     assert await index_ids(db_pool) == in_f1(fake)
+    # the stats were folded to the end before the exit: `mirror stats` now is exact
+    stats = await fetch_stats(db_pool, None)
+    assert stats.images == len(in_f1(fake))
+    assert stats.freshness is not None and stats.freshness.pending_changes == 0
+    assert stats.freshness.event_id == await db_pool.fetchval("SELECT max(id) FROM outbox")
 
 
 async def test_ingest_once_exits_non_zero_when_a_scope_fails(database_url) -> None:  # type: ignore[no-untyped-def]

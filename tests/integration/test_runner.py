@@ -69,6 +69,16 @@ async def get_json(url: str) -> dict:  # type: ignore[type-arg]
         return data
 
 
+async def folded_stats(api_url: str) -> dict:  # type: ignore[type-arg]
+    """/mirror/v1/stats once the mirror's folder has folded everything written so far."""
+    for _ in range(300):
+        stats = await get_json(f"{api_url}/mirror/v1/stats")
+        if stats["behind"]["changes"] == "0" and stats["asOf"]["eventId"] != "0":
+            return stats
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the stats never caught up: {stats}")
+
+
 def port_is_free(url: str) -> bool:
     port = int(url.rsplit(":", 1)[1])
     with socket.socket() as sock:
@@ -86,13 +96,13 @@ async def test_the_mirror_ingests_serves_and_stops_everything(
     ) as mirror:
         summary = await first.wait()
         assert summary.images == IMAGES and summary.created == IMAGES and not summary.failed
-        stats = await get_json(f"{mirror.api_url}/mirror/v1/stats")
+        stats = await folded_stats(mirror.api_url)
         assert stats["images"] == str(IMAGES)
         sync = await get_json(f"{mirror.api_url}/mirror/v1/sync")
         assert len(sync["scopes"]) == len(simulator.registry.model.folder_ids)
         registries = await get_json(f"{mirror.api_url}/dashboard/registries")
         assert sum(int(r["images"]) for r in registries["registries"]) == IMAGES
-        assert set(mirror.tasks) == {"ingest loop"}  # no Kafka: no relay
+        assert set(mirror.tasks) == {"ingest loop", "stats folder"}  # no Kafka: no relay
 
         # churn upstream: a deletion reaches the index and the dashboard's feed
         gone = next(iter(simulator.registry.ids()))
@@ -125,7 +135,7 @@ async def test_with_kafka_the_relay_publishes_every_event(
         configured, RunOptions(port=0, interval=3600), stop, hooks=first.hooks()
     ) as mirror:
         await first.wait()
-        assert set(mirror.tasks) == {"ingest loop", "relay"}
+        assert set(mirror.tasks) == {"ingest loop", "stats folder", "relay"}
         total = await mirror.pool.fetchval("SELECT count(*) FROM outbox")
         assert total >= IMAGES
         await wait_until_sent(mirror)

@@ -41,6 +41,7 @@ async def api(
         await writer.set_folder("crpreg1", "b1gfolder1")
         await writer.delete([APP.id])
         await writer.push([APP])
+        await writer.settle()
     server = TestServer(create_app(settings, pool=db_pool), host="127.0.0.1")
     await server.start_server()
     try:
@@ -59,6 +60,9 @@ async def get(api: tuple[aiohttp.ClientSession, str], path: str) -> tuple[int, d
 async def test_whole_index_stats_shape(api) -> None:  # type: ignore[no-untyped-def]
     status, body = await get(api, "/mirror/v1/stats")
     assert status == 200
+    as_of, behind = body.pop("asOf"), body.pop("behind")
+    assert as_of["eventId"] == "0" and as_of["time"].endswith("Z")  # no outbox event yet
+    assert behind == {"changes": "0", "seconds": 0}
     # blobs: D0..D5 (6 digests); logical 310 + 360 + 180 = 850; stored 10+100+200+10+50+70 = 440
     assert body == {
         "scope": "all",
@@ -72,6 +76,33 @@ async def test_whole_index_stats_shape(api) -> None:  # type: ignore[no-untyped-
         "reclaimableBlobs": "0",
         "reclaimableBytes": "0",
     }
+
+
+async def test_a_change_is_behind_until_folded(api, db_pool: asyncpg.Pool) -> None:  # type: ignore[no-untyped-def]
+    _, before = await get(api, "/mirror/v1/stats")
+    more = make_image("crp00000000000000009", "crpreg2/more", None, [(D[6], 9)])
+    async with db_pool.acquire() as conn:
+        writer = IndexWriter(conn)
+        await writer.push([more])
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, type, source, data) "
+            "VALUES ('images', $1, 'test', 'test', '{}')",
+            more.id,
+        )
+        event = await conn.fetchval("SELECT max(id) FROM outbox")
+        _, lagging = await get(api, "/mirror/v1/stats")
+        assert lagging["images"] == before["images"] == "3"  # as of the last fold
+        assert lagging["asOf"] == before["asOf"]
+        assert int(lagging["behind"]["changes"]) == 2  # the image row and its blob rows
+        assert lagging["behind"]["seconds"] >= 0
+        assert await writer.settle() == 2
+    _, caught_up = await get(api, "/mirror/v1/stats")
+    assert caught_up["images"] == "4"
+    assert caught_up["asOf"]["eventId"] == str(event)
+    assert caught_up["behind"] == {"changes": "0", "seconds": 0}
+    for path in ("/mirror/v1/stats/layers", f"/mirror/v1/images/{BASE.id}/usage"):
+        _, other = await get(api, path)
+        assert other["asOf"] == caught_up["asOf"], path
 
 
 async def test_scope_precedence_repository_then_registry_then_folder(api) -> None:  # type: ignore[no-untyped-def]
@@ -137,7 +168,9 @@ async def test_layers_most_saved_first_with_limit(api) -> None:  # type: ignore[
 
 async def test_reclaimable_after_delete(api, db_pool: asyncpg.Pool) -> None:  # type: ignore[no-untyped-def]
     async with db_pool.acquire() as conn:
-        await IndexWriter(conn).delete([OTHER.id])
+        writer = IndexWriter(conn)
+        await writer.delete([OTHER.id])
+        await writer.settle()
     _, body = await get(api, "/mirror/v1/stats/layers")
     assert body["reclaimable"] == [
         {"digest": D[5], "size": "70", "orphanedAt": body["reclaimable"][0]["orphanedAt"]}
@@ -154,6 +187,7 @@ async def test_reclaimable_after_delete(api, db_pool: asyncpg.Pool) -> None:  # 
 async def test_image_usage_and_lineage(api) -> None:  # type: ignore[no-untyped-def]
     status, body = await get(api, f"/mirror/v1/images/{BASE.id}/usage")
     assert status == 200
+    assert set(body.pop("asOf")) == {"eventId", "time"} and body.pop("behind")
     assert body == {
         "imageId": BASE.id,
         "scope": "all",
@@ -199,6 +233,7 @@ async def test_invariant_4_dedup_by_digest_not_blob_id(db_pool: asyncpg.Pool) ->
         await writer.push([b])
         await writer.set_folder("crpreg1", "b1gfolder")
         await writer.set_folder("crpreg2", "b1gfolder")
+        await writer.settle()
         whole = await fetch_stats(conn, None)
         folder = await fetch_stats(conn, Scope.parse("folder:b1gfolder"))
         for stats in (whole, folder):

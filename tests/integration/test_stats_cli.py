@@ -40,6 +40,7 @@ async def populate(dsn: str) -> None:
                 [make_image("crp00000000000000003", "crpreg2/app", (D[4], 10), [(D[5], 99)])]
             )
             await writer.delete(["crp00000000000000003"])
+            await writer.settle()
     finally:
         await pool.close()
 
@@ -60,6 +61,7 @@ def test_terminal_report_has_a_row_per_scope_and_top_layers(database_url: str) -
         assert text in out, text
     assert "registry:crpreg2" not in out  # no image left there
     assert "Reclaimable (no image references them): 2 blob(s), 109 B" in out
+    assert "Exact as of event 0 (" in out and "nothing behind." in out
 
 
 def test_json_for_one_scope(database_url: str) -> None:
@@ -95,6 +97,8 @@ def test_json_for_one_scope(database_url: str) -> None:
     ]
     assert [layer["digest"] for layer in body["layers"]] == [D[1]]
     assert body["reclaimableBlobs"] == "2" and len(body["reclaimable"]) == 1
+    assert body["asOf"]["eventId"] == "0" and body["asOf"]["time"].endswith("Z")
+    assert body["behind"] == {"changes": "0", "seconds": 0}
 
 
 def test_bad_scope_is_one_line_naming_the_flag(database_url: str) -> None:

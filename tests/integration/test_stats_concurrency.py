@@ -1,4 +1,5 @@
-"""Concurrent writers: nobody waits on an aggregate row, and nothing is lost or counted twice."""
+"""Concurrent writers and the folder: nobody waits on an aggregate row, and nothing is lost or
+counted twice."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import asyncio
 import asyncpg
 
 from mirror.model import Scope
+from mirror.stats.folder import fold_once
 from mirror.stats.queries import fetch_stats
 from mirror.stats.reference import ReferenceIndex
 from tests.integration.stats_world import IndexWriter, make_image
-from tests.integration.test_stats_property import assert_served_equals_reference
+from tests.integration.test_stats_property import assert_served_equals_reference, settle
 
 SHARED = ("sha256:" + "5" * 64, 7000)
 
@@ -24,30 +26,36 @@ def image(n: int, registry: str) -> object:
     )
 
 
-async def test_a_writer_never_waits_for_the_fold_lock_and_reads_see_pending_rows(
-    db_pool: asyncpg.Pool,
-) -> None:
+async def test_a_writer_never_waits_for_the_folder(db_pool: asyncpg.Pool) -> None:
+    """A fold pass held open inside its batch does not block a writer, which touches
+    only the change log; the next pass folds what it wrote."""
     async with db_pool.acquire() as first, db_pool.acquire() as second:
         one = IndexWriter(first)
         two = IndexWriter(second, one.reference)
         await one.set_folder("crpreg1", "b1gfolder")
         await one.set_folder("crpreg2", "b1gfolder")
-        # the first writer's transaction stays open holding the fold lock...
-        tx = first.transaction()
-        await tx.start()
-        await one.conn.execute("SELECT stats_fold_pending()")
-        assert (
-            await first.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") >= 1
-        )
-        # ...while the second writes another registry of the same folder and commits at once
-        await asyncio.wait_for(two.push([image(2, "crpreg2")]), timeout=10)  # type: ignore[list-item]
-        assert await second.fetchval("SELECT count(*) FROM stats_totals_pending") > 0
+        await one.push([image(1, "crpreg1")])  # type: ignore[list-item]
+        inside = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold(conn: asyncpg.Connection) -> None:
+            inside.set()
+            await release.wait()
+
+        async with db_pool.acquire() as folder_conn:
+            fold = asyncio.create_task(fold_once(folder_conn, before_commit=hold))
+            await asyncio.wait_for(inside.wait(), timeout=10)
+            # the pass holds its batch and the aggregates' rows; a page commits meanwhile
+            await asyncio.wait_for(two.push([image(2, "crpreg2")]), timeout=10)  # type: ignore[list-item]
+            assert await second.fetchval("SELECT count(*) FROM stats_changes") > 0
+            # a second folder does not run beside the first
+            async with db_pool.acquire() as other:
+                assert await fold_once(other) is None
+            release.set()
+            assert await fold == 4  # two registries rows, the first image and its blob rows
         whole = await fetch_stats(db_pool, None)
         assert (whole.images, whole.blobs) == (1, 3)
-        await tx.commit()
-        # the next write folds what was pending
-        await one.push([image(1, "crpreg1")])  # type: ignore[list-item]
-        assert await first.fetchval("SELECT count(*) FROM stats_totals_pending") == 0
+        assert whole.freshness is not None and whole.freshness.pending_changes == 2
         await assert_served_equals_reference(first, one.reference)
 
 
@@ -72,6 +80,7 @@ async def test_concurrent_pages_in_one_folder_count_a_shared_digest_once(
 
     await asyncio.gather(writer("crpreg1", 100), writer("crpreg2", 200), writer("crpreg3", 300))
     async with db_pool.acquire() as conn:
+        await settle(conn)
         folder = await fetch_stats(conn, Scope.parse("folder:b1gfolder"))
         assert folder == ReferenceIndex.of(
             reference.images.values(), reference.history.values(), reference.folder_of

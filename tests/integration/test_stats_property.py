@@ -1,4 +1,5 @@
-"""Every served dedup figure equals the brute force, over random pushes, re-tags and deletes."""
+"""Every served dedup figure equals the brute force, over random pushes, re-tags and deletes,
+once the change log is folded (also after a fold pass that died mid-batch)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mirror.model import Image, Scope, ScopeKind
-from mirror.stats.queries import fetch_image_usage, fetch_layer_report, fetch_stats
+from mirror.stats.folder import fold_once
+from mirror.stats.queries import (
+    fetch_freshness,
+    fetch_image_usage,
+    fetch_layer_report,
+    fetch_stats,
+)
 from mirror.stats.reference import ReferenceIndex
 from tests.integration.stats_world import IndexWriter, make_image
 
@@ -38,9 +45,25 @@ def scopes_to_check(reference: ReferenceIndex) -> list[Scope | None]:
     ]
 
 
+async def settle(conn: asyncpg.Connection) -> None:
+    """Fold to the end, then check the answers say so: nothing behind, and exact as of
+    the newest outbox event."""
+    await fold_once(conn, wait=True)
+    fresh = await fetch_freshness(conn)
+    assert (fresh.pending_changes, fresh.lag_seconds) == (0, 0.0)
+    assert fresh.event_id >= await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+
+
 async def assert_served_equals_reference(
-    conn: asyncpg.Connection, reference: ReferenceIndex, *, usage_scopes: bool = True
+    conn: asyncpg.Connection,
+    reference: ReferenceIndex,
+    *,
+    usage_scopes: bool = True,
+    settled: bool = False,
 ) -> None:
+    """Fold to the end (unless ``settled``), then compare every answer with the brute force."""
+    if not settled:
+        await settle(conn)
     for scope in scopes_to_check(reference):
         assert await fetch_stats(conn, scope) == reference.stats(scope), scope
 
@@ -158,6 +181,80 @@ async def test_every_figure_equals_brute_force(stats_conn: asyncpg.Connection, o
     await assert_served_equals_reference(stats_conn, writer.reference)
 
 
+class FolderCrash(Exception):
+    """Raised inside a fold pass's transaction, after the aggregates are written."""
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=operations, more=operations)
+async def test_a_fold_that_dies_mid_batch_is_folded_again_exactly(
+    stats_conn: asyncpg.Connection,
+    ops: list,  # type: ignore[type-arg]
+    more: list,  # type: ignore[type-arg]
+) -> None:
+    writer = IndexWriter(stats_conn)
+    await writer.reset()
+    counter = [0]
+    await apply(writer, ops, counter)
+    await settle(stats_conn)
+    scopes = scopes_to_check(writer.reference)
+    before = [await fetch_stats(stats_conn, scope) for scope in scopes]
+    await apply(writer, more, counter)
+    pending = await stats_conn.fetchval("SELECT count(*) FROM stats_changes")
+    fired: list[int] = []
+
+    async def crash(conn: asyncpg.Connection) -> None:
+        # inside the batch: the log is claimed and the aggregates already hold it all
+        fired.append(await conn.fetchval("SELECT count(*) FROM stats_changes"))
+        assert await fetch_stats(conn, None) == writer.reference.stats(None)
+        raise FolderCrash
+
+    with pytest.raises(FolderCrash):
+        await fold_once(stats_conn, before_commit=crash)
+    assert fired == [0]  # the hook ran after the batch was claimed and folded
+    # rolled back whole: the log is still there, the figures are as before the pass
+    assert await stats_conn.fetchval("SELECT count(*) FROM stats_changes") == pending
+    assert [await fetch_stats(stats_conn, scope) for scope in scopes] == before
+    await assert_served_equals_reference(stats_conn, writer.reference)
+
+
+async def test_a_folder_killed_mid_batch_loses_nothing(
+    stats_conn: asyncpg.Connection, database_url: str
+) -> None:
+    """The folder's backend is terminated inside its batch: the server rolls it back."""
+    writer = IndexWriter(stats_conn)
+    await writer.reset()
+    await apply(writer, [("push", [(REGISTRIES[0], "app", None, DIGESTS[:3], [])], True)], [0])
+    await apply(
+        writer, [("push", [(REGISTRIES[1], "app", DIGESTS[4], DIGESTS[:5], [])], False)], [9]
+    )
+    pending = await stats_conn.fetchval("SELECT count(*) FROM stats_changes")
+    assert pending > 0
+    folder = await asyncpg.connect(database_url)
+    killed: list[bool] = []
+
+    async def kill(conn: asyncpg.Connection) -> None:
+        assert (await fetch_stats(conn, None)).images == 2  # folded, not committed
+        killed.append(
+            await stats_conn.fetchval("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        )
+        await conn.fetchval("SELECT 1")  # the connection is gone: this raises
+
+    try:
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await fold_once(folder, before_commit=kill)
+    finally:
+        await folder.close()
+    assert killed == [True]
+    assert await stats_conn.fetchval("SELECT count(*) FROM stats_changes") == pending
+    assert (await fetch_stats(stats_conn, None)).images == 0
+    await assert_served_equals_reference(stats_conn, writer.reference)
+
+
 @settings(
     max_examples=15,
     deadline=None,
@@ -168,19 +265,17 @@ async def test_rebuild_recomputes_the_same_figures(
     stats_conn: asyncpg.Connection,
     ops: list,  # type: ignore[type-arg]
 ) -> None:
-    """stats_rebuild() (the migration's backfill) agrees with the triggers, history aside."""
+    """stats_rebuild() (the repair, and the backfill after sql/080) agrees with the folder,
+    what scopes referenced once included; changes still in the log are folded first."""
     writer = IndexWriter(stats_conn)
     await writer.reset()
-    await apply(writer, ops, [0])
+    half = len(ops) // 2
+    await apply(writer, ops[:half], [0])
+    await settle(stats_conn)
+    await apply(writer, ops[half:], [100])
     await stats_conn.execute("SELECT stats_rebuild()")
-    # the rebuild cannot know what a scope referenced before: history = what is there now,
-    # except the whole index, whose orphaned rows stay in blobs
-    rebuilt = ReferenceIndex.of(
-        writer.reference.images.values(), folder_of=writer.reference.folder_of
-    )
-    for scope in scopes_to_check(writer.reference):
-        expected = (writer.reference if scope is None else rebuilt).stats(scope)
-        assert await fetch_stats(stats_conn, scope) == expected, scope
+    assert await stats_conn.fetchval("SELECT count(*) FROM stats_changes") == 0
+    await assert_served_equals_reference(stats_conn, writer.reference, settled=True)
 
 
 async def test_truncate_recomputes(stats_conn: asyncpg.Connection) -> None:
@@ -188,8 +283,10 @@ async def test_truncate_recomputes(stats_conn: asyncpg.Connection) -> None:
     writer = IndexWriter(stats_conn)
     await writer.reset()
     await apply(writer, [("push", [(REGISTRIES[0], "app", None, DIGESTS[:3], [])], True)], [0])
+    await settle(stats_conn)
     assert (await fetch_stats(stats_conn, None)).images == 1
     await stats_conn.execute("TRUNCATE images, image_blobs, blobs")
+    await settle(stats_conn)
     empty = ReferenceIndex.of([], folder_of=writer.reference.folder_of)
     for scope in scopes_to_check(writer.reference):
         assert await fetch_stats(stats_conn, scope) == empty.stats(scope), scope

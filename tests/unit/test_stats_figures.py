@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mirror.model import Blob, Image, Scope
-from mirror.stats.cli import human_bytes
-from mirror.stats.figures import DedupStats, ImageUsage, LayerSavings, RelatedImage
+from mirror.stats.cli import freshness_line, human_bytes
+from mirror.stats.figures import DedupStats, Freshness, ImageUsage, LayerSavings, RelatedImage
 from mirror.stats.queries import base_chain_keys, chain_part, chain_successor
 from mirror.stats.reference import ReferenceIndex, chain_key, is_proper_prefix
 
@@ -142,3 +142,35 @@ def test_human_bytes() -> None:
     assert human_bytes(1023) == "1023 B"
     assert human_bytes(1536) == "1.5 KiB"
     assert human_bytes(3 << 30) == "3.0 GiB"
+
+
+def test_freshness_rides_along_but_is_not_a_figure() -> None:
+    fresh = Freshness(
+        event_id=9_007_199_254_740_993,
+        time="2026-12-01T18:40:02Z",
+        pending_changes=3,
+        lag_seconds=1.23456,
+    )
+    figures = dict(
+        images=1,
+        blobs=1,
+        logical_bytes=10,
+        compressed_bytes=5,
+        stored_bytes=10,
+        reclaimable_blobs=0,
+        reclaimable_bytes=0,
+    )
+    served = DedupStats(scope=None, freshness=fresh, **figures)
+    # equal to the brute force, which knows nothing of folding
+    assert served == DedupStats(scope=None, **figures)
+    body = served.to_json()
+    assert body["asOf"] == {"eventId": "9007199254740993", "time": "2026-12-01T18:40:02Z"}
+    assert body["behind"] == {"changes": "3", "seconds": 1.235}
+    assert "asOf" not in served.to_json(with_freshness=False)
+    assert "asOf" not in DedupStats(scope=None, **figures).to_json()
+    assert freshness_line(fresh) == (
+        "Exact as of event 9007199254740993 (2026-12-01T18:40:02Z); 3 change(s) behind, the "
+        "oldest 1.2s old (folded by a running `mirror ingest` or `mirror run`)."
+    )
+    settled = Freshness(event_id=7, time="t", pending_changes=0, lag_seconds=0.0)
+    assert freshness_line(settled) == "Exact as of event 7 (t); nothing behind."

@@ -139,6 +139,19 @@
     setFigure("stat-dedup-ratio", stats.dedupRatio);
     setFigure("stat-reclaimable-bytes", stats.reclaimableBytes);
     renderRing(num(stats.storedBytes), num(stats.savedBytes), num(stats.dedupRatio));
+    renderAsOf(stats.asOf, stats.behind);
+  }
+
+  // Where the folded figures stand (docs/STATS.md: asOf and behind).
+  function renderAsOf(asOf, behind) {
+    const element = byTestId("stats-as-of");
+    if (!element || !asOf) return;
+    const pending = behind ? num(behind.changes) : 0;
+    element.textContent =
+      `figures as of event ${asOf.eventId}` +
+      (pending ? ` · ${formatCount(pending)} change${pending === 1 ? "" : "s"} behind` : " · up to date");
+    element.dataset.eventId = asOf.eventId;
+    element.dataset.behind = String(pending);
   }
 
   // A ring: the logical bytes split into stored and saved.
