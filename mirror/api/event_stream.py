@@ -141,6 +141,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    if request.method == "HEAD":  # the head alone: a body would corrupt a kept-alive connection
+        return response
     with contextlib.suppress(ConnectionResetError):  # the client went away
         await response.write(b"retry: %d\n\n" % options.retry_ms)
         await _follow(response, pool, signal, options, after, wanted)

@@ -56,10 +56,14 @@ SELECT scope_key FROM stats_totals
 WHERE starts_with(scope_key, $1) AND images > 0
 ORDER BY scope_key
 """
-# Whether a scope has aggregates at all: the index held an image of it once.
+# Whether a scope has aggregates at all: the index held an image of it once
+# (folded), or a change not folded yet names it ($2 kind, $3 id or repository name).
 SCOPE_KNOWN = """
 SELECT EXISTS (SELECT 1 FROM stats_totals WHERE scope_key = $1)
-    OR EXISTS (SELECT 1 FROM stats_totals_pending WHERE scope_key = $1)
+    OR EXISTS (SELECT 1 FROM stats_changes
+               WHERE CASE $2::text WHEN 'folder' THEN folder_id = $3
+                                   WHEN 'registry' THEN registry_id = $3
+                                   ELSE name = $3 END)
 """
 
 SELECT_TOP_LAYERS = """
@@ -231,7 +235,7 @@ async def fetch_scopes(conn: asyncpg.Connection | asyncpg.Pool, kind: ScopeKind)
 
 async def scope_known(conn: asyncpg.Connection | asyncpg.Pool, scope: Scope) -> bool:
     """Whether the index ever held an image of ``scope`` (it may hold none now)."""
-    return bool(await conn.fetchval(SCOPE_KNOWN, scope_key(scope)))
+    return bool(await conn.fetchval(SCOPE_KNOWN, scope_key(scope), scope.kind.value, scope.id))
 
 
 async def fetch_layer_report(

@@ -245,6 +245,11 @@ async def send(target: Target, method: str, url: URL, headers: dict) -> None:
     target.sent += 1
     full = URL(target.url + str(url), encoded=True)
     async with target.session.request(method, full, headers=headers) as response:
+        if response.status == 200 and response.content_type == "text/event-stream":
+            # the event stream never ends: its head is the answer (nothing but 200 here);
+            # close the connection, or the stream's next bytes would meet the next request
+            response.close()
+            return
         body = await response.read()
         check_answer(method, response.status, response.headers, body, f"{method} {url}")
 

@@ -78,6 +78,7 @@ async def test_whole_index_stats_shape(api) -> None:  # type: ignore[no-untyped-
     }
 
 
+@pytest.mark.synthetic_events  # a hand-made outbox row stands for the change's event
 async def test_a_change_is_behind_until_folded(api, db_pool: asyncpg.Pool) -> None:  # type: ignore[no-untyped-def]
     _, before = await get(api, "/mirror/v1/stats")
     more = make_image("crp00000000000000009", "crpreg2/more", None, [(D[6], 9)])

@@ -20,7 +20,8 @@ LAYERS: list[set[str]] = [
     {"settings", "listing"},
     {"grpc_wire"},  # protobuf messages <-> the List contract, shared by the simulator and grpc_api
     {"cli_options", "store", "upstream", "devservices"},
-    {"stats", "events", "ingest"},
+    {"stats", "events"},
+    {"ingest"},  # its command also runs the stats folder
     {"api"},
     {"grpc", "grpc_api"},  # the gRPC servicers: over api's readers and store
     {"runner"},
