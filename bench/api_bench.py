@@ -51,6 +51,7 @@ import asyncpg
 import orjson
 
 from bench.api_dataset import load_registry
+from bench.results import append_to_section
 from mirror.store.migrate import apply_migrations
 from tests.postgres_fixture import dsn_with_database
 
@@ -545,17 +546,7 @@ def write_row(row: str) -> None:
         "| db page max | vs simulator (p50) | runs | notes |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + "\n\n" + header
-        text += row + "\n"
-    else:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        end = len(text) if end == -1 else end + 1
-        section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
-    RESULTS.write_text(text)
+    append_to_section(SECTION, header, [row])
 
 
 # -- main ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.api_bench import child_env, load_average
+from bench.results import append_to_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Demo footprint"
@@ -120,16 +121,7 @@ def write_row(row: str) -> None:
         "mirror: data dir / pg_wal / base MB | notes |\n"
         "| --- | --- | --- | --- | --- | --- | --- |\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + "\n\n" + header + row + "\n"
-    else:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        end = len(text) if end == -1 else end + 1
-        section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
-    RESULTS.write_text(text)
+    append_to_section(SECTION, header, [row])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

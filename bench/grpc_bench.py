@@ -43,7 +43,6 @@ from bench.api_bench import (
     BIGGEST_REGISTRY,
     FIRST_IDS,
     IMAGES,
-    RESULTS,
     SAMPLE_IDS,
     Latencies,
     child,
@@ -54,6 +53,7 @@ from bench.api_bench import (
     postgres,
     prepare_database,
 )
+from bench.results import append_to_section
 
 SECTION = "## gRPC and REST"
 PAGE = 100
@@ -248,17 +248,7 @@ def write_rows(new_rows: list[str]) -> None:
         "| Get req/s (p99) | List req/s (p99) | notes |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = "".join(row + "\n" for row in new_rows)
-    if SECTION not in text:
-        text = text.rstrip("\n") + "\n\n" + header + block
-    else:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        end = len(text) if end == -1 else end + 1
-        section = text[start:end].rstrip("\n") + "\n" + block
-        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
-    RESULTS.write_text(text)
+    append_to_section(SECTION, header, new_rows)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

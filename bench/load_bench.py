@@ -70,6 +70,7 @@ from bench.api_bench import (
     postgres,
     prepare_database,
 )
+from bench.results import append_to_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -408,16 +409,7 @@ def write_row(row: str) -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
         "| --- | --- | --- | --- |\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + "\n\n" + header + row + "\n"
-    else:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        end = len(text) if end == -1 else end + 1
-        section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-        text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
-    RESULTS.write_text(text)
+    append_to_section(SECTION, header, [row])
 
 
 # -- main ----------------------------------------------------------------------------------
