@@ -182,8 +182,6 @@ async def walk_scope(
                     total - distinct,
                 )
             counts.images = distinct
-            # Every page seen: tags let go and claimed by no image are removed.
-            await settle_released(conn, scope, SOURCE, run_origin(lease.run_id))
             deletions = await confirm_and_delete(
                 conn,
                 scope,
@@ -195,6 +193,11 @@ async def walk_scope(
                 stop=options.stop,
                 origin=run_origin(lease.run_id),
             )
+            if deletions.suspect is None:
+                # Every page seen: tags let go and claimed by no image are removed. Not
+                # after a suspect walk: the image that took a tag over may be one it lost
+                # (the releases wait, released, for the next walk that is not suspect).
+                await settle_released(conn, scope, SOURCE, run_origin(lease.run_id))
             if deletions.suspect is not None:
                 status = WalkStatus.FAILED
                 error = f"suspect walk, nothing deleted: {deletions.suspect}"
