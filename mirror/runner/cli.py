@@ -23,7 +23,8 @@ from mirror.cli_options import (
     settings_flags,
     upstream_url_option,
 )
-from mirror.errors import BackgroundTaskFailed, ConfigError
+from mirror.errors import BackgroundTaskFailed, ConfigError, DataDirBusy
+from mirror.exit_codes import ExitCode
 from mirror.runner.app import Mirror, RunOptions, run_until_stopped
 from mirror.upstream.simulator.cli import churn_option, images_option, seed_option
 
@@ -101,6 +102,9 @@ async def demo_command(
         except ConfigError as exc:
             click.echo(f"mirror: {exc}", err=True)
             sys.exit(1)
+        except DataDirBusy as exc:
+            click.echo(f"mirror: {exc}", err=True)
+            sys.exit(ExitCode.HELD_ELSEWHERE)
         return
     try:
         settings = demo_settings(data_dir=data_dir, database_url=database_url, **settings_flags())

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from mirror.cli import main
 from mirror.errors import ConfigError
 from mirror.runner.demo_reset import reset_demo_data
+from mirror.store.owner import own_data_dir
 
 
 def fake_cluster(data_dir: Path, pid: int | None = None) -> Path:
@@ -61,3 +62,20 @@ def test_reset_of_nothing_says_so(tmp_path: Path) -> None:
     missing = tmp_path / "never-made"
     assert reset_demo_data(missing) == f"nothing to remove: {missing} does not exist"
     assert os.listdir(tmp_path) == []
+
+
+def test_reset_removes_the_owner_lock_a_stopped_demo_left(tmp_path: Path) -> None:
+    data_dir = tmp_path / "registry-mirror-demo"
+    fake_cluster(data_dir)
+    (data_dir / "owner.lock").write_text("")  # what a stopped demo leaves behind
+    assert reset_demo_data(data_dir) == f"removed {data_dir}"
+    assert not data_dir.exists()
+
+
+def test_reset_refuses_while_a_demo_owns_the_data_dir(tmp_path: Path) -> None:
+    pgdata = fake_cluster(tmp_path)
+    with own_data_dir(tmp_path, "mirror demo"):
+        result = CliRunner().invoke(main, ["demo", "--reset", "--data-dir", str(tmp_path)])
+        assert result.exit_code == 4, result.output
+        assert "in use by mirror demo (pid" in result.output
+    assert pgdata.exists()
