@@ -200,7 +200,7 @@ async def saved_tokens(
 
 
 def process_tree(pid: int) -> list[int]:
-    """The pid and its descendants (``mirror serve --workers N`` has children)."""
+    """The pid and its descendants (what the server process started counts with it)."""
     pids = [pid]
     for p in pids:
         try:
@@ -386,7 +386,7 @@ def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -
         f"| {run.server_share} / {o.client_cpu / o.seconds:.0%} "
         f"| {'yes' if met else 'no'} "
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
-        f"workers {args.workers}; Python {sys.version.split()[0]} |"
+        f"one server process; Python {sys.version.split()[0]} |"
     )
 
 
@@ -431,7 +431,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="wrk",
         help="the load generator (python: a client-bound fallback for smoke runs)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="mirror serve --workers")
     parser.add_argument(
         "--database-url", help="admin DSN of a PostgreSQL server (default: embedded)"
     )
@@ -454,8 +453,6 @@ def main(argv: list[str]) -> int:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             serve = ["serve", "--port", str(port), "--database-url", dsn, "--log-level", "WARNING"]
-            if args.workers != 1:
-                serve += ["--workers", str(args.workers)]
             with child(serve, base + "/readyz") as server, tempfile.TemporaryDirectory() as tmp:
                 targets = asyncio.run(collect_targets(dsn, base, args.deep_pages))
                 targets_file = Path(tmp) / "targets.tsv"
