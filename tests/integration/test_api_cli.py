@@ -61,18 +61,22 @@ async def test_tokens_allow_a_public_address_and_a_bad_database_is_one_line() ->
     assert len(text.strip().splitlines()) == 1 and "t0ken" not in text
 
 
+async def announced(process: asyncio.subprocess.Process, pattern: str) -> str:
+    """What ``serve`` printed on stderr for ``pattern``'s group (its address), read as it starts."""
+    assert process.stderr is not None
+    for _ in range(200):
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
+        match = re.search(pattern, line)
+        if match:
+            return match.group(1)
+        assert line, "serve exited before listening"
+    raise AssertionError(f"serve never printed {pattern!r}")
+
+
 async def test_serve_answers_and_stops_on_sigterm(database_url: str) -> None:
     process = await run_serve("--port", "0", "--database-url", database_url, env=child_env())
     try:
-        assert process.stderr is not None
-        url = ""
-        for _ in range(200):
-            line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
-            match = re.search(r"listening on (http://\S+)", line)
-            if match:
-                url = match.group(1)
-                break
-            assert line, "serve exited before listening"
+        url = await announced(process, r"listening on (http://\S+)")
         assert url.startswith("http://127.0.0.1:")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/readyz") as response:
@@ -98,15 +102,7 @@ async def test_serve_answers_grpc_on_its_grpc_port(database_url: str) -> None:
         "--port", "0", "--grpc-port", "0", "--database-url", database_url, env=child_env()
     )
     try:
-        assert process.stderr is not None
-        address = ""
-        for _ in range(200):
-            line = (await asyncio.wait_for(process.stderr.readline(), timeout=60)).decode()
-            match = re.search(r"gRPC API on (\S+)", line)
-            if match:
-                address = match.group(1)
-                break
-            assert line, "serve exited before listening"
+        address = await announced(process, r"gRPC API on (\S+)")
         assert address.startswith("127.0.0.1:")
         async with grpc.aio.insecure_channel(address) as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(
