@@ -78,6 +78,8 @@ async def row_versions(conn: asyncpg.Connection) -> dict[str, set[tuple[str, str
         ("image_blobs", "image_id || ':' || position"),
         ("blobs", "digest"),
         ("outbox", "id::text"),
+        ("tags", "repository || ':' || tag"),  # tag events' state (sql/070)
+        ("stats_changes", "id::text"),  # the stats folder's change log (sql/080)
     ):
         rows = await conn.fetch(f"SELECT {key} AS k, xmin::text AS x, ctid::text AS c FROM {table}")
         out[table] = {(r["k"], r["x"], r["c"]) for r in rows}
@@ -155,7 +157,7 @@ async def test_invariant_6_idempotent_ingest_unchanged_resync_writes_no_row(
     assert summary.images > 0
     async with db_pool.acquire() as conn:
         after = await row_versions(conn)
-        assert after == before  # not one row of images, image_blobs, blobs or outbox rewritten
+        assert after == before  # not one row of images, image_blobs, blobs, outbox, tags or stats log
 
 
 async def test_pushes_retags_and_deletes_give_exactly_the_right_events(
