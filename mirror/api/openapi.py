@@ -58,6 +58,20 @@ def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
     }
 
 
+EVENT_FILTERS = [
+    _query(
+        "type",
+        {"type": "array", "items": {"type": "string"}},
+        "Event types, or prefixes like `registry.tag.*` (repeatable); "
+        "one that names no type is a 400.",
+    ),
+    _query("subject", {"type": "string"}, "The event subject, exactly."),
+    _query(
+        "source",
+        {"type": "string", "enum": ["/registry-mirror/ingest", "/registry-mirror/api"]},
+        "The writer of the change.",
+    ),
+]
 ERRORS = {"default": _json(_ref("Error"), "An error, in the upstream's shape")}
 PAGE_SIZE = _query(
     "pageSize",
@@ -444,20 +458,42 @@ PATHS: dict[str, Any] = {
                     {"type": "integer", "minimum": 1, "maximum": 1000},
                     "Events per answer (100).",
                 ),
-                _query(
-                    "type",
-                    {"type": "array", "items": {"type": "string"}},
-                    "Event types, or prefixes like `registry.tag.*` (repeatable); "
-                    "one that names no type is a 400.",
-                ),
-                _query("subject", {"type": "string"}, "The event subject, exactly."),
-                _query(
-                    "source",
-                    {"type": "string", "enum": ["/registry-mirror/ingest", "/registry-mirror/api"]},
-                    "The writer of the change.",
-                ),
+                *EVENT_FILTERS,
             ],
             "responses": {"200": _json(_ref("Events")), **ERRORS},
+        }
+    },
+    "/mirror/v1/events/stream": {
+        "get": {
+            "operationId": "streamEvents",
+            "summary": (
+                "The change events as Server-Sent Events, without end: each message's `id` is "
+                "the event's cursor and its `data` the structured CloudEvent on one line; "
+                "`: heartbeat` comments when idle. A reconnect with `Last-Event-ID` resumes "
+                "right after that event (no gap, no repeat)."
+            ),
+            "parameters": [
+                _query(
+                    "after",
+                    {"type": "string", "pattern": "^([0-9]{0,18}|latest)$"},
+                    "Start after this cursor; absent or `latest`: from the end.",
+                ),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "description": "The last cursor received; it wins over `after`.",
+                },
+                *EVENT_FILTERS,
+            ],
+            "responses": {
+                "200": {
+                    "description": "An endless event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **ERRORS,
+            },
         }
     },
     "/mirror/v1/stats": {

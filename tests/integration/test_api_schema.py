@@ -56,12 +56,19 @@ async def api_url(settings: Settings, db_pool: asyncpg.Pool) -> AsyncIterator[st
             await server.close()
 
 
+def _streams(operation: dict) -> bool:
+    return "text/event-stream" in operation.get("responses", {}).get("200", {}).get("content", {})
+
+
 def run_schemathesis(base_url: str) -> list[str]:
     """Every operation of the served schema, a bounded number of examples each (blocking)."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 10
+    # An endless event stream cannot be checked by a call that waits for its end; its
+    # answers are tested in test_events_stream.py and its heads by test_api_fuzz.py.
+    operations = [op for op in operations if not _streams(op.definition.raw)]
     for operation in operations:
 
         @given(case=operation.as_strategy())
