@@ -9,6 +9,10 @@
 --    written (type_code is NOT NULL): add it here, at the end, with its schema.
 -- 2. event_id loses its UNIQUE index (~40 bytes a row): it is a random UUID
 --    (gen_random_uuid), looked up by nothing; consumers drop duplicates by it.
+-- 3. The feed's subject lookups (key = $n, a subject's few events sorted by id)
+--    read a hash index of the key instead of the btree on (key, id) from sql/070:
+--    a 4-byte hash code an entry instead of the key's text (a blob digest is 71
+--    characters): 117 -> ~25 bytes an event.
 ALTER TABLE outbox
     ADD COLUMN type_code smallint,
     ADD COLUMN source_code smallint,
@@ -51,6 +55,9 @@ ALTER TABLE outbox
     ADD COLUMN source text GENERATED ALWAYS AS (
         coalesce((ARRAY['/registry-mirror/ingest', '/registry-mirror/api']::text[])[source_code],
                  other_source)) VIRTUAL;
+
+DROP INDEX outbox_key_id;
+CREATE INDEX outbox_key_hash ON outbox USING hash (key);
 
 -- The UPDATE wrote every row again: rewrite the table compactly now, not at the
 -- next vacuum (CLUSTER, as VACUUM FULL cannot run in the migration's transaction).

@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
-from mirror.api.events_feed import SELECT_EVENTS
+from mirror.api.events_feed import SELECT_EVENTS, SELECT_EVENTS_OF_SUBJECT
 from mirror.events.envelope import to_kafka_record, to_structured
 from mirror.events.pending import claim_outbox_batch
 from mirror.model import Event, EventType
@@ -140,3 +140,22 @@ async def test_upgrade_keeps_every_event_byte_for_byte(old_outbox: asyncpg.Conne
         "SELECT count(*) FROM pg_indexes WHERE tablename = 'outbox' AND indexdef LIKE '%event_id%'"
     )
     assert unique == 0
+
+
+async def test_a_subject_is_found_by_the_hash_index(db_pool: asyncpg.Pool) -> None:
+    events = _events()
+    async with db_pool.acquire() as conn:
+        async with conn.transaction():
+            await append_events(conn, events)
+        await conn.execute("ANALYZE outbox")
+        await conn.execute("SET enable_seqscan = off")  # a tiny table: show the index serves it
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                f"EXPLAIN {SELECT_EVENTS_OF_SUBJECT}", 0, None, None, 10, "subject-3"
+            )
+        )
+        rows = await conn.fetch(SELECT_EVENTS_OF_SUBJECT, 0, None, None, 10, "subject-3")
+    assert "outbox_key_hash" in plan, plan
+    assert [r["key"] for r in rows] == ["subject-3"] * 3
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
