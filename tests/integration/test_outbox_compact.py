@@ -136,6 +136,19 @@ async def test_upgrade_keeps_every_event_byte_for_byte(old_outbox: asyncpg.Conne
     assert [(r["type"], r["source"]) for r in reversed(last)] == [
         (e.type.value, e.source) for e in events[:2]
     ]
+    # sql/095 on the same upgrade: the images indexes a query needs (docs/INDEXES.md)
+    indexes = await old_outbox.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'images'")
+    assert sorted(r["indexname"] for r in indexes) == [
+        "images_folder_id",
+        "images_folder_registry",
+        "images_pkey",
+        "images_registry_created",
+        "images_registry_digest",
+        "images_registry_id",
+        "images_registry_name",
+        "images_registry_name_created",
+        "images_registry_name_digest",
+    ]
     unique = await old_outbox.fetchval(
         "SELECT count(*) FROM pg_indexes WHERE tablename = 'outbox' AND indexdef LIKE '%event_id%'"
     )
