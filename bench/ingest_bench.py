@@ -181,6 +181,48 @@ async def index_state(dsn: str) -> dict[str, int]:
     return dict(row)
 
 
+# The biggest relations of the index: each table with its indexes and TOAST.
+BIGGEST_RELATIONS = """
+SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY bytes DESC, name
+LIMIT $1
+"""
+DATABASE_SIZE = "SELECT pg_database_size(current_database())"
+TOP_RELATIONS = 5
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The database's size without WAL after the first mirror, and its biggest tables."""
+
+    database_bytes: int
+    images: int
+    biggest: tuple[tuple[str, int], ...]
+
+    @property
+    def kb_per_image(self) -> float:
+        return self.database_bytes / 1024 / self.images if self.images else 0.0
+
+    def relations_text(self) -> str:
+        return ", ".join(f"{name} {size / 2**20:.0f}" for name, size in self.biggest)
+
+
+async def footprint(dsn: str, images: int) -> Footprint:
+    """Vacuum and checkpoint as ``mirror run`` does after a first mirror, then measure."""
+    from mirror.store.embedded import release_wal
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await release_wal(conn)
+        size = await conn.fetchval(DATABASE_SIZE)
+        rows = await conn.fetch(BIGGEST_RELATIONS, TOP_RELATIONS)
+    finally:
+        await conn.close()
+    return Footprint(int(size), images, tuple((r["name"], int(r["bytes"])) for r in rows))
+
+
 async def create_database(admin_dsn: str) -> str:
     name = new_database_name("bench")
     conn = await asyncpg.connect(admin_dsn)
@@ -218,9 +260,10 @@ def bench_server(database_url: str | None) -> Iterator[str]:
 
 def run_size(
     admin_dsn: str, images: int, runs: int, *, use_replay: bool = False
-) -> tuple[list[Pass], list[Pass]]:
+) -> tuple[list[Pass], list[Pass], list[Footprint]]:
     firsts: list[Pass] = []
     resyncs: list[Pass] = []
+    sizes: list[Footprint] = []
     for run in range(runs):
         dsn = asyncio.run(create_database(admin_dsn))
         try:
@@ -234,6 +277,7 @@ def run_size(
                 # `--once` folds the stats to the end before it exits: exact now
                 state = asyncio.run(index_state(dsn))
                 assert state["pending"] == 0 and state["stats_images"] == images, state
+                size = asyncio.run(footprint(dsn, images))
                 resync = ingest_pass(url, dsn, scopes)
                 assert resync.created == 0 and resync.errors == 0
                 # an unchanged re-sync writes no change, no event, no fold
@@ -242,29 +286,41 @@ def run_size(
             asyncio.run(drop_database(admin_dsn, dsn))
         firsts.append(first)
         resyncs.append(resync)
+        sizes.append(size)
         print(
             f"{images:>9,} run {run + 1}/{runs}: first {first.rate:>9,.0f}/s "
             f"({first.seconds:.1f}s, {first.peak_rss_mb:.0f} MB; settled {first.settled_rate:,.0f}/s, "
             f"{first.wall:.1f}s wall)  re-sync {resync.rate:>9,.0f}/s "
-            f"({resync.seconds:.1f}s, {resync.peak_rss_mb:.0f} MB)",
+            f"({resync.seconds:.1f}s, {resync.peak_rss_mb:.0f} MB)\n"
+            f"{'':>9} database {size.database_bytes / 2**20:,.1f} MB without WAL, "
+            f"{size.kb_per_image:.2f} KB per image; biggest (MB): {size.relations_text()}",
             flush=True,
         )
-    return firsts, resyncs
+    return firsts, resyncs, sizes
 
 
 def median(passes: list[Pass], attr: str) -> float:
     return statistics.median(getattr(p, attr) for p in passes)
 
 
+OLD_HEADER = (
+    "| date | command | images | runs | first mirror images/s | first peak RSS MB "
+    "| re-sync images/s | re-sync peak RSS MB | load avg (1 min) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+)
+HEADER = (
+    "| date | command | images | runs | first mirror images/s | first peak RSS MB "
+    "| re-sync images/s | re-sync peak RSS MB | load avg (1 min) "
+    "| database after the first mirror, MB without WAL (KB per image) | biggest relations MB |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+)
+
+
 def record(rows: list[str], command: str) -> None:
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n")
     text = RESULTS.read_text()
-    header = (
-        "| date | command | images | runs | first mirror images/s | first peak RSS MB "
-        "| re-sync images/s | re-sync peak RSS MB | load avg (1 min) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
-    )
+    header = HEADER
     if SECTION not in text:
         text = text.rstrip("\n") + (
             f"\n\n{SECTION}\n\n`bench/ingest_bench.py`: simulator in its own process, "
@@ -274,6 +330,8 @@ def record(rows: list[str], command: str) -> None:
         )
     # the new rows go after the last row of the results table, the one under the
     # header (older rows are kept; other tables in the section are left alone)
+    if OLD_HEADER in text:  # rows from before the footprint columns keep empty cells
+        text = text.replace(OLD_HEADER, HEADER, 1)
     start = text.index(SECTION)
     next_section = text.find("\n## ", start + len(SECTION))
     end = len(text) if next_section == -1 else next_section
@@ -308,13 +366,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with bench_server(args.database_url) as admin_dsn:
         for size, n in zip(sizes, runs, strict=True):
-            firsts, resyncs = run_size(admin_dsn, size, n, use_replay=args.replay)
+            firsts, resyncs, footprints = run_size(admin_dsn, size, n, use_replay=args.replay)
             load = os.getloadavg()[0]
+            middle = sorted(footprints, key=lambda f: f.database_bytes)[len(footprints) // 2]
             rows.append(
                 f"| {datetime.now(UTC):%Y-%m-%d} | `{command.strip()}` "
                 f"| {size:,}{' (replay)' if args.replay else ''} | {n} "
                 f"| {median(firsts, 'rate'):,.0f} | {median(firsts, 'peak_rss_mb'):.0f} "
-                f"| {median(resyncs, 'rate'):,.0f} | {median(resyncs, 'peak_rss_mb'):.0f} | {load:.1f} |"
+                f"| {median(resyncs, 'rate'):,.0f} | {median(resyncs, 'peak_rss_mb'):.0f} | {load:.1f} "
+                f"| {middle.database_bytes / 2**20:,.0f} ({middle.kb_per_image:.2f}) "
+                f"| {middle.relations_text()} |"
             )
             print(rows[-1], flush=True)
     if not args.no_record:

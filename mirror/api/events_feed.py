@@ -59,7 +59,7 @@ WHERE id > $1 {_FILTERS}
 ORDER BY id
 LIMIT $4
 """
-# One subject: served by outbox_key_id (sql/070).
+# One subject: its few events found by outbox_key_hash (sql/096), then sorted by id.
 SELECT_EVENTS_OF_SUBJECT = f"""
 SELECT {_COLUMNS}
 FROM outbox

@@ -148,7 +148,7 @@ def list_sql(shape: ListShape) -> str:
             f"WHERE folder_registries.registry_id IS NOT NULL\n"
             f"ORDER BY {order_by} LIMIT {limit}"
         )
-    return _page([scope, *excluded], shape.order, cursor, limit, prefix)
+    return _page([scope, *excluded], shape.order, cursor, limit, prefix, _lead_descending(shape))
 
 
 def _same(column: str, value: str) -> str:
@@ -163,19 +163,36 @@ def _same(column: str, value: str) -> str:
     return f"{column} >= {value} AND {column} <= {value}"
 
 
+def _lead_descending(shape: ListShape) -> bool:
+    """Whether the first sort key that varies in the scope is descending.
+
+    In a repository scope ``name`` is constant: an order led by ``name DESC`` is
+    read in the direction of the key after it (or of ``id``), so that the
+    ``(registry_id, name, <key>, id)`` index serves it forward or backward.
+    """
+    for key in shape.order:
+        if shape.scope is ScopeKind.REPOSITORY and key.field is SortField.NAME:
+            continue
+        return key.descending
+    return False
+
+
 def _page(
     conditions: list[str],
     order: tuple[SortKey, ...],
     cursor: list[str] | None,
     limit: str,
     prefix: str | None,
+    lead_descending: bool | None = None,
 ) -> str:
     where = " AND ".join(conditions)
     order_by = _order_by(order)
     if prefix is not None:
         # The constant scope column leads the order in the first key's direction, so
         # that a descending order is a backward scan of an ascending index.
-        leading = "DESC" if order and order[0].descending else "ASC"
+        if lead_descending is None:
+            lead_descending = bool(order) and order[0].descending
+        leading = "DESC" if lead_descending else "ASC"
         order_by = f"{prefix} {leading}, {order_by}"
     if cursor is None:
         return f"SELECT {SELECT_LIST} FROM images WHERE {where} ORDER BY {order_by} LIMIT {limit}"

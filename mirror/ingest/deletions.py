@@ -64,9 +64,12 @@ WHERE i.registry_id IN (SELECT registry_id FROM registries WHERE folder_id = $1)
 INSERT INTO ingest_missing (id)
 SELECT i.id FROM images AS i WHERE i.registry_id = $1 AND {_NOT_SEEN}
 """,
+    # A repository is named <registryId>/<path>: its images are a range of the
+    # (registry_id, name, ...) List indexes (there is no index led by name).
     ScopeKind.REPOSITORY: f"""
 INSERT INTO ingest_missing (id)
-SELECT i.id FROM images AS i WHERE i.name = $1 AND {_NOT_SEEN}
+SELECT i.id FROM images AS i
+WHERE i.registry_id = split_part($1, '/', 1) AND i.name = $1 AND {_NOT_SEEN}
 """,
 }
 NEXT_MISSING = "SELECT id FROM ingest_missing WHERE id > $1 ORDER BY id LIMIT $2"

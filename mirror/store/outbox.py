@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 import orjson
 
-from mirror.model import Event
+from mirror.model import Event, EventType
 
 # Outbox writers serialise on this transaction-level lock, taken just before
 # their inserts: ids are then drawn in commit order, so a reader following
@@ -16,14 +16,35 @@ from mirror.model import Event
 OUTBOX_LOCK_KEY = 0x6D69_7272_6F72_0002
 
 LOCK_OUTBOX = "SELECT pg_advisory_xact_lock($1)"
+# A row stores the type's code and, for the mirror's own writers, the source's code;
+# type, topic and source are generated columns that map them back (sql/096: the
+# same lists in the same order; a type is added at the end, there and here).
+TYPE_CODES = (
+    EventType.IMAGE_CREATED,
+    EventType.IMAGE_UPDATED,
+    EventType.IMAGE_DELETED,
+    EventType.BLOB_ADDED,
+    EventType.BLOB_ORPHANED,
+    EventType.TAG_ADDED,
+    EventType.TAG_REMOVED,
+)
+SOURCE_CODES = ("/registry-mirror/ingest", "/registry-mirror/api")
+
+
+def _array(values: Iterable[str]) -> str:
+    """A text[] literal of known, quote-free values."""
+    return "ARRAY[" + ", ".join(f"'{v}'" for v in values) + "]::text[]"
+
+
 # The payloads go as text[] and become json in the statement: a json[] parameter
 # would take the pool's text-format json codec, and asyncpg would send the whole
 # array as one quoted, escaped literal for the server to parse back.
-INSERT_EVENTS = """
-INSERT INTO outbox (topic, key, type, source, data)
-SELECT e.topic, e.key, e.type, e.source, e.data::json
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-     AS e (topic, key, type, source, data)
+INSERT_EVENTS = f"""
+INSERT INTO outbox (key, type_code, source_code, other_source, data)
+SELECT e.key, array_position({_array(TYPE_CODES)}, e.type),
+       s.code, CASE WHEN s.code IS NULL THEN e.source END, e.data::json
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e (key, type, source, data)
+CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS code) AS s
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
 
@@ -37,7 +58,6 @@ async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> No
     await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
     await conn.execute(
         INSERT_EVENTS,
-        [e.topic for e in events],
         [e.subject for e in events],
         [e.type.value for e in events],
         [e.source for e in events],

@@ -86,8 +86,8 @@ async def test_a_change_is_behind_until_folded(api, db_pool: asyncpg.Pool) -> No
         writer = IndexWriter(conn)
         await writer.push([more])
         await conn.execute(
-            "INSERT INTO outbox (topic, key, type, source, data) "
-            "VALUES ('images', $1, 'test', 'test', '{}')",
+            "INSERT INTO outbox (key, type_code, other_source, data) "
+            "VALUES ($1, 2, 'test', '{}')",  # registry.image.updated (sql/096)
             more.id,
         )
         event = await conn.fetchval("SELECT max(id) FROM outbox")
