@@ -196,7 +196,11 @@ def _after(order: tuple[SortKey, ...], cursor: list[str]) -> list[str]:
     descending = [key.descending for key in order] + [False]
     branches = []
     for depth in range(len(columns) - 1, -1, -1):
-        equal = [f"{columns[i]} = {cursor[i]}" for i in range(depth)]
+        # The tie prefix as closed ranges (see _same): as equalities, a frequent name
+        # was estimated at a few dozen rows and the planner read every row of its group
+        # after the cursor by bitmap, then sorted them (100,000 images: 325 rows,
+        # 1.7-4.5 ms), instead of the first ``limit`` in index order (0.3 ms).
+        equal = [_same(columns[i], cursor[i]) for i in range(depth)]
         beyond = f"{columns[depth]} {'<' if descending[depth] else '>'} {cursor[depth]}"
         branches.append(" AND ".join([*equal, beyond]))
     return branches
