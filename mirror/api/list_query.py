@@ -198,8 +198,8 @@ def _after(order: tuple[SortKey, ...], cursor: list[str], *, ranged_ties: bool) 
     ``ranged_ties``: the tie prefix as closed ranges (see ``_same``), for a scan whose
     scope is one too. As equalities, a frequent name was estimated at a few dozen rows
     and the planner read every row of its group after the cursor by bitmap, then
-    sorted them (100,000 images: 325 rows, 1.7-4.5 ms alone) instead of the first
-    ``limit`` in index order (0.3 ms). Not in the merges of a folder's registries or
+    sorted them (100,000 images: 325 rows read, 1.2-1.6 ms planned and run) instead
+    of the first ``limit`` in index order (0.7-0.8 ms; bench/RESULTS.md). Not in the merges of a folder's registries or
     of a filter's repositories, whose scope is a run-time value: there the ranges
     were measured slower (folder, ``name desc, created_at`` after 450 rows: 2.0-3.6
     -> 2.8-5.1 ms), so those keep plain equalities.
