@@ -97,6 +97,7 @@ SELECT_FOLDERS = (
 HAS_STATS_REBUILD = "SELECT to_regprocedure('stats_rebuild()') IS NOT NULL"
 STATS_EMPTY = "SELECT NOT EXISTS (SELECT 1 FROM stats_images)"
 STATS_REBUILD = "SELECT stats_rebuild()"
+SELECT_BACKEND_PID = "SELECT pg_backend_pid()"
 
 
 def wrk_missing_line() -> str:
@@ -228,7 +229,8 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of the process tree (system: the kernel's share, e.g.
-    sending the answers through the loopback TCP stack)."""
+    sending the answers through the loopback TCP stack), with those of its children that
+    exited (PostgreSQL's backends: a connection closed during the measure still counts)."""
     ticks = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
     for p in process_tree(pid):
@@ -236,9 +238,30 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        user += int(fields[11]) / ticks
-        system += int(fields[12]) / ticks
+        user += (int(fields[11]) + int(fields[13])) / ticks
+        system += (int(fields[12]) + int(fields[14])) / ticks
     return user, system
+
+
+async def postmaster_pid(dsn: str) -> int | None:
+    """The PostgreSQL server's main process when it runs on this machine (its backends are its
+    children), else None: its CPU is then not measured."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = await conn.fetchval(SELECT_BACKEND_PID)
+        return await asyncio.to_thread(parent_process, backend)  # while the backend lives
+    finally:
+        await conn.close()
+
+
+def parent_process(backend: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        parent = int(fields[1])
+        command = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return parent if b"postgres" in command else None
 
 
 # -- the clients ---------------------------------------------------------------------------
@@ -348,12 +371,30 @@ class Run:
     outcome: Outcome
     server_rss: tuple[float, float]
     server_cpu: tuple[float, float]  # user, system CPU seconds during the measure
+    database_cpu: tuple[float, float] | None  # the same for PostgreSQL (None: not on this machine)
 
     @property
     def server_share(self) -> str:
         user, system = self.server_cpu
         seconds = self.outcome.seconds
         return f"{(user + system) / seconds:.0%} ({system / seconds:.0%} system)"
+
+    @property
+    def database_share(self) -> str:
+        if self.database_cpu is None:
+            return "not measured"
+        return f"{sum(self.database_cpu) / self.outcome.seconds:.0%}"
+
+    @property
+    def cpu_per_request(self) -> str:
+        """CPU milliseconds a request: server, PostgreSQL, load generator (the 2 cores' budget
+        at 3,000 requests/s is 0.67 ms for all three)."""
+        requests = max(1, self.outcome.requests)
+        parts = [f"server {sum(self.server_cpu) / requests * 1000:.2f}"]
+        if self.database_cpu is not None:
+            parts.append(f"PostgreSQL {sum(self.database_cpu) / requests * 1000:.2f}")
+        parts.append(f"client {self.outcome.client_cpu / requests * 1000:.2f}")
+        return ", ".join(parts) + " ms"
 
     def line(self) -> str:
         o = self.outcome
@@ -365,7 +406,8 @@ class Run:
             f"blobs {p50_p99(o.of(['blob']))} ms, stats {p50_p99(o.of(['stats']))} ms (p50 / p99); "
             f"errors {errors} {dict(o.errors)}; server RSS {self.server_rss[0]:.0f} MB (peak {self.server_rss[1]:.0f}), "
             f"server CPU {self.server_share} of a core, "
-            f"client CPU {o.client_cpu / o.seconds:.0%}"
+            f"PostgreSQL CPU {self.database_share}, "
+            f"client CPU {o.client_cpu / o.seconds:.0%}; CPU a request: {self.cpu_per_request}"
         )
 
 
@@ -386,6 +428,7 @@ def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -
         f"| {run.server_share} / {o.client_cpu / o.seconds:.0%} "
         f"| {'yes' if met else 'no'} "
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
+        f"PostgreSQL CPU {run.database_share}; CPU a request: {run.cpu_per_request}; "
         f"one server process; Python {sys.version.split()[0]} |"
     )
 
@@ -400,7 +443,8 @@ def write_row(row: str) -> None:
         "by the client, per kind; errors = non-200 answers, socket errors and requests wrk asked "
         "for but never answered (`no answer`: it re-asks when a write must be retried); RSS of the server "
         "process(es) at the end (peak); CPU = the server's (its kernel share in brackets) and the "
-        "load generator's share of one core during the measure. Load generator: `wrk` (C; `apt-get install wrk`) with "
+        "load generator's share of one core during the measure (notes: PostgreSQL's, and the CPU "
+        "milliseconds a request of each). Load generator: `wrk` (C; `apt-get install wrk`) with "
         "`bench/load_mix.lua`, one connection a thread. Budget: >= 3,000 requests/s, Get p99 "
         "<= 25 ms, List p99 <= 50 ms.\n\n"
         "| date | command | images | client | clients x time | requests/s | Get | List "
@@ -463,12 +507,20 @@ def main(argv: list[str]) -> int:
                         return run_wrk(base, targets_file, args.clients, seconds, args.seed)
                     return asyncio.run(run_python(base, targets, args.clients, seconds, args.seed))
 
+                database = asyncio.run(postmaster_pid(dsn))
                 if args.warmup > 0:
                     measure(args.warmup)
                 user, system = cpu_seconds(server.pid)
+                db_before = cpu_seconds(database) if database else (0.0, 0.0)
                 outcome = measure(args.seconds)
                 user_after, system_after = cpu_seconds(server.pid)
-                run = Run(outcome, rss_mb(server.pid), (user_after - user, system_after - system))
+                db_after = cpu_seconds(database) if database else (0.0, 0.0)
+                run = Run(
+                    outcome,
+                    rss_mb(server.pid),
+                    (user_after - user, system_after - system),
+                    (db_after[0] - db_before[0], db_after[1] - db_before[1]) if database else None,
+                )
         finally:
             if not args.keep:
                 asyncio.run(drop_database(admin_dsn, args.images, args.seed))

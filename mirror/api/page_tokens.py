@@ -122,7 +122,8 @@ class PageTokenCodec:
         raise InvalidArgument(INVALID_TOKEN_MESSAGE)
 
     def _mac(self, fingerprint: bytes, body: bytes) -> bytes:
-        return hmac.new(self._secret, fingerprint + body, hashlib.sha256).digest()[:MAC_BYTES]
+        # hmac.digest: the one-shot C path (~30 % less time than hmac.new(...).digest()).
+        return hmac.digest(self._secret, fingerprint + body, "sha256")[:MAC_BYTES]
 
 
 def query_fingerprint(*parts: str) -> bytes:
