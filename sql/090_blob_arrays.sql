@@ -1,0 +1,96 @@
+-- Fewer and smaller rows (issue 15): an image's blob references move onto its
+-- own row as arrays, and blob digests are stored as 32 bytes instead of the
+-- 71-character text "sha256:<64 hex>".
+--
+-- image_blobs held ~8.5 rows per image (~435 bytes a row with its two indexes:
+-- about 3.6 KB per image, more than the upstream's JSON). Now:
+--   images.blob_digests  bytea[]  the config (when it has a digest) then the
+--                                 layers in order, as mirror_digest_key below
+--   images.blob_sizes    bigint[] their sizes, same order
+--   images.blob_config   boolean  whether blob_digests[1] is the config
+-- A blob's id (per registry) stays in the image's doc, where the API reads it;
+-- the image's registry is images.registry_id. "Which images hold a blob" is a
+-- GIN index over blob_digests (images_blob_digests).
+--
+-- Digests: blobs, the stats tables and the stats change log keep the 32-byte
+-- key. Every digest the ingest accepts is "sha256:" and 64 lower-case hex
+-- digits (mirror/upstream/messages.py); any other text (an index written before
+-- that check, or by hand) is kept losslessly as its UTF-8 bytes padded with
+-- NUL to at least 33 bytes, so a key of 32 bytes is always a sha256. Python
+-- converts at the edges (mirror.model.digest_key / digest_text), SQL with the
+-- two functions below.
+--
+-- The stats aggregates are recomputed from the new arrays by the routine file
+-- (stats_folded.rebuild_pending), keeping what scopes referenced once.
+
+CREATE FUNCTION mirror_digest_key(digest text) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN CASE WHEN digest ~ '^sha256:[0-9a-f]{64}$' THEN decode(substr(digest, 8), 'hex')
+            ELSE convert_to(digest, 'UTF8')
+                 || decode(repeat('00', greatest(0, 33 - octet_length(digest))), 'hex')
+       END;
+
+CREATE FUNCTION mirror_digest_text(digest bytea) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN CASE WHEN octet_length(digest) = 32 THEN 'sha256:' || encode(digest, 'hex')
+            ELSE convert_from(rtrim(digest, '\x00'::bytea), 'UTF8')
+       END;
+
+-- Nothing may be lost: every image_blobs row has its image (the writers delete
+-- the rows first) and a config row is the image's first.
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM image_blobs b WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = b.image_id);
+    IF n > 0 THEN
+        RAISE EXCEPTION '% image_blobs row(s) name no image: delete them (and lower blobs.ref_count by as many) before upgrading', n;
+    END IF;
+    SELECT count(*) INTO n FROM image_blobs c
+    WHERE c.kind = 'c'
+      AND EXISTS (SELECT 1 FROM image_blobs o WHERE o.image_id = c.image_id AND o.position < c.position);
+    IF n > 0 THEN
+        RAISE EXCEPTION '% image_blobs config row(s) are not their image''s first row: the arrays cannot say so', n;
+    END IF;
+END
+$$;
+
+ALTER TABLE images
+    ADD COLUMN blob_digests bytea[] NOT NULL DEFAULT '{}',
+    ADD COLUMN blob_sizes bigint[] NOT NULL DEFAULT '{}',
+    ADD COLUMN blob_config boolean NOT NULL DEFAULT false;
+
+UPDATE images AS i
+SET blob_digests = b.digests, blob_sizes = b.sizes, blob_config = b.config
+FROM (SELECT image_id,
+             array_agg(mirror_digest_key(digest) ORDER BY position) AS digests,
+             array_agg(size ORDER BY position) AS sizes,
+             (array_agg(kind ORDER BY position))[1] = 'c' AS config
+      FROM image_blobs GROUP BY image_id) AS b
+WHERE i.id = b.image_id;
+
+DROP TABLE image_blobs;
+DROP FUNCTION IF EXISTS stats_log_image_blobs();
+DROP FUNCTION IF EXISTS stats_chain_part(text);   -- a layer's chain key is now the md5 of its 32-byte key
+
+CREATE INDEX images_blob_digests ON images USING gin (blob_digests);
+
+ALTER TABLE blobs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
+ALTER TABLE stats_registry_refs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
+ALTER TABLE stats_folder_refs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
+ALTER TABLE stats_repository_refs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
+ALTER TABLE stats_lone_digests ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
+
+-- The change log: a row's blob references as the image row holds them (config
+-- flag instead of a per-blob layer flag). Rows not folded yet are converted.
+ALTER TABLE stats_changes ADD COLUMN config boolean NOT NULL DEFAULT false,
+                          ADD COLUMN digest_keys bytea[];
+UPDATE stats_changes
+SET config = coalesce(NOT layer[1], false),
+    digest_keys = ARRAY(SELECT mirror_digest_key(u.d) FROM unnest(digests) WITH ORDINALITY AS u(d, o)
+                        ORDER BY u.o)
+WHERE digests IS NOT NULL;
+ALTER TABLE stats_changes DROP COLUMN layer, DROP COLUMN digests;
+ALTER TABLE stats_changes RENAME COLUMN digest_keys TO digests;
+
+UPDATE stats_folded SET rebuild_pending = true;
