@@ -26,6 +26,10 @@
 --   stats_registry_folders the folder of each registry as far as known.
 --   stats_folded           up to where all of the above is exact.
 
+-- The fold's batch table is per session, shaped like stats_changes when it was
+-- made: the session applying this file may have folded under an older shape.
+DROP TABLE IF EXISTS pg_temp.stats_batch;
+
 -- The 8-byte key of one layer digest (its 32-byte key, sql/090) in a chain.
 CREATE OR REPLACE FUNCTION stats_chain_part(digest bytea) RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

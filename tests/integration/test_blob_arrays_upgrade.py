@@ -110,9 +110,12 @@ def all_scopes() -> list[Scope | None]:
     return scopes
 
 
-async def api_answers(settings: Settings, pool: asyncpg.Pool) -> dict[str, bytes]:
-    """Every List page (each scope and order, small pages, tokens followed) and every Get,
-    as the raw bytes the API answers."""
+async def api_answers(
+    settings: Settings, pool: asyncpg.Pool, *, blobs: bool = True
+) -> dict[str, bytes]:
+    """Every List page (each scope and order, small pages, tokens followed), every Get and
+    (with ``blobs``: this code's endpoint needs the new schema) every blob, as the raw bytes
+    the API answers."""
     list_queries = [f"registryId={r}" for r in REGISTRIES]
     list_queries += [f"folderId={f}" for f in FOLDERS]
     list_queries += ["registryId=crpreg1&repositoryName=crpreg1/app"]
@@ -144,7 +147,7 @@ async def api_answers(settings: Settings, pool: asyncpg.Pool) -> dict[str, bytes
             for image in (BASE, APP, TWICE, OTHER, BARE, GONE):
                 async with session.get(f"{base}/container-registry/v1/images/{image.id}") as r:
                     answers[f"get {image.id}"] = (await r.read()) if r.status == 200 else b"404"
-            for digest in [*D[:10], ODD, D[15]]:
+            for digest in [*D[:10], ODD, D[15]] if blobs else []:
                 async with session.get(f"{base}/mirror/v1/blobs/{digest}") as r:
                     answers[f"blob {digest}"] = (await r.read()) if r.status == 200 else b"404"
     finally:
@@ -189,7 +192,7 @@ async def test_upgrade_keeps_every_answer(index_080: OldIndex) -> None:
         assert stats_before[str(scope)] == writer.reference.stats(scope), scope
     blobs_before = await blob_answers_before(conn)
     assert set(blobs_before) == {*D[:10], ODD}
-    api_before = await api_answers(index_080.settings, index_080.pool)
+    api_before = await api_answers(index_080.settings, index_080.pool, blobs=False)
 
     applied = await apply_migrations(conn, SQL_DIR)
     names = [step.name for step in applied]
@@ -198,7 +201,7 @@ async def test_upgrade_keeps_every_answer(index_080: OldIndex) -> None:
 
     # the shape: arrays on the image row, 32-byte keys, no image_blobs
     assert await conn.fetchval("SELECT to_regclass('image_blobs') IS NULL")
-    assert await conn.fetchval(BLOB_REFERENCES) == references_before == 18
+    assert await conn.fetchval(BLOB_REFERENCES) == references_before == 15
     assert await ref_count_mismatches(conn) == 0
     row = await conn.fetchrow(
         "SELECT blob_digests, blob_sizes, blob_config FROM images WHERE id = $1", TWICE.id
@@ -212,10 +215,8 @@ async def test_upgrade_keeps_every_answer(index_080: OldIndex) -> None:
 
     # every answer the same: List pages and Gets byte for byte, blobs, stats
     api_after = await api_answers(index_080.settings, index_080.pool)
-    assert api_after.keys() == api_before.keys()
+    assert {k for k in api_after if not k.startswith("blob ")} == api_before.keys()
     for key, body in api_before.items():
-        if key.startswith("blob "):
-            continue
         assert api_after[key] == body, key
     for digest, expected in blobs_before.items():
         assert orjson.loads(api_after[f"blob {digest}"]) == expected, digest
