@@ -179,11 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--top", type=int, default=15, help="statements to show")
+    parser.add_argument("--keep", type=Path, help="keep the server's data in this new folder")
     args = parser.parse_args(argv)
 
     from mirror.store.embedded import EmbeddedPostgres
 
-    data_dir = Path(tempfile.mkdtemp(prefix="mirror-profile-pg-"))
+    data_dir = args.keep or Path(tempfile.mkdtemp(prefix="mirror-profile-pg-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
     server = EmbeddedPostgres(data_dir)
     try:
         admin = server.start()
@@ -215,9 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         print("which images hold a blob (first page of 100):")
         for line in asyncio.run(blob_lookups(dsn)):
             print(line)
+        if args.keep:
+            print(f"kept: {dsn} (data in {data_dir})")
     finally:
         server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def _execute(dsn: str, sql: str) -> None:

@@ -57,14 +57,15 @@ DEADLOCK_RETRIES = 5
 
 # The walk's session commits without waiting for the WAL flush: a crash can lose
 # the last few page merges, but each with its events (same transaction), and the
-# next walk redoes them. Reset when the connection goes back to the pool.
+# next walk redoes them. Reset when the connection goes back to the pool. Staged
+# rows are not compressed (toast_tuple_target: see sql/090).
 CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
     created_at text, created_ns bigint, tags text[], doc text, content_hash bytea,
     blob_digests bytea[], blob_sizes bigint[], blob_config boolean
-) ON COMMIT DELETE ROWS;
+) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
 TRUNCATE ingest_walk_seen;
 """
