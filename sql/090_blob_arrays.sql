@@ -80,8 +80,9 @@ CREATE INDEX images_blob_digests ON images USING gin (blob_digests) WITH (gin_pe
 
 -- The arrays take an image row past 2 KB (~2,040 bytes for the simulator's images),
 -- where PostgreSQL tries to compress the doc on every write: it fails (random hex
--- digests and ids do not compress by a quarter) and costs ~150 µs an image. Rows stay
--- inline and uncompressed up to a page (larger ones are still compressed and moved).
+-- digests and ids do not compress by a quarter), and the attempt made the images
+-- upsert ~1.9x slower (bench/RESULTS.md, "Ingest"). Rows stay inline and
+-- uncompressed up to a page (larger ones are still compressed and moved).
 ALTER TABLE images SET (toast_tuple_target = 8160);
 
 ALTER TABLE blobs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
