@@ -20,8 +20,8 @@
 -- converts at the edges (mirror.model.digest_key / digest_text), SQL with the
 -- two functions below.
 --
--- The stats aggregates are recomputed from the new arrays by the routine file
--- (stats_folded.rebuild_pending), keeping what scopes referenced once.
+-- The stats tables follow in sql/091 (a separate file: an index without the stats
+-- migrations, as bench/stats_bench.py builds one, takes this one alone).
 
 CREATE FUNCTION mirror_digest_key(digest text) RETURNS bytea
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -70,8 +70,6 @@ FROM (SELECT image_id,
 WHERE i.id = b.image_id;
 
 DROP TABLE image_blobs;
-DROP FUNCTION IF EXISTS stats_log_image_blobs();
-DROP FUNCTION IF EXISTS stats_chain_part(text);   -- a layer's chain key is now the md5 of its 32-byte key
 
 -- A small pending list: GIN's default (4 MB) made every lookup scan ~200 pages of
 -- it (10 ms for a digest one image holds); without one (fastupdate off) each insert
@@ -86,21 +84,3 @@ CREATE INDEX images_blob_digests ON images USING gin (blob_digests) WITH (gin_pe
 ALTER TABLE images SET (toast_tuple_target = 8160);
 
 ALTER TABLE blobs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
-ALTER TABLE stats_registry_refs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
-ALTER TABLE stats_folder_refs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
-ALTER TABLE stats_repository_refs ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
-ALTER TABLE stats_lone_digests ALTER COLUMN digest TYPE bytea USING mirror_digest_key(digest);
-
--- The change log: a row's blob references as the image row holds them (config
--- flag instead of a per-blob layer flag). Rows not folded yet are converted.
-ALTER TABLE stats_changes ADD COLUMN config boolean NOT NULL DEFAULT false,
-                          ADD COLUMN digest_keys bytea[];
-UPDATE stats_changes
-SET config = coalesce(NOT layer[1], false),
-    digest_keys = ARRAY(SELECT mirror_digest_key(u.d) FROM unnest(digests) WITH ORDINALITY AS u(d, o)
-                        ORDER BY u.o)
-WHERE digests IS NOT NULL;
-ALTER TABLE stats_changes DROP COLUMN layer, DROP COLUMN digests;
-ALTER TABLE stats_changes RENAME COLUMN digest_keys TO digests;
-
-UPDATE stats_folded SET rebuild_pending = true;

@@ -7,7 +7,7 @@ aggregates: the first ``REPOSITORIES_SHOWN`` by name, and how many in all), and
 one page of the images that contain it, by id, with the same signed keyset
 tokens as List (``pageSize`` 1-1000, default 100).
 
-The index keeps digests as 32-byte keys (sql/090): the path's digest is turned
+The index keeps digests as 32-byte keys (sql/090, 091): the path's digest is turned
 into its key here, and back for the answer. The images that hold a blob are
 found through the GIN index over ``images.blob_digests``.
 """

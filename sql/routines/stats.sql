@@ -595,6 +595,6 @@ BEGIN
 END
 $$;
 
--- Once, after sql/080 on an index the in-transaction triggers kept, after sql/090
+-- Once, after sql/080 on an index the in-transaction triggers kept, after sql/091
 -- (blob arrays, binary digests), or on a new index.
 SELECT stats_rebuild() FROM stats_folded WHERE rebuild_pending;
