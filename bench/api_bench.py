@@ -176,7 +176,7 @@ async def prepare_database(admin_dsn: str, images: int, seed: int, keep: bool) -
         held = await conn.fetchval("SELECT count(*) FROM images")
         if held != images:
             if held:
-                await conn.execute("TRUNCATE images, image_blobs, blobs, registries CASCADE")
+                await conn.execute("TRUNCATE images, blobs, registries CASCADE")
             print(f"api bench: loading {images:,} images (COPY)", flush=True)
             seconds = await load_registry(conn, images=images, seed=seed)
             print(f"api bench: loaded in {seconds:.0f} s", flush=True)

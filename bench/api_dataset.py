@@ -16,13 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from mirror.ingest.staging import (
-    BLOB_COLUMNS,
-    IMAGE_COLUMNS,
-    blob_records,
-    image_record,
-    page_images,
-)
+from mirror.ingest.staging import IMAGE_COLUMNS, image_record, page_images
 from mirror.upstream.simulator.generator import RegistryModel
 
 CHUNK = 20_000
@@ -33,7 +27,9 @@ CREATED_NS = IMAGE_COLUMNS.index("created_ns")
 
 FILL_BLOBS = """
 INSERT INTO blobs (digest, size, ref_count)
-SELECT digest, max(size), count(*) FROM image_blobs GROUP BY digest
+SELECT u.digest, max(u.size), count(*)
+FROM images AS i CROSS JOIN LATERAL unnest(i.blob_digests, i.blob_sizes) AS u (digest, size)
+GROUP BY u.digest
 """
 FILL_REGISTRIES = """
 INSERT INTO registries (registry_id, folder_id)
@@ -51,17 +47,14 @@ def _model(images: int, seed: int) -> RegistryModel:
     return _models[key]
 
 
-def image_rows(
-    model: RegistryModel, start: int, stop: int
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The images and image_blobs rows of generated images ``start <= ref < stop``.
+def image_rows(model: RegistryModel, start: int, stop: int) -> list[tuple[Any, ...]]:
+    """The images rows (blob references included) of generated images ``start <= ref < stop``.
 
     Built by the ingest's record builders from the simulator's JSON; only
     ``created_at`` changes type: the staging table takes the upstream's text, the
     ``images`` table a timestamp (taken from ``created_ns``, the same instant).
     """
     images: list[tuple[Any, ...]] = []
-    blobs: list[tuple[Any, ...]] = []
     for sim in model.iter_images(start, stop):
         registry = sim.name.split("/", 1)[0]
         folder = model.folder_ids[model.folder_of_registry(model.registry_index(registry) or 0)]
@@ -70,11 +63,10 @@ def image_rows(
         if record[CREATED_AT] is not None:
             record[CREATED_AT] = datetime.fromtimestamp(record[CREATED_NS] // 1000 / 1e6, tz=UTC)
         images.append(tuple(record))
-        blobs.extend(blob_records(item))
-    return images, blobs
+    return images
 
 
-def _chunk(args: tuple[int, int, int, int]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _chunk(args: tuple[int, int, int, int]) -> list[tuple[Any, ...]]:
     images, seed, start, stop = args
     return image_rows(_model(images, seed), start, stop)
 
@@ -95,11 +87,8 @@ async def load_registry(
     jobs = [(images, seed, start, stop) for start, stop in _ranges(images, CHUNK)]
     done = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for image_batch, blob_batch in pool.map(_chunk, jobs):
+        for image_batch in pool.map(_chunk, jobs):
             await conn.copy_records_to_table("images", records=image_batch, columns=IMAGE_COLUMNS)
-            await conn.copy_records_to_table(
-                "image_blobs", records=blob_batch, columns=BLOB_COLUMNS
-            )
             done += len(image_batch)
             if progress:
                 rate = done / (time.perf_counter() - started)
@@ -110,6 +99,5 @@ async def load_registry(
     await conn.execute("SET session_replication_role = DEFAULT")
     await conn.execute(FILL_REGISTRIES)
     await conn.execute("ANALYZE images")
-    await conn.execute("ANALYZE image_blobs")
     await conn.execute("ANALYZE blobs")
     return time.perf_counter() - started

@@ -88,8 +88,13 @@ PAGE_SIZE = "100"
 
 SELECT_IDS = "SELECT id FROM images TABLESAMPLE SYSTEM (2) LIMIT $1"
 SELECT_FIRST_IDS = "SELECT id FROM images ORDER BY id LIMIT $1"  # a tiny index samples nothing
-SELECT_DIGESTS = "SELECT digest FROM blobs TABLESAMPLE SYSTEM (5) LIMIT $1"
-SELECT_FIRST_DIGESTS = "SELECT digest FROM blobs ORDER BY digest LIMIT $1"
+# digests are stored as 32-byte keys (sql/090): the API takes their text
+SELECT_DIGESTS = (
+    "SELECT mirror_digest_text(digest) AS digest FROM blobs TABLESAMPLE SYSTEM (5) LIMIT $1"
+)
+SELECT_FIRST_DIGESTS = (
+    "SELECT mirror_digest_text(digest) AS digest FROM blobs ORDER BY digest LIMIT $1"
+)
 SELECT_REGISTRIES = "SELECT registry_id FROM images GROUP BY 1 ORDER BY count(*) DESC LIMIT $1"
 SELECT_FOLDERS = (
     "SELECT folder_id FROM images WHERE folder_id IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC"

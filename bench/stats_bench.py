@@ -4,7 +4,7 @@
   is merged through the real page path (``mirror.ingest.merge.PageWriter``: COPY
   + set-based SQL + events, one transaction per page of 1,000, folder walks) into
   a database with every migration and routine, then into one without the stats
-  (no ``sql/04*``, ``sql/08*`` or ``sql/routines/``: no change log, no stats
+  (no ``sql/04*``, ``sql/08*``, ``sql/091`` or ``sql/routines/``: no change log, no stats
   tables or indexes); images/s of each. The database with stats is folded
   (``mirror.stats.folder.fold_once``) every ``FOLD_EVERY`` pages, as the folder
   does beside the ingest: that time is reported apart (the folder's images/s).
@@ -190,7 +190,7 @@ async def create_database(admin_dsn: str, *, with_stats: bool) -> str:
             await apply_migrations(conn)
         else:
             for migration in find_migrations():
-                if migration.name.startswith(("04", "08")):
+                if migration.name.startswith(("04", "08", "091")):
                     continue
                 async with conn.transaction():
                     await conn.execute(migration.path.read_text())

@@ -21,6 +21,35 @@ IMAGE_ID_LEN = 20
 IMAGE_ID_PREFIX = "crp"
 
 
+# Blob digests as the index stores them (sql/090_blob_arrays.sql): "sha256:" and
+# 64 lower-case hex digits as their 32 bytes; any other text as its UTF-8 bytes
+# padded with NUL to at least 33 bytes (lossless, and never 32 bytes long).
+SHA256_PREFIX = "sha256:"
+SHA256_KEY_BYTES = 32
+_OTHER_KEY_MIN = SHA256_KEY_BYTES + 1
+
+
+def digest_key(digest: str) -> bytes:
+    """The stored key of a blob digest (the SQL ``mirror_digest_key``)."""
+    if len(digest) == 71 and digest.startswith(SHA256_PREFIX):
+        hexdigits = digest[7:]
+        try:
+            key = bytes.fromhex(hexdigits)
+        except ValueError:
+            key = b""
+        if len(key) == SHA256_KEY_BYTES and key.hex() == hexdigits:
+            return key
+    raw = digest.encode()
+    return raw + b"\0" * max(0, _OTHER_KEY_MIN - len(raw))
+
+
+def digest_text(key: bytes) -> str:
+    """The digest a stored key stands for (the SQL ``mirror_digest_text``)."""
+    if len(key) == SHA256_KEY_BYTES:
+        return SHA256_PREFIX + key.hex()
+    return bytes(key).rstrip(b"\0").decode()
+
+
 @dataclass(frozen=True, slots=True)
 class Blob:
     id: str

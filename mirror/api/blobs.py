@@ -1,11 +1,15 @@
 """``GET /mirror/v1/blobs/{digest}``: one blob by digest, and the images that contain it.
 
-The answer carries the blob's size and reference count (``image_blobs`` rows:
-an image that holds the same layer twice counts twice, as the registry's own
-reference count does), the repositories that reference it (from the stats
+The answer carries the blob's size and reference count (blob references of
+images: an image that holds the same layer twice counts twice, as the registry's
+own reference count does), the repositories that reference it (from the stats
 aggregates: the first ``REPOSITORIES_SHOWN`` by name, and how many in all), and
 one page of the images that contain it, by id, with the same signed keyset
 tokens as List (``pageSize`` 1-1000, default 100).
+
+The index keeps digests as 32-byte keys (sql/090, 091): the path's digest is turned
+into its key here, and back for the answer. The images that hold a blob are
+found through the GIN index over ``images.blob_digests``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from mirror.api.query_params import single_value
 from mirror.errors import InvalidArgument, NotFound
 from mirror.events.envelope import format_time as rfc3339
 from mirror.listing import PAGE_TOKEN_MAX_LEN, parse_page_size
+from mirror.model import digest_key, digest_text
 
 BLOB_PATH = "/mirror/v1/blobs/{digest}"
 REPOSITORIES_SHOWN = 100
@@ -41,20 +46,21 @@ SELECT ARRAY(SELECT repository::text FROM stats_repository_refs
        (SELECT count(*) FROM stats_repository_refs WHERE digest = $1 AND refs > 0) AS total
 """
 SELECT_FEW_REFS_REPOSITORIES = """
-SELECT ARRAY(SELECT DISTINCT i.name::text FROM image_blobs AS b JOIN images AS i ON i.id = b.image_id
-             WHERE b.digest = $1 ORDER BY 1 LIMIT $2) AS names,
-       (SELECT count(DISTINCT i.name) FROM image_blobs AS b JOIN images AS i ON i.id = b.image_id
-        WHERE b.digest = $1) AS total
+SELECT ARRAY(SELECT DISTINCT i.name::text FROM images AS i
+             WHERE i.blob_digests @> ARRAY[$1::bytea] ORDER BY 1 LIMIT $2) AS names,
+       (SELECT count(DISTINCT i.name) FROM images AS i
+        WHERE i.blob_digests @> ARRAY[$1::bytea]) AS total
 """
 FEW_REFS = 100
-# image_blobs (digest, image_id) gives the ids in order; the docs come by primary key.
+# A rare digest: the GIN index (images_blob_digests) finds its images, then a sort
+# by id; a common one: the planner walks the primary key in id order and checks
+# each image's array (it knows common digests from the array's statistics).
 SELECT_IMAGES = """
 SELECT i.id, convert_to(i.doc::text, 'UTF8') AS doc
-FROM (SELECT DISTINCT image_id FROM image_blobs
-      WHERE digest = $1 AND image_id > $2
-      ORDER BY image_id LIMIT $3) AS b
-JOIN images AS i ON i.id = b.image_id
-ORDER BY b.image_id
+FROM images AS i
+WHERE i.blob_digests @> ARRAY[$1::bytea] AND i.id > $2
+ORDER BY i.id
+LIMIT $3
 """
 
 
@@ -68,27 +74,28 @@ async def get_blob(request: web.Request) -> web.Response:
         raise InvalidArgument(f"invalid pageToken: longer than {PAGE_TOKEN_MAX_LEN} characters")
     page_keys = request.app[PAGE_KEYS]
     fingerprint = query_fingerprint("blob", digest)
+    key = digest_key(digest)
     async with request.app[POOL].acquire() as conn:
         after = ""
         if page_token:
-            key = await page_keys.decode(conn, page_token, fingerprint)
-            if len(key) != 1 or not isinstance(key[0], str):
+            last = await page_keys.decode(conn, page_token, fingerprint)
+            if len(last) != 1 or not isinstance(last[0], str):
                 raise InvalidArgument("invalid pageToken: malformed")
-            after = key[0]
-        blob = await conn.fetchrow(SELECT_BLOB, digest)
+            after = last[0]
+        blob = await conn.fetchrow(SELECT_BLOB, key)
         if blob is None:
             raise NotFound(f"Blob {digest} not found")
-        repositories = await conn.fetchrow(SELECT_REPOSITORIES, digest, REPOSITORIES_SHOWN)
+        repositories = await conn.fetchrow(SELECT_REPOSITORIES, key, REPOSITORIES_SHOWN)
         if repositories["total"] == 0 and 0 < blob["ref_count"] <= FEW_REFS:
             repositories = await conn.fetchrow(
-                SELECT_FEW_REFS_REPOSITORIES, digest, REPOSITORIES_SHOWN
+                SELECT_FEW_REFS_REPOSITORIES, key, REPOSITORIES_SHOWN
             )
-        rows = await conn.fetch(SELECT_IMAGES, digest, after, page_size + 1)
+        rows = await conn.fetch(SELECT_IMAGES, key, after, page_size + 1)
         token = ""
         if len(rows) > page_size:
             rows = rows[:page_size]
             token = page_keys.encode(fingerprint, [rows[-1]["id"]], [rows[-1]["id"]])
-    head: dict[str, Any] = {"digest": blob["digest"], "size": str(blob["size"])}
+    head: dict[str, Any] = {"digest": digest_text(blob["digest"]), "size": str(blob["size"])}
     head["refCount"] = str(blob["ref_count"])
     head["firstSeen"] = rfc3339(blob["first_seen"])
     if blob["orphaned_at"] is not None:

@@ -7,15 +7,16 @@ A walk owns one connection and a ``PageWriter`` on it. Per page:
    records the ids as seen in this walk (``ingest_walk_seen``, a temporary
    table: no WAL, gone with the session). An unchanged page ends here, having
    written nothing to the index: re-walking an unchanged registry is read-only.
-2. the changed images go by ``COPY`` into ``ingest_stage_images`` and are
-   upserted in one statement whose ``RETURNING old.*`` (PostgreSQL 18) says which
-   rows were created and which really changed. The upsert's ``WHERE`` is a
-   compare-and-set on ``content_hash``: a concurrent writer that got there first
-   leaves nothing for the second to do, so no event is written twice.
-3. the blobs of new images (and of updated images whose blob list changed) go by
-   ``COPY`` into ``ingest_stage_blobs``; one statement inserts them into
-   ``image_blobs``, applies the per-digest reference deltas to ``blobs`` and
-   returns the digests that gained their first or lost their last reference.
+2. the changed images go by ``COPY`` into ``ingest_stage_images``, their blob
+   references as arrays on the row (sql/090), and are upserted in one statement
+   whose ``RETURNING old.*`` (PostgreSQL 18) says which rows were created, which
+   really changed and which changed their blob references (with the old ones).
+   The upsert's ``WHERE`` is a compare-and-set on ``content_hash``: a concurrent
+   writer that got there first leaves nothing for the second to do, so no event
+   is written twice.
+3. one statement applies the per-digest reference deltas of the new images'
+   references (+1) and the replaced ones (-1) to ``blobs`` and returns the
+   digests that gained their first or lost their last reference.
 4. the events go to the outbox (``append_events``), and the transaction commits.
 
 Row locks are always taken in key order (ids, then digests) so that concurrent
@@ -41,16 +42,13 @@ from mirror.ingest.changes import (
     with_origin,
 )
 from mirror.ingest.staging import (
-    BLOB_COLUMNS,
     IMAGE_COLUMNS,
     PageImage,
-    blob_records,
-    blob_signature,
     image_record,
     registry_of,
 )
 from mirror.ingest.tags import TagRef, tag_changes, tag_diff, tags_of_deleted
-from mirror.model import Event
+from mirror.model import Event, digest_text
 from mirror.store.outbox import append_events
 
 log = logging.getLogger(__name__)
@@ -59,17 +57,15 @@ DEADLOCK_RETRIES = 5
 
 # The walk's session commits without waiting for the WAL flush: a crash can lose
 # the last few page merges, but each with its events (same transaction), and the
-# next walk redoes them. Reset when the connection goes back to the pool.
+# next walk redoes them. Reset when the connection goes back to the pool. Staged
+# rows are not compressed (toast_tuple_target: see sql/090).
 CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
-    created_at text, created_ns bigint, tags text[], doc text, content_hash bytea
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS ingest_stage_blobs (
-    image_id text, registry_id text, position smallint, kind text, digest text, blob_id text,
-    size bigint
-) ON COMMIT DELETE ROWS;
+    created_at text, created_ns bigint, tags text[], doc text, content_hash bytea,
+    blob_digests bytea[], blob_sizes bigint[], blob_config boolean
+) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
 TRUNCATE ingest_walk_seen;
 """
@@ -96,11 +92,11 @@ WHERE i.id IS NULL
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
     id, name, registry_id, folder_id, digest, compressed_size, created_at, created_ns, tags, doc,
-    content_hash
+    content_hash, blob_digests, blob_sizes, blob_config
 )
 SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
        s.compressed_size, s.created_at::timestamptz, s.created_ns, s.tags, s.doc::json,
-       s.content_hash
+       s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config
 FROM ingest_stage_images AS s
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
 ORDER BY s.id
@@ -115,18 +111,23 @@ ON CONFLICT (id) DO UPDATE SET
     tags = EXCLUDED.tags,
     doc = EXCLUDED.doc,
     content_hash = EXCLUDED.content_hash,
+    blob_digests = EXCLUDED.blob_digests,
+    blob_sizes = EXCLUDED.blob_sizes,
+    blob_config = EXCLUDED.blob_config,
     updated_at = now()
 WHERE i.content_hash <> EXCLUDED.content_hash
    OR (EXCLUDED.folder_id IS NOT NULL AND i.folder_id IS DISTINCT FROM EXCLUDED.folder_id)
 RETURNING new.id,
           old.id IS NULL AS created,
           old.id IS NOT NULL AND old.content_hash <> new.content_hash AS changed,
-          CASE WHEN old.content_hash <> new.content_hash THEN old.doc END AS old_doc
-"""
-
-DELETE_IMAGE_BLOBS = """
-DELETE FROM image_blobs WHERE image_id = ANY($1::text[])
-RETURNING image_id, digest, size
+          CASE WHEN old.content_hash <> new.content_hash THEN old.doc END AS old_doc,
+          old.id IS NULL
+              OR (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
+              AS blobs_changed,
+          CASE WHEN (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
+               THEN old.blob_digests END AS old_digests,
+          CASE WHEN (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
+               THEN old.blob_sizes END AS old_sizes
 """
 
 # Per-digest reference deltas applied in digest order; returns the digests whose
@@ -155,17 +156,17 @@ WHERE (a.before = 0) <> (a.after = 0)
 ORDER BY a.digest
 """
 
-# The staged blob rows become image_blobs (+1 each); $1..$3 are removed rows (-1 each).
+# The references of the staged images $1 (+1 each) and the replaced ones $2..$4 (-1 each).
 MERGE_BLOBS = (
     """
-WITH inserted AS (
-    INSERT INTO image_blobs (image_id, registry_id, position, kind, digest, blob_id, size)
-    SELECT image_id, registry_id, position, kind, digest, blob_id, size FROM ingest_stage_blobs
-), refs AS (
-    SELECT digest, size, image_id, 1 AS d FROM ingest_stage_blobs
+WITH refs AS (
+    SELECT u.digest, u.size, s.id AS image_id, 1 AS d
+    FROM ingest_stage_images AS s
+    JOIN unnest($1::text[]) AS g (id) ON g.id = s.id
+    CROSS JOIN LATERAL unnest(s.blob_digests, s.blob_sizes) AS u (digest, size)
     UNION ALL
     SELECT digest, size, image_id, -1
-    FROM unnest($1::text[], $2::bigint[], $3::text[]) AS r (digest, size, image_id)
+    FROM unnest($2::bytea[], $3::bigint[], $4::text[]) AS r (digest, size, image_id)
 )"""
     + _APPLY_DELTA
 )
@@ -175,7 +176,7 @@ REMOVE_BLOB_REFS = (
     """
 WITH refs AS (
     SELECT digest, size, image_id, -1 AS d
-    FROM unnest($1::text[], $2::bigint[], $3::text[]) AS r (digest, size, image_id)
+    FROM unnest($1::bytea[], $2::bigint[], $3::text[]) AS r (digest, size, image_id)
 )"""
     + _APPLY_DELTA
 )
@@ -183,7 +184,10 @@ WITH refs AS (
 LOCK_IMAGES_FOR_DELETE = """
 SELECT id, doc FROM images WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 """
-DELETE_IMAGES = "DELETE FROM images WHERE id = ANY($1::text[])"
+DELETE_IMAGES = """
+DELETE FROM images WHERE id = ANY($1::text[])
+RETURNING id, blob_digests, blob_sizes
+"""
 
 KNOWN_REGISTRIES = """
 SELECT registry_id FROM registries WHERE registry_id = ANY($1::text[]) AND folder_id = $2
@@ -196,15 +200,25 @@ ON CONFLICT (registry_id) DO UPDATE SET folder_id = EXCLUDED.folder_id
 
 
 def _transitions(rows: Sequence[asyncpg.Record]) -> list[BlobTransition]:
-    return [BlobTransition(r["digest"], r["size"], r["image_id"] or "", r["added"]) for r in rows]
+    return [
+        BlobTransition(digest_text(r["digest"]), r["size"], r["image_id"] or "", r["added"])
+        for r in rows
+    ]
 
 
-def _removed_arrays(rows: Sequence[asyncpg.Record]) -> tuple[list[str], list[int], list[str]]:
-    return (
-        [r["digest"] for r in rows],
-        [r["size"] for r in rows],
-        [r["image_id"] for r in rows],
-    )
+RemovedRefs = tuple[list[bytes], list[int], list[str]]
+
+
+def _removed_refs(rows: Iterable[tuple[str, Sequence[bytes], Sequence[int]]]) -> RemovedRefs:
+    """The blob references of removed or replaced images, flattened: (digests, sizes, image ids)."""
+    digests: list[bytes] = []
+    sizes: list[int] = []
+    ids: list[str] = []
+    for image_id, image_digests, image_sizes in rows:
+        digests.extend(image_digests)
+        sizes.extend(image_sizes)
+        ids.extend([image_id] * len(image_digests))
+    return digests, sizes, ids
 
 
 async def delete_images(
@@ -230,9 +244,9 @@ async def delete_images(
     if not locked:
         return result
     ids = [r["id"] for r in locked]
-    removed = await conn.fetch(DELETE_IMAGE_BLOBS, ids)
-    await conn.execute(DELETE_IMAGES, ids)
-    transitions = _transitions(await conn.fetch(REMOVE_BLOB_REFS, *_removed_arrays(removed)))
+    removed = await conn.fetch(DELETE_IMAGES, ids)
+    refs = _removed_refs((r["id"], r["blob_digests"], r["blob_sizes"]) for r in removed)
+    transitions = _transitions(await conn.fetch(REMOVE_BLOB_REFS, *refs))
     events: list[Event] = [image_deleted(r["doc"], reason, source) for r in locked]
     events += blob_events(transitions, source)
     events += await tags_of_deleted(conn, ids, source)
@@ -318,8 +332,8 @@ class PageWriter:
         )
         by_id = {i.id: i for i in changed}
         events: list[Event] = []
-        gained: list[PageImage] = []  # images whose blob rows are (re)written
-        replaced: list[str] = []  # updated images whose blob list changed
+        gained: list[str] = []  # images whose blob references are new or rewritten
+        replaced: list[tuple[str, Sequence[bytes], Sequence[int]]] = []  # their old references
         claims: list[TagRef] = []
         releases: list[TagRef] = []
         for row in await conn.fetch(UPSERT_IMAGES):
@@ -327,7 +341,7 @@ class PageWriter:
             if row["created"]:
                 events.append(image_created(item.image))
                 claims += tag_diff(None, item.image)[0]
-                gained.append(item)
+                gained.append(item.id)
                 result.created += 1
             elif row["changed"]:
                 old: dict[str, Any] = row["old_doc"]
@@ -336,18 +350,13 @@ class PageWriter:
                 claims += gained_tags
                 releases += lost_tags
                 result.updated += 1
-                if blob_signature(old) != blob_signature(item.image):
-                    gained.append(item)
-                    replaced.append(item.id)
+                if row["blobs_changed"]:
+                    gained.append(item.id)
+                    replaced.append((item.id, row["old_digests"], row["old_sizes"]))
             # else: only folder_id was filled in; not an upstream change, no event
-        removed = await conn.fetch(DELETE_IMAGE_BLOBS, replaced) if replaced else []
-        if gained or removed:
-            records = [r for item in gained for r in blob_records(item)]
-            if records:
-                await conn.copy_records_to_table(
-                    "ingest_stage_blobs", records=records, columns=BLOB_COLUMNS
-                )
-            transitions = _transitions(await conn.fetch(MERGE_BLOBS, *_removed_arrays(removed)))
+        if gained:
+            removed = _removed_refs(replaced)
+            transitions = _transitions(await conn.fetch(MERGE_BLOBS, gained, *removed))
             events += blob_events(transitions)
             result.blobs_added = sum(1 for t in transitions if t.added)
             result.blobs_orphaned = len(transitions) - result.blobs_added

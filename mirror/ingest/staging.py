@@ -1,10 +1,12 @@
 """A List page turned into rows: the image documents, their content hashes, and the
-records that ``COPY`` loads into the staging tables.
+records that ``COPY`` loads into the staging table.
 
 Pure logic, no I/O. An image's ``doc`` is the upstream's JSON object serialised
 compactly with its key order kept (orjson), so the local API serves the same
 JSON; ``content_hash`` (BLAKE2b-128 of those bytes) tells an unchanged image
-without comparing documents.
+without comparing documents. An image's blob references travel on its own row
+(sql/090): the digests as 32-byte keys (``mirror.model.digest_key``), config
+first when it has a digest, then the layers in order, and their sizes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 
 from mirror.errors import MalformedImage
 from mirror.listing import created_at_ns
+from mirror.model import digest_key
 
 CONTENT_HASH_BYTES = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -34,11 +37,27 @@ IMAGE_COLUMNS = (
     "tags",
     "doc",
     "content_hash",
+    "blob_digests",
+    "blob_sizes",
+    "blob_config",
 )
-BLOB_COLUMNS = ("image_id", "registry_id", "position", "kind", "digest", "blob_id", "size")
 
-ImageRecord = tuple[str, str, str, str | None, str, int, str | None, int, list[str], str, bytes]
-BlobRecord = tuple[str, str, int, str, str, str | None, int]
+ImageRecord = tuple[
+    str,
+    str,
+    str,
+    str | None,
+    str,
+    int,
+    str | None,
+    int,
+    list[str],
+    str,
+    bytes,
+    list[bytes],
+    list[int],
+    bool,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,7 @@ def _created_ns(value: Any, image_id: str) -> int:
 
 def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
     image = item.image
+    digests, sizes, config = blob_arrays(item)
     return (
         item.id,
         str(image.get("name", "")),
@@ -108,53 +128,27 @@ def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
         [str(t) for t in image.get("tags", ())],
         item.doc.decode(),
         item.content_hash,
+        digests,
+        sizes,
+        config,
     )
 
 
-def blob_records(item: PageImage) -> list[BlobRecord]:
-    """Position 0 is the config, layers follow from 1; blobs without a digest are not indexed."""
+def blob_arrays(item: PageImage) -> tuple[list[bytes], list[int], bool]:
+    """The image's blob references: digests (keys) and sizes, the config first when it has
+    a digest (the flag says so), then the layers in order; blobs without a digest are not
+    indexed."""
     image = item.image
-    registry_id = registry_of(image)
-    rows: list[BlobRecord] = []
+    digests: list[bytes] = []
+    sizes: list[int] = []
     config = image.get("config")
+    has_config = False
     if isinstance(config, dict) and config.get("digest"):
-        rows.append(
-            (
-                item.id,
-                registry_id,
-                0,
-                "c",
-                str(config["digest"]),
-                config.get("id") or None,
-                _size(config.get("size"), item.id),
-            )
-        )
-    for position, layer in enumerate(image.get("layers", ()), start=1):
+        has_config = True
+        digests.append(digest_key(str(config["digest"])))
+        sizes.append(_size(config.get("size"), item.id))
+    for layer in image.get("layers", ()):
         if isinstance(layer, dict) and layer.get("digest"):
-            rows.append(
-                (
-                    item.id,
-                    registry_id,
-                    position,
-                    "l",
-                    str(layer["digest"]),
-                    layer.get("id") or None,
-                    _size(layer.get("size"), item.id),
-                )
-            )
-    return rows
-
-
-def blob_signature(image: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
-    """What the image_blobs rows of an image are made of: equal signatures, equal rows."""
-    out: list[tuple[str, str, str]] = []
-    config = image.get("config")
-    blobs = ([config] if isinstance(config, dict) else []) + [
-        layer for layer in image.get("layers", ()) if isinstance(layer, dict)
-    ]
-    for i, blob in enumerate(blobs):
-        kind = "c" if i == 0 and isinstance(config, dict) else "l"
-        out.append(
-            (kind + str(blob.get("digest", "")), str(blob.get("id", "")), str(blob.get("size", "")))
-        )
-    return tuple(out)
+            digests.append(digest_key(str(layer["digest"])))
+            sizes.append(_size(layer.get("size"), item.id))
+    return digests, sizes, has_config

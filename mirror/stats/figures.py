@@ -7,7 +7,7 @@ Definitions (PRODUCT.md, "Dedup statistics"; docs/STATS.md has a worked example)
 - stored bytes: Σ over the distinct digests referenced in the scope of the blob size;
 - saved bytes = logical − stored; dedup ratio = logical / stored (1.0 when nothing is stored);
 - reclaimable: digests once referenced in the scope that no image of the scope references now;
-- per layer: reference count (image_blobs rows with the digest), repositories,
+- per layer: reference count (blob references of images with the digest), repositories,
   saved bytes = (refs − 1) × size, so Σ per-layer saved = logical − stored;
 - per image: unique bytes = Σ size of its distinct digests that no other image of
   the scope references, shared bytes = Σ size of the rest;

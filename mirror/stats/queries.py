@@ -4,7 +4,8 @@ Every function is one or a few indexed lookups: the scope totals are one keyed
 row, per-image answers look at that image's blobs only, top layers and
 reclaimable blobs walk an index on ``blobs`` from its best end. Each answer
 carries its ``Freshness`` (docs/STATS.md, "How the figures stay cheap", says
-what ``asOf`` covers in each answer).
+what ``asOf`` covers in each answer). Digests are 32-byte keys in the database
+(sql/090) and text in the answers: converted here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from mirror.model import Scope, ScopeKind
+from mirror.model import Scope, ScopeKind, digest_key, digest_text
 from mirror.stats.figures import (
     DedupStats,
     Freshness,
@@ -110,8 +111,9 @@ SELECT x.digest, x.size, x.rows,
                                                 AND m.folder_id = $3)
                    ELSE false
                END), 0) AS scope_refs
-FROM (SELECT digest, count(*) AS rows, max(size) AS size
-      FROM image_blobs WHERE image_id = $1 GROUP BY digest) x
+FROM (SELECT u.digest, count(*) AS rows, max(u.size) AS size
+      FROM images i CROSS JOIN LATERAL unnest(i.blob_digests, i.blob_sizes) AS u(digest, size)
+      WHERE i.id = $1 GROUP BY u.digest) x
 """
 
 # The image as the index holds it now (its layers, live), its registry's folder as
@@ -124,9 +126,7 @@ SELECT i.name, i.registry_id,
         WHERE m.registry_id = i.registry_id::text COLLATE "default") AS folder_id,
        coalesce((SELECT s.blob_rows > 0 FROM stats_images s WHERE s.image_id = $1), false)
            AS folded,
-       coalesce(ARRAY(SELECT b.digest FROM image_blobs b
-                      WHERE b.image_id = $1 AND b.kind = 'l' ORDER BY b.position),
-                '{}') AS layers
+       i.blob_digests[1 + i.blob_config::int :] AS layers
 FROM images i WHERE i.id = $1
 """
 
@@ -139,17 +139,14 @@ _IN_SCOPE = """
                                     WHERE m.registry_id = s.registry_id AND m.folder_id = {i})))
 """
 
-_LAYERS_OF_S = """
-    coalesce((SELECT array_agg(b.digest ORDER BY b.position) FROM image_blobs b
-              WHERE b.image_id = s.image_id AND b.kind = 'l'), '{}')
-"""
+_LAYERS_OF_I = "i.blob_digests[1 + i.blob_config::int :]"
 
 # One page of the bases whose chain is one proper prefix ($1) of the image's, in
 # index order after image id $8 (the candidates first, cheaply, by the index; only
 # they are checked against the real digests ($4): ``ok``).
 SELECT_BASE_CANDIDATES = f"""
 SELECT c.image_id, c.name, c.layer_count, i.digest, i.tags,
-       ({_LAYERS_OF_S.replace("s.image_id", "c.image_id")}) = ($4::text[])[1:c.layer_count] AS ok
+       {_LAYERS_OF_I} = ($4::bytea[])[1:c.layer_count] AS ok
 FROM (
     SELECT s.image_id, s.name, s.layer_count FROM stats_images s
     WHERE s.chain = $1 AND s.image_id > $8 AND s.layer_count < $2 AND s.image_id <> $3
@@ -165,7 +162,7 @@ ORDER BY c.layer_count DESC, c.image_id
 # [$1, $2) start with the image's chain; ``ok`` checks the real digests ($5).
 SELECT_DERIVED_CANDIDATES = f"""
 SELECT c.image_id, c.name, c.layer_count, c.chain, i.digest, i.tags,
-       ({_LAYERS_OF_S.replace("s.image_id", "c.image_id")})[1:$3] = $5::text[] AS ok
+       ({_LAYERS_OF_I})[1:$3] = $5::bytea[] AS ok
 FROM (
     SELECT s.image_id, s.name, s.layer_count, s.chain FROM stats_images s
     WHERE s.chain >= $1 AND s.chain < $2 AND (s.chain, s.image_id) > ($8::bytea, $9::text)
@@ -252,7 +249,7 @@ async def fetch_layer_report(
     return LayerReport(
         layers=tuple(
             LayerSavings(
-                digest=r["digest"],
+                digest=digest_text(r["digest"]),
                 size=r["size"],
                 ref_count=r["ref_count"],
                 repository_count=r["repository_count"],
@@ -262,7 +259,7 @@ async def fetch_layer_report(
         ),
         reclaimable=tuple(
             ReclaimableBlob(
-                digest=r["digest"],
+                digest=digest_text(r["digest"]),
                 size=r["size"],
                 orphaned_at=_rfc3339(r["orphaned_at"]),
             )
@@ -302,8 +299,8 @@ async def fetch_image_usage(
         else:
             unique += row["size"]
 
-    layers: list[str] = list(image["layers"])
-    chain = b"".join(chain_part(d) for d in layers[:CHAIN_LAYERS])
+    layers: list[bytes] = list(image["layers"])
+    chain = b"".join(chain_key_part(d) for d in layers[:CHAIN_LAYERS])
     count = len(layers)
     bases = await _base_images(conn, image_id, chain, count, layers, kind, ident, related_limit)
     derived = await _derived_images(
@@ -337,7 +334,7 @@ async def _base_images(
     image_id: str,
     chain: bytes,
     count: int,
-    layers: list[str],
+    layers: list[bytes],
     kind: str,
     ident: str,
     limit: int,
@@ -374,7 +371,7 @@ async def _derived_images(
     image_id: str,
     chain: bytes,
     count: int,
-    layers: list[str],
+    layers: list[bytes],
     kind: str,
     ident: str,
     limit: int,
@@ -418,9 +415,14 @@ def _related(row: asyncpg.Record) -> RelatedImage:
     )
 
 
+def chain_key_part(key: bytes) -> bytes:
+    """The 8-byte chain part of one layer's stored digest key (``stats_chain_part`` in SQL)."""
+    return hashlib.md5(key, usedforsecurity=False).digest()[:CHAIN_PART_BYTES]
+
+
 def chain_part(digest: str) -> bytes:
-    """The 8-byte key of one layer digest (as ``stats_chain_part`` in SQL)."""
-    return hashlib.md5(digest.encode(), usedforsecurity=False).digest()[:CHAIN_PART_BYTES]
+    """The 8-byte chain part of one layer digest."""
+    return chain_key_part(digest_key(digest))
 
 
 def base_chain_keys(chain: bytes, layer_count: int) -> list[bytes]:

@@ -12,7 +12,8 @@
 --       referenced), stored, reclaimable. Written by the folder only: one row
 --       read serves a scope.
 --   stats_registry_refs / stats_folder_refs / stats_repository_refs
---       per (scope, digest): how many image_blobs rows of the scope carry the
+--       per (scope, digest): how many blob references of the scope's images
+--       (images.blob_digests entries) carry the
 --       digest. A count crossing zero moves the scope's distinct blobs, stored
 --       and reclaimable figures; rows stay at 0: "referenced in the scope once,
 --       by nothing now" is the scope's reclaimable set. The whole index counts a
@@ -25,52 +26,70 @@
 --   stats_registry_folders the folder of each registry as far as known.
 --   stats_folded           up to where all of the above is exact.
 
--- The 8-byte key of one layer digest in a chain.
-CREATE OR REPLACE FUNCTION stats_chain_part(digest text) RETURNS bytea
+-- The fold's batch table is per session, shaped like stats_changes when it was
+-- made: the session applying this file may have folded under an older shape.
+DROP TABLE IF EXISTS pg_temp.stats_batch;
+
+-- The 8-byte key of one layer digest (its 32-byte key, sql/090) in a chain.
+CREATE OR REPLACE FUNCTION stats_chain_part(digest bytea) RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN substring(decode(md5(digest), 'hex') FROM 1 FOR 8);
+
+-- An image's layers are its blob digests after the config (images.blob_config).
+CREATE OR REPLACE FUNCTION stats_layer_count(digests bytea[], config boolean) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN greatest(coalesce(cardinality(digests), 0) - config::int, 0);
+
+-- The chain key of an image's layers: the parts of its first 256 layers.
+CREATE OR REPLACE FUNCTION stats_chain(digests bytea[], config boolean) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce((SELECT string_agg(stats_chain_part(u.d), ''::bytea ORDER BY u.o)
+                 FROM unnest(digests[1 + config::int : 256 + config::int]) WITH ORDINALITY AS u(d, o)),
+                ''::bytea);
 
 
 -- == The change log (inside the writers' transactions: appends only) ==========
 
+-- An added or removed image is one row carrying its blob references (the
+-- arrays of its row); an update logs the image's size or folder change (delta
+-- 0, no digests) and, when its blob references changed, the old ones out (-1)
+-- and the new ones in (+1) as kind 'b'. Every row with digests moves the blob
+-- counts by its delta.
 CREATE OR REPLACE FUNCTION stats_log_images() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO stats_changes (kind, image_id, registry_id, name, folder_id, delta, compressed)
-        SELECT 'i', id, registry_id, name, folder_id, 1, compressed_size FROM new_rows;
+        INSERT INTO stats_changes
+            (kind, image_id, registry_id, name, folder_id, delta, compressed, digests, sizes, config)
+        SELECT 'i', id, registry_id, name, folder_id, 1, compressed_size,
+               blob_digests, blob_sizes, blob_config
+        FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO stats_changes (kind, image_id, registry_id, name, delta, compressed)
-        SELECT 'i', id, registry_id, name, -1, -compressed_size FROM old_rows;
+        INSERT INTO stats_changes
+            (kind, image_id, registry_id, name, delta, compressed, digests, sizes, config)
+        SELECT 'i', id, registry_id, name, -1, -compressed_size, blob_digests, blob_sizes, blob_config
+        FROM old_rows;
     ELSE
-        -- name and registry are immutable upstream: only the compressed size and
-        -- the folder (learned from a folder walk) matter
-        INSERT INTO stats_changes (kind, image_id, registry_id, name, folder_id, delta, compressed)
-        SELECT 'i', n.id, n.registry_id, n.name,
-               CASE WHEN n.folder_id IS DISTINCT FROM o.folder_id THEN n.folder_id END,
-               0, n.compressed_size - o.compressed_size
+        -- name and registry are immutable upstream: only the compressed size, the
+        -- folder (learned from a folder walk) and the blob references matter
+        INSERT INTO stats_changes
+            (kind, image_id, registry_id, name, folder_id, delta, compressed, digests, sizes, config)
+        SELECT v.kind, n.id, n.registry_id, n.name, v.folder_id, v.delta, v.compressed,
+               v.digests, v.sizes, v.config
         FROM new_rows n JOIN old_rows o ON o.id = n.id
-        WHERE n.compressed_size <> o.compressed_size
-           OR (n.folder_id IS NOT NULL AND n.folder_id IS DISTINCT FROM o.folder_id);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION stats_log_image_blobs() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        INSERT INTO stats_changes (kind, image_id, registry_id, delta, digests, sizes, layer)
-        SELECT 'b', image_id, registry_id, -1, array_agg(digest ORDER BY position),
-               array_agg(size ORDER BY position), array_agg(kind = 'l' ORDER BY position)
-        FROM old_rows GROUP BY image_id, registry_id;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO stats_changes (kind, image_id, registry_id, delta, digests, sizes, layer)
-        SELECT 'b', image_id, registry_id, 1, array_agg(digest ORDER BY position),
-               array_agg(size ORDER BY position), array_agg(kind = 'l' ORDER BY position)
-        FROM new_rows GROUP BY image_id, registry_id;
+        CROSS JOIN LATERAL (VALUES
+            ('i'::"char", CASE WHEN n.folder_id IS DISTINCT FROM o.folder_id THEN n.folder_id END, 0,
+             n.compressed_size - o.compressed_size, NULL::bytea[], NULL::bigint[], false),
+            ('b', NULL, -1, 0, o.blob_digests, o.blob_sizes, o.blob_config),
+            ('b', NULL, 1, 0, n.blob_digests, n.blob_sizes, n.blob_config)
+        ) AS v (kind, folder_id, delta, compressed, digests, sizes, config)
+        WHERE CASE v.kind
+            WHEN 'i' THEN n.compressed_size <> o.compressed_size
+                       OR (n.folder_id IS NOT NULL AND n.folder_id IS DISTINCT FROM o.folder_id)
+            ELSE (n.blob_digests, n.blob_sizes, n.blob_config)
+                     IS DISTINCT FROM (o.blob_digests, o.blob_sizes, o.blob_config)
+                 AND cardinality(v.digests) > 0
+        END;
     END IF;
     RETURN NULL;
 END
@@ -108,21 +127,12 @@ CREATE OR REPLACE TRIGGER stats_log_images_update AFTER UPDATE ON images
     FOR EACH STATEMENT EXECUTE FUNCTION stats_log_images();
 CREATE OR REPLACE TRIGGER stats_log_images_delete AFTER DELETE ON images
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION stats_log_images();
-CREATE OR REPLACE TRIGGER stats_log_image_blobs_insert AFTER INSERT ON image_blobs
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION stats_log_image_blobs();
-CREATE OR REPLACE TRIGGER stats_log_image_blobs_update AFTER UPDATE ON image_blobs
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION stats_log_image_blobs();
-CREATE OR REPLACE TRIGGER stats_log_image_blobs_delete AFTER DELETE ON image_blobs
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION stats_log_image_blobs();
 CREATE OR REPLACE TRIGGER stats_log_registries_insert AFTER INSERT ON registries
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION stats_log_registries();
 CREATE OR REPLACE TRIGGER stats_log_registries_update AFTER UPDATE ON registries
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION stats_log_registries();
 CREATE OR REPLACE TRIGGER stats_log_images_truncate AFTER TRUNCATE ON images
-    FOR EACH STATEMENT EXECUTE FUNCTION stats_log_truncated();
-CREATE OR REPLACE TRIGGER stats_log_image_blobs_truncate AFTER TRUNCATE ON image_blobs
     FOR EACH STATEMENT EXECUTE FUNCTION stats_log_truncated();
 CREATE OR REPLACE TRIGGER stats_log_blobs_truncate AFTER TRUNCATE ON blobs
     FOR EACH STATEMENT EXECUTE FUNCTION stats_log_truncated();
@@ -215,15 +225,15 @@ BEGIN
         -- it took 157,000 unnested rows for 3,000 and sorted instead of hashing)
         ANALYZE stats_batch;
         -- 1a. images folded before: their blob rows and lineage key (from the batch
-        --    when it brings all of an image's rows at once, else read again from
-        --    image_blobs); images new in the batch are written whole below
+        --    when it brings all of an image's references at once, else read again
+        --    from the image's row); images new in the batch are written whole below
         WITH per AS (
             SELECT image_id, sum(delta * cardinality(digests)) AS n, count(*) AS parts,
                    bool_and(delta > 0) AS only_added, min(id) AS first_id
-            FROM stats_batch WHERE kind = 'b' GROUP BY image_id
+            FROM stats_batch WHERE digests IS NOT NULL GROUP BY image_id
         ),
         touched AS (
-            SELECT p.image_id, p.n, p.parts, p.only_added, b.digests, b.layer, s.blob_rows AS rows_before
+            SELECT p.image_id, p.n, p.parts, p.only_added, b.digests, b.config, s.blob_rows AS rows_before
             FROM per p
             JOIN stats_batch b ON b.id = p.first_id
             CROSS JOIN LATERAL (SELECT s.blob_rows FROM stats_images s WHERE s.image_id = p.image_id) s
@@ -231,21 +241,16 @@ BEGIN
         k AS (
             SELECT t.image_id, t.n,
                    CASE WHEN t.rows_before = 0 AND t.only_added AND t.parts = 1 THEN
-                            (SELECT count(*) FROM unnest(t.layer) l WHERE l)
+                            stats_layer_count(t.digests, t.config)
                         WHEN t.rows_before + t.n <= 0 THEN 0
-                        ELSE (SELECT count(*) FROM image_blobs b
-                              WHERE b.image_id = t.image_id AND b.kind = 'l')
+                        ELSE coalesce((SELECT stats_layer_count(i.blob_digests, i.blob_config)
+                                       FROM images i WHERE i.id = t.image_id), 0)
                    END AS layers,
                    CASE WHEN t.rows_before = 0 AND t.only_added AND t.parts = 1 THEN
-                            substring(coalesce((SELECT string_agg(stats_chain_part(u.d), ''::bytea ORDER BY u.o)
-                                                FROM unnest(t.digests, t.layer) WITH ORDINALITY AS u(d, l, o)
-                                                WHERE u.l), ''::bytea) FROM 1 FOR 2048)
+                            stats_chain(t.digests, t.config)
                         WHEN t.rows_before + t.n <= 0 THEN ''::bytea
-                        ELSE substring(coalesce((SELECT string_agg(stats_chain_part(b.digest), ''::bytea
-                                                                   ORDER BY b.position)
-                                                 FROM image_blobs b
-                                                 WHERE b.image_id = t.image_id AND b.kind = 'l'),
-                                                ''::bytea) FROM 1 FOR 2048)
+                        ELSE coalesce((SELECT stats_chain(i.blob_digests, i.blob_config)
+                                       FROM images i WHERE i.id = t.image_id), ''::bytea)
                    END AS chain
             FROM touched t
         )
@@ -255,12 +260,12 @@ BEGIN
         WHERE s.image_id = k.image_id;
 
         -- 1b. images added: their repository and registry (for the lookups below), blob
-        -- rows and lineage key, in one write (most come with all their blob rows,
-        -- as one 'b' row of the batch)
+        -- rows and lineage key, in one write (most come with all their references,
+        -- in their own 'i' row of the batch)
         WITH b AS (
             SELECT image_id, sum(delta * cardinality(digests)) AS n, count(*) AS parts,
                    bool_and(delta > 0) AS only_added, min(id) AS first_id
-            FROM stats_batch WHERE kind = 'b' GROUP BY image_id
+            FROM stats_batch WHERE digests IS NOT NULL GROUP BY image_id
         ),
         added AS (
             SELECT DISTINCT ON (image_id) image_id, name, registry_id FROM stats_batch
@@ -269,21 +274,15 @@ BEGIN
         )
         INSERT INTO stats_images (image_id, name, registry_id, blob_rows, layer_count, chain)
         SELECT a.image_id, a.name, a.registry_id, coalesce(b.n, 0),
-               CASE WHEN f.id IS NOT NULL THEN (SELECT count(*) FROM unnest(f.layer) l WHERE l)
+               CASE WHEN f.id IS NOT NULL THEN stats_layer_count(f.digests, f.config)
                     WHEN coalesce(b.n, 0) <= 0 THEN 0
-                    ELSE (SELECT count(*) FROM image_blobs x
-                          WHERE x.image_id = a.image_id AND x.kind = 'l')
+                    ELSE coalesce((SELECT stats_layer_count(i.blob_digests, i.blob_config)
+                                   FROM images i WHERE i.id = a.image_id), 0)
                END,
-               CASE WHEN f.id IS NOT NULL THEN
-                        substring(coalesce((SELECT string_agg(stats_chain_part(u.d), ''::bytea ORDER BY u.o)
-                                            FROM unnest(f.digests, f.layer) WITH ORDINALITY AS u(d, l, o)
-                                            WHERE u.l), ''::bytea) FROM 1 FOR 2048)
+               CASE WHEN f.id IS NOT NULL THEN stats_chain(f.digests, f.config)
                     WHEN coalesce(b.n, 0) <= 0 THEN ''::bytea
-                    ELSE substring(coalesce((SELECT string_agg(stats_chain_part(x.digest), ''::bytea
-                                                               ORDER BY x.position)
-                                             FROM image_blobs x
-                                             WHERE x.image_id = a.image_id AND x.kind = 'l'),
-                                            ''::bytea) FROM 1 FOR 2048)
+                    ELSE coalesce((SELECT stats_chain(i.blob_digests, i.blob_config)
+                                   FROM images i WHERE i.id = a.image_id), ''::bytea)
                END
         FROM added a
         LEFT JOIN b ON b.image_id = a.image_id
@@ -310,7 +309,7 @@ BEGIN
             DELETE FROM stats_lone_digests l
             WHERE l.digest = ANY (ARRAY(SELECT DISTINCT u.digest
                                         FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests) AS u(digest)
-                                        WHERE b.kind = 'b'))
+                                        WHERE b.digests IS NOT NULL))
             RETURNING l.*
         ),
         reg AS (
@@ -330,12 +329,12 @@ BEGIN
         WITH r AS (
             SELECT b.image_id, b.registry_id, b.delta, u.digest, u.size
             FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests, b.sizes) AS u(digest, size)
-            WHERE b.kind = 'b'
+            WHERE b.digests IS NOT NULL
         ),
         names AS MATERIALIZED (
             -- one index lookup per image (a join could scan all of stats_images)
             SELECT x.image_id, (SELECT s.name FROM stats_images s WHERE s.image_id = x.image_id) AS name
-            FROM (SELECT DISTINCT image_id FROM stats_batch WHERE kind = 'b') x
+            FROM (SELECT DISTINCT image_id FROM stats_batch WHERE digests IS NOT NULL) x
         ),
         g0 AS (
             SELECT r.registry_id, n.name AS repository, r.digest,
@@ -468,7 +467,7 @@ $fn$;
 
 -- == Recomputing (repair, migration backfill, TRUNCATE) =========================
 
--- Recompute every aggregate from images, image_blobs and registries. With
+-- Recompute every aggregate from images (their blob arrays) and registries. With
 -- keep_history, a (scope, digest) count that existed stays (at 0 if nothing
 -- references the digest now): what scopes referenced once is kept; without
 -- it (a TRUNCATE) the history starts again from what is left.
@@ -501,21 +500,21 @@ BEGIN
     ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id;
 
     INSERT INTO stats_images (image_id, name, registry_id, blob_rows, layer_count, chain)
-    SELECT i.id, i.name, i.registry_id, coalesce(b.blob_rows, 0), coalesce(b.layers, 0),
-           substring(coalesce(b.chain, ''::bytea) FROM 1 FOR 2048)
-    FROM images i
-    LEFT JOIN (SELECT image_id, count(*) AS blob_rows, count(*) FILTER (WHERE kind = 'l') AS layers,
-                      string_agg(stats_chain_part(digest), ''::bytea ORDER BY position)
-                          FILTER (WHERE kind = 'l') AS chain
-               FROM image_blobs GROUP BY image_id) b ON b.image_id = i.id;
+    SELECT i.id, i.name, i.registry_id, cardinality(i.blob_digests),
+           stats_layer_count(i.blob_digests, i.blob_config), stats_chain(i.blob_digests, i.blob_config)
+    FROM images i;
+
+    -- every blob reference of the index, once
+    DROP TABLE IF EXISTS pg_temp.stats_recompute_refs;
+    CREATE TEMP TABLE stats_recompute_refs AS
+    SELECT u.digest, i.registry_id::text AS registry_id, i.name::text AS repository, u.size
+    FROM images i CROSS JOIN LATERAL unnest(i.blob_digests, i.blob_sizes) AS u(digest, size);
 
     INSERT INTO stats_registry_refs AS t (registry_id, digest, refs)
-    SELECT b.registry_id, b.digest, count(*)
-    FROM image_blobs b JOIN stats_images s ON s.image_id = b.image_id GROUP BY 1, 2
+    SELECT registry_id, digest, count(*) FROM stats_recompute_refs GROUP BY 1, 2
     ON CONFLICT (registry_id, digest) DO UPDATE SET refs = excluded.refs;
     INSERT INTO stats_repository_refs AS t (digest, repository, refs)
-    SELECT b.digest, s.name, count(*)
-    FROM image_blobs b JOIN stats_images s ON s.image_id = b.image_id GROUP BY 1, 2
+    SELECT digest, repository, count(*) FROM stats_recompute_refs GROUP BY 1, 2
     ON CONFLICT (digest, repository) DO UPDATE SET refs = excluded.refs;
     INSERT INTO stats_folder_refs AS t (folder_id, digest, refs)
     SELECT m.folder_id, r.digest, sum(r.refs)
@@ -533,19 +532,18 @@ BEGIN
         RETURNING p.digest, p.repository
     )
     INSERT INTO stats_lone_digests (digest, registry_id, repository, size)
-    SELECT m.digest, b.registry_id, m.repository, b.size
+    SELECT m.digest, r.registry_id, m.repository, r.size
     FROM moved m
-    CROSS JOIN LATERAL (SELECT b.registry_id, b.size FROM image_blobs b
-                        WHERE b.digest = m.digest LIMIT 1) b;
+    JOIN (SELECT digest, min(registry_id) AS registry_id, max(size) AS size
+          FROM stats_recompute_refs GROUP BY digest) r ON r.digest = m.digest;
     DELETE FROM stats_registry_refs r USING stats_lone_digests l WHERE r.digest = l.digest;
     DELETE FROM stats_folder_refs f USING stats_lone_digests l WHERE f.digest = l.digest;
 
     INSERT INTO stats_totals (scope_key, images, compressed, logical)
     SELECT v.k, sum(x.n), sum(x.c), sum(x.l)
     FROM (SELECT i.registry_id, i.name, count(*) AS n, sum(i.compressed_size) AS c,
-                 sum(coalesce(b.l, 0)) AS l
+                 sum((SELECT coalesce(sum(s), 0) FROM unnest(i.blob_sizes) AS s)) AS l
           FROM images i
-          LEFT JOIN (SELECT image_id, sum(size) AS l FROM image_blobs GROUP BY 1) b ON b.image_id = i.id
           GROUP BY 1, 2) x
     LEFT JOIN stats_registry_folders m ON m.registry_id = x.registry_id
     CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || x.registry_id),
@@ -577,6 +575,8 @@ BEGIN
         blobs = excluded.blobs, stored = excluded.stored,
         reclaimable_blobs = excluded.reclaimable_blobs, reclaimable_bytes = excluded.reclaimable_bytes;
 
+    DROP TABLE stats_recompute_refs;
+
     UPDATE stats_folded
     SET event_id = greatest(event_id, coalesce((SELECT max(id) FROM outbox), 0)),
         folded_at = now(), rebuild_pending = false;
@@ -588,12 +588,13 @@ $$;
 CREATE OR REPLACE FUNCTION stats_rebuild() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    LOCK TABLE images, image_blobs, blobs, registries IN SHARE MODE;
+    LOCK TABLE images, blobs, registries IN SHARE MODE;
     PERFORM pg_advisory_xact_lock(7883958458510344197);
     PERFORM stats_fold();
     PERFORM stats_recompute(true);
 END
 $$;
 
--- Once, after sql/080 on an index the in-transaction triggers kept (or a new one).
+-- Once, after sql/080 on an index the in-transaction triggers kept, after sql/091
+-- (blob arrays, binary digests), or on a new index.
 SELECT stats_rebuild() FROM stats_folded WHERE rebuild_pending;

@@ -33,6 +33,7 @@ from mirror.upstream.simulator.server import RunningSimulator, serve_simulator
 from mirror.upstream.simulator.state import SimulatedRegistry
 from mirror.upstream.throttle import Throttle
 from tests.chaos.proxy import ChaosProxy, GetFault, ListFault, OperationFault, serving
+from tests.integration.refcounts import REF_COUNT_MISMATCHES
 
 IMAGES = 2000
 PAGE_SIZE = 100
@@ -152,10 +153,7 @@ async def assert_converges(w: World) -> None:
     )
     assert [r["key"] for r in deleted] == sorted(set(w.gone))  # over the whole test: once each
     assert summary.anomalies == 0 and summary.errors == 0
-    mismatch = await w.pool.fetchval(
-        """SELECT count(*) FROM blobs b
-           WHERE ref_count <> (SELECT count(*) FROM image_blobs ib WHERE ib.digest = b.digest)"""
-    )
+    mismatch = await w.pool.fetchval(REF_COUNT_MISMATCHES)
     assert mismatch == 0
 
 

@@ -1,8 +1,8 @@
 """Writing the index the way the ingest does, in plain SQL, for the stats tests.
 
-``IndexWriter`` pushes, re-tags and deletes images (images + image_blobs rows,
-blobs.ref_count kept as the count of image_blobs rows per digest, orphaned rows
-kept) and records registries' folders; ``ReferenceIndex`` is told the same so
+``IndexWriter`` pushes, re-tags and deletes images (images rows with their blob
+references as arrays, blobs.ref_count kept as the count of references per digest,
+orphaned rows kept) and records registries' folders; ``ReferenceIndex`` is told the same so
 tests compare the served figures with the brute force.
 """
 
@@ -14,42 +14,41 @@ from collections.abc import Sequence
 import asyncpg
 import orjson
 
-from mirror.model import Blob, Image
+from mirror.model import Blob, Image, digest_key
 from mirror.stats.folder import fold_once
 from mirror.stats.reference import ReferenceIndex
 
-# tags travel as one comma-joined text per image (arrays of arrays must be rectangular)
+# tags, and an image's blob references (the hex of each 32-byte digest key, and the
+# sizes), travel as one comma-joined text per image (arrays of arrays must be rectangular)
 INSERT_IMAGES = """
 INSERT INTO images (id, name, registry_id, folder_id, digest, compressed_size, created_ns, tags,
-                    doc, content_hash)
+                    doc, content_hash, blob_digests, blob_sizes, blob_config)
 SELECT id, name, registry_id, folder_id, digest, compressed_size,
-       mirror_rfc3339_ns(doc ->> 'createdAt'), string_to_array(tags, ','), doc, content_hash
+       mirror_rfc3339_ns(doc ->> 'createdAt'), string_to_array(tags, ','), doc, content_hash,
+       ARRAY(SELECT decode(h, 'hex') FROM unnest(string_to_array(digests, ',')) WITH ORDINALITY
+                 AS u(h, o) ORDER BY o),
+       string_to_array(sizes, ',')::bigint[], config
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-            $7::text[], $8::json[], $9::bytea[])
-     AS x(id, name, registry_id, folder_id, digest, compressed_size, tags, doc, content_hash)
-"""
-INSERT_IMAGE_BLOBS = """
-INSERT INTO image_blobs (image_id, registry_id, position, kind, digest, blob_id, size)
-SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::char[], $5::text[], $6::text[],
-                     $7::bigint[])
+            $7::text[], $8::json[], $9::bytea[], $10::text[], $11::text[], $12::boolean[])
+     AS x(id, name, registry_id, folder_id, digest, compressed_size, tags, doc, content_hash,
+          digests, sizes, config)
 """
 ADD_REFS = """
 INSERT INTO blobs AS b (digest, size, ref_count)
-SELECT d, s, n FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS x(d, s, n) ORDER BY d
+SELECT d, s, n FROM unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(d, s, n) ORDER BY d
 ON CONFLICT (digest) DO UPDATE
 SET ref_count = b.ref_count + excluded.ref_count, orphaned_at = NULL
 """
-REFS_OF = """
-SELECT digest, count(*) AS n FROM image_blobs WHERE image_id = ANY($1::text[])
-GROUP BY digest ORDER BY digest
+# the images go with their references (as mirror.ingest.merge.delete_images does)
+DELETE_IMAGES = """
+WITH gone AS (DELETE FROM images WHERE id = ANY($1::text[]) RETURNING blob_digests)
+SELECT d AS digest, count(*) AS n FROM gone, unnest(gone.blob_digests) AS d
+GROUP BY d ORDER BY d
 """
-# image blob rows first, then the images: the order mirror.ingest.merge.delete_images keeps
-DELETE_IMAGE_BLOBS = "DELETE FROM image_blobs WHERE image_id = ANY($1::text[])"
-DELETE_IMAGES = "DELETE FROM images WHERE id = ANY($1::text[])"
 DROP_REFS = """
 UPDATE blobs AS b SET ref_count = b.ref_count - x.n,
        orphaned_at = CASE WHEN b.ref_count - x.n = 0 THEN now() END
-FROM unnest($1::text[], $2::bigint[]) AS x(d, n)
+FROM unnest($1::bytea[], $2::bigint[]) AS x(d, n)
 WHERE b.digest = x.d
 """
 RETAG = "UPDATE images SET tags = $2::text[], updated_at = now() WHERE id = $1"
@@ -58,7 +57,7 @@ INSERT INTO registries (registry_id, folder_id) VALUES ($1, $2)
 ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id
 """
 TRUNCATE_ALL = """
-TRUNCATE images, image_blobs, blobs, registries, stats_registry_folders, stats_images,
+TRUNCATE images, blobs, registries, stats_registry_folders, stats_images,
          stats_registry_refs, stats_folder_refs, stats_repository_refs, stats_totals,
          stats_changes, stats_lone_digests
 """
@@ -108,11 +107,7 @@ class IndexWriter:
         return await fold_once(self.conn, wait=True) or 0
 
     async def push(self, images: Sequence[Image], folder_id: str | None = None) -> None:
-        """New images, in one statement per table as the ingest writes a page.
-
-        The digests' blobs rows are written (and so locked) before image_blobs, as
-        the ingest does in one statement: the stats triggers rely on it.
-        """
+        """New images, in one statement per table as the ingest writes a page."""
         if not images:
             return
         async with self.conn.transaction():
@@ -127,29 +122,17 @@ class IndexWriter:
                 [",".join(i.tags) for i in images],
                 [orjson.dumps(i.to_json()).decode() for i in images],
                 [hashlib.sha256(orjson.dumps(i.to_json())).digest() for i in images],
+                [",".join(digest_key(b.digest).hex() for b in i.blobs) for i in images],
+                [",".join(str(b.size) for b in i.blobs) for i in images],
+                [i.config is not None for i in images],
             )
-            rows = [
-                (i.id, i.registry_id, pos, "c" if (i.config and pos == 0) else "l", b)
-                for i in images
-                for pos, b in enumerate(i.blobs, start=0 if i.config else 1)
-            ]
-            refs: dict[str, tuple[int, int]] = {}
-            for r in rows:
-                size, n = refs.get(r[4].digest, (r[4].size, 0))
-                refs[r[4].digest] = (size, n + 1)
+            refs: dict[bytes, tuple[int, int]] = {}
+            for blob in (b for i in images for b in i.blobs):
+                size, n = refs.get(digest_key(blob.digest), (blob.size, 0))
+                refs[digest_key(blob.digest)] = (size, n + 1)
             digests = sorted(refs)
             await self.conn.execute(
                 ADD_REFS, digests, [refs[d][0] for d in digests], [refs[d][1] for d in digests]
-            )
-            await self.conn.execute(
-                INSERT_IMAGE_BLOBS,
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                [r[3] for r in rows],
-                [r[4].digest for r in rows],
-                [r[4].id for r in rows],
-                [r[4].size for r in rows],
             )
         for image in images:
             self.reference.images[image.id] = image
@@ -162,9 +145,7 @@ class IndexWriter:
         if not image_ids:
             return
         async with self.conn.transaction():
-            refs = await self.conn.fetch(REFS_OF, list(image_ids))
-            await self.conn.execute(DELETE_IMAGE_BLOBS, list(image_ids))
-            await self.conn.execute(DELETE_IMAGES, list(image_ids))
+            refs = await self.conn.fetch(DELETE_IMAGES, list(image_ids))
             await self.conn.execute(DROP_REFS, [r["digest"] for r in refs], [r["n"] for r in refs])
         for image_id in image_ids:
             self.reference.images.pop(image_id, None)

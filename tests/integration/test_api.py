@@ -393,8 +393,8 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     unique_digests = {
         r["digest"]
         for r in await world.pool.fetch(
-            "SELECT b.digest FROM image_blobs b JOIN blobs USING (digest)"
-            " WHERE b.image_id = $1 AND blobs.ref_count = 1",
+            "SELECT mirror_digest_text(b.digest) AS digest FROM images i, unnest(i.blob_digests) d"
+            " JOIN blobs b ON b.digest = d WHERE i.id = $1 AND b.ref_count = 1",
             victim,
         )
     }
@@ -413,10 +413,6 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     assert truth.get(victim) is None
     await get_json(api, f"{IMAGES}/{victim}", status=404)
     assert await world.pool.fetchval("SELECT count(*) FROM images WHERE id = $1", victim) == 0
-    assert (
-        await world.pool.fetchval("SELECT count(*) FROM image_blobs WHERE image_id = $1", victim)
-        == 0
-    )
 
     events = await world.pool.fetch(
         "SELECT type, key, source, data::text AS data FROM outbox WHERE id > $1 ORDER BY id",
@@ -433,7 +429,10 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     assert orphaned == unique_digests
     for digest in unique_digests:
         assert (
-            await world.pool.fetchval("SELECT ref_count FROM blobs WHERE digest = $1", digest) == 0
+            await world.pool.fetchval(
+                "SELECT ref_count FROM blobs WHERE digest = mirror_digest_key($1)", digest
+            )
+            == 0
         )
 
     # idempotent: asking again changes nothing; a second Delete is the upstream's 404
@@ -495,12 +494,15 @@ async def test_upstream_failures_are_mapped(world: World) -> None:
 
 async def test_blob_lookup(world: World, api: TestClient) -> None:
     digest, refs = await world.pool.fetchrow(
-        "SELECT digest, ref_count FROM blobs ORDER BY ref_count DESC, digest LIMIT 1"
+        "SELECT mirror_digest_text(digest), ref_count FROM blobs"
+        " ORDER BY ref_count DESC, digest LIMIT 1"
     )
     holders = {
         r["image_id"]
         for r in await world.pool.fetch(
-            "SELECT image_id FROM image_blobs WHERE digest = $1", digest
+            "SELECT i.id AS image_id FROM images i, unnest(i.blob_digests) d"
+            " WHERE d = mirror_digest_key($1)",
+            digest,
         )
     }
     seen: list[str] = []
@@ -520,8 +522,8 @@ async def test_blob_lookup(world: World, api: TestClient) -> None:
     }
     # a layer of one image only: its repository all the same
     lone, holder = await world.pool.fetchrow(
-        "SELECT b.digest, i.name FROM blobs b JOIN image_blobs ib USING (digest)"
-        " JOIN images i ON i.id = ib.image_id WHERE b.ref_count = 1 LIMIT 1"
+        "SELECT mirror_digest_text(b.digest), i.name FROM images i, unnest(i.blob_digests) d"
+        " JOIN blobs b ON b.digest = d WHERE b.ref_count = 1 LIMIT 1"
     )
     blob = await get_json(api, f"/mirror/v1/blobs/{lone}")
     assert blob["refCount"] == "1" and blob["repositories"] == [holder]

@@ -9,6 +9,7 @@ import orjson
 
 from mirror.ingest.merge import PageWriter, delete_images
 from mirror.ingest.staging import page_images
+from tests.integration.refcounts import BLOB_REFERENCES, REF_COUNT_MISMATCHES
 
 
 def img(
@@ -52,9 +53,9 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
         assert orjson.loads(row["doc"]) == images[0]
         assert row["doc"].encode() == orjson.dumps(images[0])
         assert (row["folder_id"], row["registry_id"], row["tags"]) == ("f1", "reg1", ["latest"])
-        refs = dict(await conn.fetch("SELECT digest, ref_count FROM blobs"))
+        refs = dict(await conn.fetch("SELECT mirror_digest_text(digest), ref_count FROM blobs"))
         assert refs[f"sha256:1{2:063x}"] == 2 and refs[f"sha256:1{3:063x}"] == 1
-        assert await conn.fetchval("SELECT count(*) FROM image_blobs") == 6
+        assert await conn.fetchval(BLOB_REFERENCES) == 6
         events = await outbox(conn)
         assert [t for t, _ in events].count("registry.image.created") == 2
         assert [t for t, _ in events].count("registry.blob.added") == 5
@@ -88,7 +89,7 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
             "tagsRemoved": [],
             "fields": ["tags"],
         }
-        refs = dict(await conn.fetch("SELECT digest, ref_count FROM blobs"))
+        refs = dict(await conn.fetch("SELECT mirror_digest_text(digest), ref_count FROM blobs"))
         assert refs[f"sha256:1{2:063x}"] == 1 and refs[f"sha256:1{4:063x}"] == 1
         assert refs[f"sha256:1{3:063x}"] == 1
 
@@ -111,9 +112,7 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
             )
             == 3
         )
-        # ref_count is the number of image_blobs rows, always
-        mismatch = await conn.fetchval(
-            "SELECT count(*) FROM blobs b WHERE ref_count <> (SELECT count(*) FROM image_blobs ib WHERE ib.digest = b.digest)"
-        )
+        # ref_count is the number of blob references of images, always
+        mismatch = await conn.fetchval(REF_COUNT_MISMATCHES)
         assert mismatch == 0
         await writer.close()

@@ -21,6 +21,7 @@ from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.simulator.config import SimulatorConfig
 from mirror.upstream.simulator.server import RunningSimulator, serve_simulator
 from mirror.upstream.throttle import Throttle
+from tests.integration.refcounts import BLOB_REFERENCES, REF_COUNT_MISMATCHES
 
 FAST_RETRY = RetryPolicy(max_attempts=12, base_delay=0.001, max_delay=0.02, max_retry_after=0.05)
 
@@ -119,10 +120,8 @@ async def test_first_sync_equals_the_simulator_exactly(db_pool, upstream, sessio
         created = {k for t, k in await image_events(conn) if t == "registry.image.created"}
         assert created == set(expected)
         layers = sum(len(i.get("layers", ())) + ("config" in i) for i in expected.values())
-        assert await conn.fetchval("SELECT count(*) FROM image_blobs") == layers
-        mismatch = await conn.fetchval(
-            "SELECT count(*) FROM blobs b WHERE ref_count <> (SELECT count(*) FROM image_blobs ib WHERE ib.digest = b.digest)"
-        )
+        assert await conn.fetchval(BLOB_REFERENCES) == layers
+        mismatch = await conn.fetchval(REF_COUNT_MISMATCHES)
         assert mismatch == 0
         # created_ns (the API's createdAt order) comes from the ingest: the SQL definition agrees
         sort_mismatch = await conn.fetchval(
@@ -139,16 +138,12 @@ async def test_invariant_6_unchanged_simulator_resync_writes_nothing(
     async with db_pool.acquire() as conn:
         query = "SELECT count(*), coalesce(sum(xmin::text::bigint), 0) FROM {}"
         before = [
-            tuple(await conn.fetchrow(query.format(t)))
-            for t in ("images", "image_blobs", "blobs", "outbox")
+            tuple(await conn.fetchrow(query.format(t))) for t in ("images", "blobs", "outbox")
         ]
     summary = await ingest_once(db_pool, client, scopes)
     assert (summary.images, summary.created, summary.updated, summary.deleted) == (3000, 0, 0, 0)
     async with db_pool.acquire() as conn:
-        after = [
-            tuple(await conn.fetchrow(query.format(t)))
-            for t in ("images", "image_blobs", "blobs", "outbox")
-        ]
+        after = [tuple(await conn.fetchrow(query.format(t))) for t in ("images", "blobs", "outbox")]
     assert after == before
 
 

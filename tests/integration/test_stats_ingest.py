@@ -94,7 +94,7 @@ async def client(upstream: FakeUpstream) -> AsyncIterator[UpstreamClient]:
 
 
 RESET = """
-TRUNCATE images, image_blobs, blobs, registries, scopes, sync_runs, outbox,
+TRUNCATE images, blobs, registries, scopes, sync_runs, outbox,
          stats_registry_folders, stats_images, stats_registry_refs, stats_folder_refs,
          stats_repository_refs, stats_totals, stats_changes, stats_lone_digests
 """

@@ -3,7 +3,6 @@ kept forward to the folded stats of sql/080 and sql/routines/stats.sql."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 
 from mirror.model import Scope
 from mirror.stats.queries import fetch_freshness, fetch_stats
-from mirror.store.migrate import SQL_DIR, apply_migrations, find_migrations
+from mirror.store.migrate import SQL_DIR, apply_migrations
+from tests.integration.legacy_index import LegacyWriter, old_schema
 from tests.integration.stats_world import IndexWriter, make_image
 from tests.integration.test_stats_property import assert_served_equals_reference
 from tests.postgres_fixture import dsn_with_database, new_database_name
@@ -23,11 +23,7 @@ D = [f"sha256:{i:064x}" for i in range(8)]
 @pytest.fixture
 async def old_index(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated only up to sql/043 (the in-transaction triggers)."""
-    old_sql = tmp_path / "sql"
-    (old_sql / "routines").mkdir(parents=True)
-    for migration in find_migrations():
-        if migration.version <= 43:
-            shutil.copy(migration.path, old_sql / migration.path.name)
+    old_sql = old_schema(tmp_path / "sql", 43, routines=False)
     name = new_database_name("upgrade")
     admin = await asyncpg.connect(postgres_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -45,7 +41,7 @@ async def old_index(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.
 async def test_upgrade_recomputes_and_keeps_what_scopes_referenced_once(
     old_index: asyncpg.Connection,
 ) -> None:
-    writer = IndexWriter(old_index)
+    writer = LegacyWriter(old_index)  # image_blobs rows: the schema before sql/090
     base = make_image("crp00000000000000001", "crpreg1/base", (D[0], 10), [(D[1], 100)])
     app = make_image("crp00000000000000002", "crpreg1/app", (D[2], 10), [(D[1], 100), (D[3], 30)])
     other = make_image("crp00000000000000003", "crpreg2/app", (D[4], 10), [(D[5], 70)])
@@ -72,7 +68,7 @@ async def test_upgrade_recomputes_and_keeps_what_scopes_referenced_once(
     await assert_served_equals_reference(old_index, writer.reference, settled=True)
 
     # and the folder takes it from there
-    await writer.push([app])
+    await IndexWriter(old_index, writer.reference).push([app])
     await assert_served_equals_reference(old_index, writer.reference)
     folder = await fetch_stats(old_index, Scope.parse("folder:b1gfolder2"))
     assert (folder.images, folder.reclaimable_blobs) == (1, 2)

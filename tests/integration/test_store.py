@@ -49,7 +49,7 @@ async def test_migrator_from_empty_then_idempotent(empty_database: str) -> None:
             r["tablename"]
             for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
         }
-        assert {"images", "image_blobs", "blobs", "outbox", "scopes", "sync_runs"} <= tables
+        assert {"images", "blobs", "outbox", "scopes", "sync_runs"} <= tables
         versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
         assert [r["version"] for r in versions] == [m.version for m in migrations]
         routines = await conn.fetch("SELECT name FROM schema_routines ORDER BY name")

@@ -1,4 +1,4 @@
-"""Pages turned into rows: docs, content hashes, blob records, dedup within a page."""
+"""Pages turned into rows: docs, content hashes, blob references, dedup within a page."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ import orjson
 import pytest
 
 from mirror.errors import MalformedImage
-from mirror.ingest.staging import (
-    blob_records,
-    blob_signature,
-    content_hash,
-    image_record,
-    page_images,
-)
+from mirror.ingest.staging import blob_arrays, content_hash, image_record, page_images
+from mirror.model import digest_key, digest_text
 
 IMAGE = {
     "id": "crpb",
@@ -75,19 +70,22 @@ def test_image_record_columns() -> None:
     assert image_record(bare, None)[5:9] == (0, None, 0, [])
 
 
-def test_blob_records_config_first_then_layers() -> None:
+def test_blob_arrays_config_first_then_layers() -> None:
     [item] = page_images([IMAGE])
-    assert blob_records(item) == [
-        ("crpb", "reg1", 0, "c", "sha256:c", "c1", 10),
-        ("crpb", "reg1", 1, "l", "sha256:1", "l1", 100),
-        ("crpb", "reg1", 2, "l", "sha256:2", None, 200),
-    ]
+    keys = [digest_key(d) for d in ("sha256:c", "sha256:1", "sha256:2")]
+    assert blob_arrays(item) == (keys, [10, 100, 200], True)
+    assert image_record(item, None)[11:] == (keys, [10, 100, 200], True)
     [no_config] = page_images([{k: v for k, v in IMAGE.items() if k != "config"}])
-    assert [r[2] for r in blob_records(no_config)] == [1, 2]
+    assert blob_arrays(no_config) == (keys[1:], [100, 200], False)
+    no_digest = IMAGE | {"config": {"size": "5"}, "layers": [{"size": "1"}, IMAGE["layers"][1]]}
+    [item] = page_images([no_digest])
+    assert blob_arrays(item) == ([keys[2]], [200], False)  # blobs without a digest: not indexed
 
 
-def test_blob_signature_tells_blob_changes_from_tag_changes() -> None:
-    assert blob_signature(IMAGE) == blob_signature(IMAGE | {"tags": ["x"]})
-    assert blob_signature(IMAGE) != blob_signature(IMAGE | {"layers": IMAGE["layers"][:1]})
-    moved = IMAGE | {"layers": list(reversed(IMAGE["layers"]))}
-    assert blob_signature(IMAGE) != blob_signature(moved)
+def test_digest_keys_are_32_bytes_for_sha256_and_lossless_for_anything_else() -> None:
+    sha = "sha256:" + "0123456789abcdef" * 4
+    assert digest_key(sha) == bytes.fromhex("0123456789abcdef" * 4)
+    assert digest_text(digest_key(sha)) == sha
+    for other in ("sha256:" + "0123456789ABCDEF" * 4, "sha256:ff", "x" * 32, "sha512:" + "a" * 128):
+        key = digest_key(other)
+        assert len(key) != 32 and digest_text(key) == other
