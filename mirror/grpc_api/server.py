@@ -19,7 +19,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from yandex.cloud.containerregistry.v1 import image_service_pb2, image_service_pb2_grpc
+from yandex.cloud.containerregistry.v1 import image_service_pb2
 from yandex.cloud.endpoint import api_endpoint_service_pb2, api_endpoint_service_pb2_grpc
 from yandex.cloud.operation import operation_service_pb2, operation_service_pb2_grpc
 
@@ -29,7 +29,13 @@ from mirror.api.image_list import ImageReader
 from mirror.api.operations import DeleteTracker
 from mirror.errors import ConfigError
 from mirror.grpc_api.calls import Guard
-from mirror.grpc_api.services import ApiEndpointService, ImageService, OperationService
+from mirror.grpc_api.services import (
+    ApiEndpointService,
+    ImageService,
+    OperationService,
+    add_image_service,
+)
+from mirror.grpc_api.wire_cache import ImageWireCache
 from mirror.listen import host_port
 from mirror.settings import Settings
 
@@ -95,9 +101,8 @@ async def start_grpc_server(
         raise ConfigError(f"--grpc-port {port}: cannot listen on {bind}")
     address = advertised_address(host, bound)
     guard = Guard(TokenTable(settings.api_tokens) if settings.api_tokens else None)
-    image_service_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageService(images, deletes, guard), server
-    )
+    cache = ImageWireCache(settings.grpc_image_cache_mb * 1024 * 1024)
+    add_image_service(ImageService(images, deletes, guard, cache), server)
     operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
         OperationService(deletes, guard), server
     )
