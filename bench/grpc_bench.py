@@ -18,6 +18,7 @@ page of 100 p99 <= 10 ms at any depth. Rows go to ``bench/RESULTS.md``.
 
     python -m bench.grpc_bench                               # 1,000,000 images
     python -m bench.grpc_bench --images 100000 --no-record
+    python -m bench.grpc_bench --images 100000 --image-cache-mb 0   # every image encoded
 """
 
 from __future__ import annotations
@@ -266,6 +267,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the filled database")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument(
+        "--image-cache-mb",
+        type=int,
+        help="MIRROR_GRPC_IMAGE_CACHE_MB of the server (default: its default; 0: no cache)",
+    )
     return parser.parse_args(argv)
 
 
@@ -280,6 +286,8 @@ def main(argv: list[str]) -> int:
             base = f"http://127.0.0.1:{port}"
             serve = ["serve", "--port", str(port), "--database-url", dsn, "--log-level", "WARNING"]
             env = child_env(MIRROR_GRPC_PORT=str(grpc_port))
+            if args.image_cache_mb is not None:
+                env["MIRROR_GRPC_IMAGE_CACHE_MB"] = str(args.image_cache_mb)
             with child(serve, base + "/readyz", env=env):
                 figures = asyncio.run(measure(base, f"127.0.0.1:{grpc_port}", dsn, args))
         finally:

@@ -18,6 +18,8 @@ of the SDK this code does not encode, a proto field name as key, an odd
 timestamp) makes the image take ``json_format``, so every field the SDK knows
 is kept and every oddity is judged by protobuf itself. Keys the SDK does not
 know are dropped, as ``json_format`` does with ``ignore_unknown_fields``.
+A layer of the usual shape seen before (layers are shared between images) is
+taken from a bounded memo of its bytes.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ _IMAGE_KEYS = frozenset(
 _BLOB_KEYS = frozenset(("id", "digest", "size", "urls"))
 _BLOB_COMMON = frozenset(("id", "digest", "size"))
 # A blob of id, digest (not empty) and a non-zero size, framed as a field of at most 127 bytes.
+# Layers are shared (base images, a repository's versions): a usual blob met before is
+# not encoded again. Its key is (tag, id, digest, size) as given; full, the memo starts over.
+BLOB_MEMO_MAX = 32_768
+_BLOB_MEMO: dict[tuple[Any, ...], bytes] = {}
 _COMMON_BLOB = b"%b%c" + BLOB_ID + b"%c%b" + BLOB_DIGEST + b"%c%b" + BLOB_SIZE + b"%b"
 
 
@@ -199,6 +205,10 @@ def _blob(tag: bytes, blob: Any) -> bytes:
     if type(blob) is not dict:
         raise _Slow
     if blob.keys() == _BLOB_COMMON:  # the usual layer: one bytes format, few calls
+        key = (tag, blob["id"], blob["digest"], blob["size"])
+        framed = _BLOB_MEMO.get(key)
+        if framed is not None:
+            return framed
         blob_id = blob["id"].encode()  # not a str: AttributeError, json_format judges
         digest = blob["digest"].encode()
         size = blob["size"]
@@ -207,7 +217,7 @@ def _blob(tag: bytes, blob: Any) -> bytes:
             size_bytes = varint(number)
             length = 5 + len(blob_id) + len(digest) + len(size_bytes)
             if number and length < 0x80:  # a zero size is absent on the wire
-                return _COMMON_BLOB % (
+                framed = _COMMON_BLOB % (
                     tag,
                     length,
                     len(blob_id),
@@ -216,6 +226,10 @@ def _blob(tag: bytes, blob: Any) -> bytes:
                     digest,
                     size_bytes,
                 )
+                if len(_BLOB_MEMO) >= BLOB_MEMO_MAX:
+                    _BLOB_MEMO.clear()
+                _BLOB_MEMO[key] = framed  # its values are all str: no other type equals them
+                return framed
     if not blob.keys() <= _BLOB_KEYS:
         _extra_keys(blob, _BLOB_SDK_NAMES, _BLOB_KEYS)
     out = b""

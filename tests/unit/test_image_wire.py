@@ -265,3 +265,21 @@ def test_the_usual_layer_shape_at_its_edges(size: Any, blob_id: str) -> None:
         "layers": [layer, {"digest": "d", "size": size, "id": blob_id}],
     }
     assert encoded(image) == reference(image)
+
+
+def test_a_shared_layer_is_encoded_once_per_field_and_the_memo_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(image_wire, "BLOB_MEMO_MAX", 4)
+    monkeypatch.setattr(image_wire, "_BLOB_MEMO", {})
+    shared = {"id": "crpshared", "digest": "sha256:" + "ef" * 32, "size": "77"}
+    image = {"config": dict(shared), "layers": [dict(shared), dict(shared)]}
+    assert encoded(image) == reference(image)  # one key as config, one as layer: tags differ
+    assert len(image_wire._BLOB_MEMO) == 2
+    for i in range(10):
+        other = {**shared, "size": str(100 + i)}
+        assert encoded({"layers": [other]}) == reference({"layers": [other]})
+        assert len(image_wire._BLOB_MEMO) <= 4
+    assert encoded({"layers": [{**shared, "size": 77}]}) == reference(
+        {"layers": [{**shared, "size": 77}]}
+    )
