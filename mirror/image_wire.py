@@ -114,11 +114,11 @@ _IMAGE_KEYS = frozenset(
 )
 _BLOB_KEYS = frozenset(("id", "digest", "size", "urls"))
 _BLOB_COMMON = frozenset(("id", "digest", "size"))
-# A blob of id, digest (not empty) and a non-zero size, framed as a field of at most 127 bytes.
 # Layers are shared (base images, a repository's versions): a usual blob met before is
 # not encoded again. Its key is (tag, id, digest, size) as given; full, the memo starts over.
 BLOB_MEMO_MAX = 32_768
 _BLOB_MEMO: dict[tuple[Any, ...], bytes] = {}
+# A blob of id, digest (not empty) and a non-zero size, framed as a field of at most 127 bytes.
 _COMMON_BLOB = b"%b%c" + BLOB_ID + b"%c%b" + BLOB_DIGEST + b"%c%b" + BLOB_SIZE + b"%b"
 
 
