@@ -1,12 +1,13 @@
 """The mirror's gRPC servicers: ImageService, OperationService and endpoint discovery.
 
-Each method validates as the REST handler does (``mirror.listing``), asks the
-same reader (``ImageReader``, ``DeleteTracker``) and answers its JSON parsed
-into the SDK's message (``mirror.grpc_wire``): a page token from a REST page
-continues over gRPC and back. List and Get answer the wire bytes of the
-messages, encoded from the index's JSON docs (``mirror.image_wire``) or taken
-from the cache of serialized images (``wire_cache``), not message objects. ``OperationService.Cancel`` answers
-UNIMPLEMENTED: a Delete the upstream has accepted cannot be called back.
+Each method validates as the REST handler does (``mirror.listing``) and asks
+the same reader (``ImageReader``, ``DeleteTracker``): a page token from a REST
+page continues over gRPC and back. List and Get answer wire bytes, the index's
+JSON docs encoded straight to ``Image`` (``mirror.image_wire``) or taken from
+the cache of serialized images (``wire_cache``), no message objects; the other
+methods answer the JSON parsed into the SDK's message (``mirror.grpc_wire``).
+``OperationService.Cancel`` answers UNIMPLEMENTED: a Delete the upstream has
+accepted cannot be called back.
 """
 
 from __future__ import annotations
