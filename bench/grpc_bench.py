@@ -190,13 +190,19 @@ async def measure_one(
         pages += len(walked.samples)
     get_calls = [lambda i=i: api.get(i) for i in ids]
     get_rps, get_loaded, get_cpu = await throughput(
-        get_calls, args.concurrency, args.seconds, server_pid
-    )  # type: ignore[arg-type]
+        get_calls,  # type: ignore[arg-type]
+        args.concurrency,
+        args.seconds,
+        server_pid,
+    )
     sample = random.Random(3).sample(tokens, min(5000, len(tokens)))
     list_calls = [lambda p=p, t=t: api.page(p, t) for p, t in sample]
     list_rps, list_loaded, list_cpu = await throughput(
-        list_calls, args.concurrency, args.seconds, server_pid
-    )  # type: ignore[arg-type]
+        list_calls,  # type: ignore[arg-type]
+        args.concurrency,
+        args.seconds,
+        server_pid,
+    )
     return Figures(
         api.name,
         get,
