@@ -3,8 +3,9 @@
 SERVING while the database answers and its migrations are applied, NOT_SERVING
 while it does not (``mirror.api.health.check_ready``, the HTTP probe's own
 check). A ``Check`` probes before it answers, so a load balancer sees the state
-of that moment; a background task probes every ``WATCH_INTERVAL_S`` so ``Watch``
-streams hear of a change nobody asked about. The whole server (``""``) and the
+of that moment; a background task probes at start and every ``WATCH_INTERVAL_S``
+so ``Watch`` streams hear of a change nobody asked about (until the first probe
+is done, a ``Watch`` hears ``SERVICE_UNKNOWN``). The whole server (``""``) and the
 services that read the database follow it; the others (endpoint discovery)
 always serve. Without a probe (a server over a bare reader) everything serves.
 """
@@ -41,10 +42,12 @@ class IndexHealth(health.aio.HealthServicer):
         self.serving: bool | None = None  # the last probe's verdict
 
     async def start(self) -> None:
+        """Statuses set; the first probe runs in the background (starting waits for no database)."""
         for name in self._always:
             await self.set(name, SERVING)
-        await self.refresh()
-        if self._probe is not None:
+        if self._probe is None:
+            await self.refresh()
+        else:
             self._watcher = asyncio.create_task(self._watch(), name="grpc health probe")
 
     async def refresh(self) -> bool:
@@ -74,11 +77,11 @@ class IndexHealth(health.aio.HealthServicer):
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 await self.refresh()
             except Exception:  # the next round tries again; the task must not die
                 log.exception("gRPC health: probe failed")
+            await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def stop(self) -> None:
         """NOT_SERVING for everything (and no more changes), as the server goes."""

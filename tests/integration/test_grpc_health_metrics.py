@@ -36,6 +36,7 @@ pytestmark = pytest.mark.timeout(180)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 IMAGE_SERVICE, OPERATION_SERVICE, ENDPOINT_SERVICE = SERVICE_NAMES
 DEADLINE_S = 60.0
 POLL_S = 0.1
@@ -98,6 +99,7 @@ async def test_grpc_health_follows_the_database_down_and_back() -> None:
             try:
                 assert [await status(s) for s in ("", *SERVICE_NAMES)] == [SERVING] * 4
                 assert await ready() == 200
+                await until(lambda: _holds(SERVING in watched), "Watch heard SERVING")
 
                 assert kill_postgres(server) >= 1
                 await until(
@@ -118,7 +120,8 @@ async def test_grpc_health_follows_the_database_down_and_back() -> None:
                 await until(lambda: _is(status(), SERVING), "SERVING once the database is back")
                 assert await status(IMAGE_SERVICE) == SERVING and await ready() == 200
                 await until(lambda: _holds(watched[-1] == SERVING), "Watch heard SERVING again")
-                assert watched[0] == SERVING and NOT_SERVING in watched
+                heard = [s for s in watched if s != UNKNOWN]  # UNKNOWN: before the first probe
+                assert heard == [SERVING, NOT_SERVING, SERVING], watched
             finally:
                 watch.cancel()
                 await asyncio.gather(follower, return_exceptions=True)
