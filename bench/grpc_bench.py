@@ -9,7 +9,9 @@ the same run, the same requests:
 - List, page of 100: first pages of 5 listings, then full walks by page token of
   3 listings (every depth; ``last 10%`` = the deepest tenth of the pages);
 - throughput: ``--concurrency`` clients (default 16) for ``--seconds`` each, Gets
-  of random ids and deep List pages (tokens saved from the walks).
+  of random ids and deep List pages (tokens saved from the walks), with the CPU
+  time the ``mirror serve`` process spent per request (Linux ``/proc``): unlike
+  latencies, it hardly depends on what else the machine runs.
 
 REST is driven with aiohttp (the body read, not parsed); gRPC with grpc.aio and
 the official SDK's stubs (one channel, HTTP/2 streams). Latencies are measured
@@ -18,12 +20,14 @@ page of 100 p99 <= 10 ms at any depth. Rows go to ``bench/RESULTS.md``.
 
     python -m bench.grpc_bench                               # 1,000,000 images
     python -m bench.grpc_bench --images 100000 --no-record
+    python -m bench.grpc_bench --images 100000 --image-cache-mb 0   # every image encoded
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shlex
 import sys
@@ -31,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -76,6 +81,8 @@ class Figures:
     list_rps: float
     list_loaded: Latencies
     pages: int
+    get_cpu_ms: float  # the server process's CPU time per request in the throughput measure
+    list_cpu_ms: float
 
 
 class Rest:
@@ -122,9 +129,16 @@ async def timed(call: Call, out: Latencies) -> None:
     out.samples.append((time.perf_counter() - started) * 1000)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def throughput(
-    calls: Sequence[Call], concurrency: int, seconds: float
-) -> tuple[float, Latencies]:
+    calls: Sequence[Call], concurrency: int, seconds: float, server_pid: int
+) -> tuple[float, Latencies, float]:
+    """Requests/s, their latencies, and the server's CPU milliseconds per request."""
     out = Latencies()
     deadline = time.perf_counter() + seconds
     rng = random.Random(2)
@@ -136,13 +150,18 @@ async def throughput(
             done += 1
         return done
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds(server_pid)
     counts = await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return sum(counts) / (time.perf_counter() - started), out
+    cpu_ms = (cpu_seconds(server_pid) - cpu_before) * 1000 / max(1, sum(counts))
+    return sum(counts) / (time.perf_counter() - started), out, cpu_ms
 
 
 async def measure_one(
-    api: Rest | Grpc, ids: list[str], listings: list[dict[str, str]], args: argparse.Namespace
+    api: Rest | Grpc,
+    ids: list[str],
+    listings: list[dict[str, str]],
+    args: argparse.Namespace,
+    server_pid: int,
 ) -> Figures:
     for image_id in ids[:300]:  # warm up connections and caches
         await api.get(image_id)
@@ -170,16 +189,39 @@ async def measure_one(
         last_tenth.samples += walked.samples[-max(1, len(walked.samples) // 10) :]
         pages += len(walked.samples)
     get_calls = [lambda i=i: api.get(i) for i in ids]
-    get_rps, get_loaded = await throughput(get_calls, args.concurrency, args.seconds)  # type: ignore[arg-type]
+    get_rps, get_loaded, get_cpu = await throughput(
+        get_calls,  # type: ignore[arg-type]
+        args.concurrency,
+        args.seconds,
+        server_pid,
+    )
     sample = random.Random(3).sample(tokens, min(5000, len(tokens)))
     list_calls = [lambda p=p, t=t: api.page(p, t) for p, t in sample]
-    list_rps, list_loaded = await throughput(list_calls, args.concurrency, args.seconds)  # type: ignore[arg-type]
+    list_rps, list_loaded, list_cpu = await throughput(
+        list_calls,  # type: ignore[arg-type]
+        args.concurrency,
+        args.seconds,
+        server_pid,
+    )
     return Figures(
-        api.name, get, first, deep, last_tenth, get_rps, get_loaded, list_rps, list_loaded, pages
+        api.name,
+        get,
+        first,
+        deep,
+        last_tenth,
+        get_rps,
+        get_loaded,
+        list_rps,
+        list_loaded,
+        pages,
+        get_cpu,
+        list_cpu,
     )
 
 
-async def measure(base: str, address: str, dsn: str, args: argparse.Namespace) -> list[Figures]:
+async def measure(
+    base: str, address: str, dsn: str, args: argparse.Namespace, server_pid: int
+) -> list[Figures]:
     conn = await asyncpg.connect(dsn)
     try:
         registry, registry_n = await conn.fetchrow(BIGGEST_REGISTRY)
@@ -203,7 +245,7 @@ async def measure(base: str, address: str, dsn: str, args: argparse.Namespace) -
         grpc.aio.insecure_channel(address) as channel,
     ):
         for api in (Rest(session, base), Grpc(channel)):
-            figures.append(await measure_one(api, ids, listings, args))
+            figures.append(await measure_one(api, ids, listings, args, server_pid))
             print(f"grpc bench: {summary(figures[-1])}", flush=True)
     return figures
 
@@ -212,7 +254,8 @@ def summary(f: Figures) -> str:
     return (
         f"{f.protocol}: Get {f.get.p50:.2f}/{f.get.p99:.2f} ms, List first "
         f"{f.first.p50:.2f}/{f.first.p99:.2f}, deep {f.deep.p50:.2f}/{f.deep.p99:.2f} "
-        f"(last tenth p99 {f.last_tenth.p99:.2f}); {f.get_rps:,.0f} Get/s, {f.list_rps:,.0f} List/s"
+        f"(last tenth p99 {f.last_tenth.p99:.2f}); {f.get_rps:,.0f} Get/s, {f.list_rps:,.0f} List/s; "
+        f"server CPU {f.get_cpu_ms:.2f} ms a Get, {f.list_cpu_ms:.2f} ms a List"
     )
 
 
@@ -227,7 +270,8 @@ def rows(
             f"| {f.get.p50:.2f} / {f.get.p99:.2f} | {f.first.p50:.2f} / {f.first.p99:.2f} "
             f"| {f.deep.p50:.2f} / {f.deep.p99:.2f} | {f.last_tenth.p99:.2f} "
             f"| {f.get_rps:,.0f} ({f.get_loaded.p99:.1f}) | {f.list_rps:,.0f} ({f.list_loaded.p99:.1f}) "
-            f"| {f.pages:,} pages walked; concurrency {args.concurrency}; load average "
+            f"| {f.pages:,} pages walked; concurrency {args.concurrency}; server CPU "
+            f"{f.get_cpu_ms:.2f} ms a Get, {f.list_cpu_ms:.2f} ms a List; load average "
             f"{load_before} before / {load_average()} after |"
         )
     return out
@@ -266,6 +310,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the filled database")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument(
+        "--image-cache-mb",
+        type=int,
+        help="MIRROR_GRPC_IMAGE_CACHE_MB of the server (default: its default; 0: no cache)",
+    )
     return parser.parse_args(argv)
 
 
@@ -280,8 +329,12 @@ def main(argv: list[str]) -> int:
             base = f"http://127.0.0.1:{port}"
             serve = ["serve", "--port", str(port), "--database-url", dsn, "--log-level", "WARNING"]
             env = child_env(MIRROR_GRPC_PORT=str(grpc_port))
-            with child(serve, base + "/readyz", env=env):
-                figures = asyncio.run(measure(base, f"127.0.0.1:{grpc_port}", dsn, args))
+            if args.image_cache_mb is not None:
+                env["MIRROR_GRPC_IMAGE_CACHE_MB"] = str(args.image_cache_mb)
+            with child(serve, base + "/readyz", env=env) as server:
+                figures = asyncio.run(
+                    measure(base, f"127.0.0.1:{grpc_port}", dsn, args, server.pid)
+                )
         finally:
             if not args.keep:
                 asyncio.run(drop_database(admin_dsn, args.images, args.seed))

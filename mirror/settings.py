@@ -107,6 +107,8 @@ class Settings:
     log_level: str = field(default="INFO", metadata={"env": "MIRROR_LOG_LEVEL"})
     # The gRPC listener of serve/run/demo (same host as the HTTP API); None: no listener.
     grpc_port: int | None = field(default=DEFAULT_GRPC_PORT, metadata={"env": "MIRROR_GRPC_PORT"})
+    # MiB of serialized images the gRPC API keeps to answer List/Get without encoding (0: none).
+    grpc_image_cache_mb: int = field(default=64, metadata={"env": "MIRROR_GRPC_IMAGE_CACHE_MB"})
     # A PEM certificate chain and its key: both listeners then speak TLS.
     tls_cert: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_CERT"})
     tls_key: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_KEY"})
@@ -228,6 +230,16 @@ def _positive_int(raw: str, name: str) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _non_negative_int(raw: str, name: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
 
 
@@ -364,6 +376,7 @@ _PARSERS: dict[str, Any] = {
     "api_tokens": _api_tokens,
     "log_level": _log_level,
     "grpc_port": _grpc_port,
+    "grpc_image_cache_mb": _non_negative_int,
     "tls_cert": _existing_file,
     "tls_key": _existing_file,
 }

@@ -3,7 +3,8 @@
 Ready means the database answers and every migration in ``sql/`` is applied;
 until then ``/readyz`` is 503 UNAVAILABLE in the upstream's error shape. Once
 the migrations were seen applied they are not checked again (they only ever
-get applied, never removed), so a ready probe costs one ``SELECT 1``.
+get applied, never removed), so a ready probe costs one ``SELECT 1``. The gRPC
+health service asks the same ``check_ready`` (``mirror.grpc_api.health``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    readiness = request.app[READINESS]
+    await check_ready(request.app[POOL], request.app[READINESS])
+    return json_response({"status": "ready"})
+
+
+async def check_ready(pool: asyncpg.Pool, readiness: Readiness) -> None:
+    """Returns when the index can serve; ``Unavailable`` saying why not (``/readyz``, gRPC health)."""
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT), request.app[POOL].acquire() as conn:
+        async with asyncio.timeout(PROBE_TIMEOUT), pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
             if not readiness.migrated:
                 pending = await pending_migrations(conn)
@@ -54,7 +60,6 @@ async def readyz(request: web.Request) -> web.Response:
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("not ready: the database does not answer (%s)", type(exc).__name__)
         raise Unavailable("the index database does not answer") from None
-    return json_response({"status": "ready"})
 
 
 def add_health_routes(app: web.Application) -> None:

@@ -48,6 +48,10 @@ class ImageReader:
 
     async def list_page(self, request: ListRequest) -> bytes:
         """The JSON body of one List page (``{"images": [...], "nextPageToken": "..."}``)."""
+        return page_body(*await self.list_docs(request))
+
+    async def list_docs(self, request: ListRequest) -> tuple[list[bytes], str]:
+        """One List page: its images' JSON docs and the next page token ("" on the last)."""
         fingerprint = query_fingerprint(request.query_key)
         async with self._pool.acquire() as conn:
             cursor: Sequence[Value] | None = None
@@ -65,7 +69,7 @@ class ImageReader:
                 rows = rows[: request.page_size]
                 last = sort_values(request.order, rows[-1])
                 token = self._page_keys.encode(fingerprint, last, [row["id"] for row in rows])
-        return page_body([row["doc"] for row in rows], token)
+        return [row["doc"] for row in rows], token
 
 
 def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:

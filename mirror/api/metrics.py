@@ -21,11 +21,13 @@ from mirror.api.appkeys import POOL
 log = logging.getLogger(__name__)
 
 
+# Seconds; the gRPC API's histogram (mirror.grpc_api.metrics) uses the same.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 REQUEST_SECONDS = Histogram(
     "mirror_api_request_duration_seconds",
     "Local API request latency by route.",
     ("method", "route", "status"),
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+    buckets=LATENCY_BUCKETS,
 )
 OUTBOX_BACKLOG = Gauge(
     "mirror_db_outbox_unsent_events",

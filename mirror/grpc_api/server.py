@@ -3,7 +3,8 @@
 ``start_grpc_server`` binds ``host:port`` (``0``: any free port), registers
 ImageService, OperationService and ApiEndpointService (which answers the
 listener's own address, so the SDK's endpoint discovery leads back here), the
-standard ``grpc.health.v1`` service and server reflection (``grpcurl`` needs no
+standard ``grpc.health.v1`` service (NOT_SERVING while the database is
+unreachable, as ``/readyz``; ``health``) and server reflection (``grpcurl`` needs no
 .proto files), and starts serving on the running loop: the servicers share the
 asyncpg pool and readers of the HTTP API. With ``MIRROR_TLS_CERT`` and
 ``MIRROR_TLS_KEY`` the port speaks TLS only.
@@ -11,25 +12,35 @@ asyncpg pool and readers of the HTTP API. With ``MIRROR_TLS_CERT`` and
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from yandex.cloud.containerregistry.v1 import image_service_pb2, image_service_pb2_grpc
+from yandex.cloud.containerregistry.v1 import image_service_pb2
 from yandex.cloud.endpoint import api_endpoint_service_pb2, api_endpoint_service_pb2_grpc
 from yandex.cloud.operation import operation_service_pb2, operation_service_pb2_grpc
 
-from mirror.api.appkeys import DELETES, IMAGES, SETTINGS
+from mirror.api.appkeys import DELETES, IMAGES, POOL, SETTINGS
 from mirror.api.auth import TokenTable
+from mirror.api.health import READINESS, check_ready
 from mirror.api.image_list import ImageReader
 from mirror.api.operations import DeleteTracker
 from mirror.errors import ConfigError
 from mirror.grpc_api.calls import Guard
-from mirror.grpc_api.services import ApiEndpointService, ImageService, OperationService
+from mirror.grpc_api.health import IndexHealth, Probe
+from mirror.grpc_api.metrics import MetricsInterceptor
+from mirror.grpc_api.services import (
+    ApiEndpointService,
+    ImageService,
+    OperationService,
+    add_image_service,
+)
+from mirror.grpc_api.wire_cache import ImageWireCache
 from mirror.listen import host_port
 from mirror.settings import Settings
 
@@ -54,10 +65,10 @@ class GrpcListener:
     server: grpc.aio.Server
     address: str
     tls: bool
-    health: health.aio.HealthServicer
+    health: IndexHealth
 
     async def stop(self, grace: float = STOP_GRACE_S) -> None:
-        await self.health.enter_graceful_shutdown()
+        await self.health.stop()
         await self.server.stop(grace)
 
 
@@ -79,9 +90,13 @@ async def start_grpc_server(
     *,
     host: str,
     port: int,
+    probe: Probe | None = None,
 ) -> GrpcListener:
-    """Bind and start the gRPC API; ``ConfigError`` when the port cannot be taken."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    """Bind and start the gRPC API; ``ConfigError`` when the port cannot be taken.
+
+    ``probe`` (``check_ready`` of the HTTP API) drives the health service; None: always SERVING.
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=(MetricsInterceptor(),))
     credentials = server_credentials(settings)
     bind = host_port(host, port)
     try:
@@ -95,19 +110,17 @@ async def start_grpc_server(
         raise ConfigError(f"--grpc-port {port}: cannot listen on {bind}")
     address = advertised_address(host, bound)
     guard = Guard(TokenTable(settings.api_tokens) if settings.api_tokens else None)
-    image_service_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageService(images, deletes, guard), server
-    )
+    cache = ImageWireCache(settings.grpc_image_cache_mb * 1024 * 1024)
+    add_image_service(ImageService(images, deletes, guard, cache), server)
     operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
         OperationService(deletes, guard), server
     )
     api_endpoint_service_pb2_grpc.add_ApiEndpointServiceServicer_to_server(
         ApiEndpointService(address), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = IndexHealth(probe, follow=SERVICE_NAMES[:2], always=SERVICE_NAMES[2:])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.start()
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
@@ -128,5 +141,10 @@ async def start_for_app(app: web.Application, host: str) -> GrpcListener | None:
     if settings.grpc_port is None:
         return None
     return await start_grpc_server(
-        settings, app[IMAGES], app[DELETES], host=host, port=settings.grpc_port
+        settings,
+        app[IMAGES],
+        app[DELETES],
+        host=host,
+        port=settings.grpc_port,
+        probe=functools.partial(check_ready, app[POOL], app[READINESS]),
     )

@@ -17,7 +17,7 @@ MIRROR = Path(__file__).resolve().parents[2] / "mirror"
 LAYERS: list[set[str]] = [
     {"errors", "exit_codes", "dsn", "log_format"},
     {"model", "grpc_status", "signals", "listen"},
-    {"settings", "listing"},
+    {"settings", "listing", "image_wire"},
     {"grpc_wire"},  # protobuf messages <-> the List contract, shared by the simulator and grpc_api
     {"cli_options", "store", "upstream", "devservices"},
     {"stats", "events"},

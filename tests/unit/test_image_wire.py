@@ -1,0 +1,285 @@
+"""The image encoder against protobuf itself: byte for byte what ``json_format`` makes.
+
+``mirror.image_wire`` writes an image's JSON straight to ``Image`` wire bytes.
+The reference is ``json_format.ParseDict(doc, Image(), ignore_unknown_fields=True)
+.SerializeToString()``: for every generated doc the encoder gives the same bytes,
+or the same error. The generated shapes cover the upstream's (the simulator's
+pages), unknown keys, proto field names as keys, nulls, wrong types, int64 as
+strings and numbers of every size, and RFC 3339 timestamps right and wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from yandex.cloud.containerregistry.v1 import image_pb2, image_service_pb2
+
+from mirror import image_wire
+from mirror.grpc_api.wire_cache import ENTRY_OVERHEAD, LOOKUPS, ImageWireCache
+from mirror.grpc_wire import image_message, list_response
+from mirror.image_wire import doc_bytes, image_bytes, page_of_images, varint
+
+
+def reference(doc: Any) -> bytes | type[BaseException]:
+    message = image_pb2.Image()
+    try:
+        json_format.ParseDict(doc, message, ignore_unknown_fields=True)
+    except Exception as exc:
+        return type(exc)
+    return message.SerializeToString()
+
+
+def encoded(doc: Any) -> bytes | type[BaseException]:
+    try:
+        return image_bytes(doc)
+    except Exception as exc:
+        return type(exc)
+
+
+texts = st.one_of(
+    st.text(max_size=12),
+    st.text(st.characters(codec="utf-8"), max_size=200),  # long and non-ASCII
+    st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2),  # lone surrogates
+    st.sampled_from(["", "crp0123456789abcdefgh", "sha256:" + "ab" * 32]),
+)
+int64s = st.one_of(
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.integers(min_value=-(2**64), max_value=2**64).map(str),
+    st.sampled_from(["0", "007", "1 ", " 1", "+5", "1_000", "1.0", "", "١٢", "9" * 19, "9" * 25]),
+    st.sampled_from([1.0, 2.5, 1e20, True, False]),
+)
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.one_of(st.text(max_size=30), st.integers(), st.none()))
+    year = draw(st.sampled_from(["0000", "0001", "1969", "1970", "2022", "9999", "12345", "99"]))
+    month = draw(st.sampled_from(["01", "02", "12", "13", "1", "00"]))
+    day = draw(st.sampled_from(["01", "28", "29", "30", "31", "32"]))
+    clock = draw(
+        st.sampled_from(["00:00:00", "23:59:59", "12:34:56", "24:00:00", "00:00:60", "1:2:3"])
+    )
+    fraction = draw(
+        st.one_of(st.just(""), st.text("0123456789", max_size=11).map(lambda d: "." + d))
+    )
+    zone = draw(
+        st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-11:59", "+99:99", "+0530", ""])
+    )
+    sep = draw(st.sampled_from(["T", "T", "T", "t", " "]))
+    return f"{year}-{month}-{day}{sep}{clock}{fraction}{zone}"
+
+
+def maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly ``values``; sometimes a null or a value of a wrong type."""
+    return st.one_of(
+        values,
+        values,
+        values,
+        st.none(),
+        st.integers(),
+        st.lists(st.just("x"), max_size=1),
+        st.just({}),
+    )
+
+
+extras = st.dictionaries(
+    st.sampled_from(["someNewField", "compressed_size", "created_at", "[x.y]", "urls", "@type"]),
+    st.one_of(st.integers(), st.text(max_size=3), st.none()),
+    max_size=2,
+)
+
+
+valid_texts = st.one_of(
+    st.text(max_size=12),
+    st.text(st.characters(codec="utf-8"), max_size=200),
+    st.sampled_from(["", "crp0123456789abcdefgh", "sha256:" + "ab" * 32]),
+)
+valid_int64s = st.one_of(
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=0, max_value=2**63 - 1).map(str),
+    st.sampled_from(["0", 0, "1", "5538", "9223372036854775807"]),
+)
+
+
+@st.composite
+def valid_timestamps(draw: st.DrawFn) -> str:
+    moment = draw(st.datetimes())
+    fraction = draw(
+        st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=9).map(lambda d: "." + d))
+    )
+    zone = draw(st.sampled_from(["Z", "+00:00", "-00:00", "+05:30", "-11:59", "+14:00"]))
+    return moment.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0") + fraction + zone
+
+
+@st.composite
+def blobs(draw: st.DrawFn, clean: bool = False) -> Any:
+    text, int64, wrap = (
+        (valid_texts, valid_int64s, lambda v: v) if clean else (texts, int64s, maybe)
+    )
+    fields = {
+        "id": wrap(text),
+        "digest": wrap(text),
+        "size": wrap(int64),
+        "urls": wrap(st.lists(text if clean else st.one_of(text, text, st.none()), max_size=3)),
+    }
+    blob = {key: draw(value) for key, value in fields.items() if draw(st.integers(0, 4))}
+    if draw(st.integers(0, 4)) == 0:
+        blob.update(draw(extras))
+    if clean:
+        return blob
+    return blob if draw(st.integers(0, 30)) else draw(st.sampled_from([None, "x", 1, []]))
+
+
+@st.composite
+def images(draw: st.DrawFn, clean: bool = False) -> Any:
+    """Docs of every shape; ``clean``: well-typed ones (the encoder's own path, mostly)."""
+    text, int64, wrap = (
+        (valid_texts, valid_int64s, lambda v: v) if clean else (texts, int64s, maybe)
+    )
+    fields = {
+        "id": wrap(text),
+        "name": wrap(text),
+        "digest": wrap(text),
+        "compressedSize": wrap(int64),
+        "config": blobs(clean),
+        "layers": wrap(st.lists(blobs(clean), max_size=4)),
+        "tags": wrap(st.lists(text if clean else st.one_of(text, text, st.none()), max_size=3)),
+        "createdAt": valid_timestamps() if clean else timestamps(),
+    }
+    image = {key: draw(value) for key, value in fields.items() if draw(st.integers(0, 5))}
+    if not clean and draw(st.integers(0, 4)) == 0:
+        image.update(draw(extras))
+    elif clean and draw(st.integers(0, 4)) == 0:
+        image["someNewField"] = draw(st.one_of(st.integers(), st.text(max_size=3)))
+    return image
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(images(clean=True))
+def test_well_typed_docs_encode_as_json_format_would(image: Any) -> None:
+    assert encoded(image) == reference(image)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(images())
+def test_every_shape_encodes_as_json_format_would(image: Any) -> None:
+    assert encoded(image) == reference(image)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(),
+    st.integers(0, 999_999_999),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "+00:00", "-03:00", "+14:00", "-23:59"]),
+)
+def test_timestamps_encode_as_from_json_string(
+    moment: Any, nanos: int, digits: int, zone: str
+) -> None:
+    fraction = f".{nanos:09d}"[: digits + 1] if digits else ""
+    image = {"createdAt": moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + zone}
+    assert encoded(image) == reference(image)
+
+
+@pytest.mark.parametrize(
+    "n", [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**63, 2**64 - 1]
+)
+def test_varint(n: int) -> None:
+    ours = varint(n)
+    assert ours[-1] < 0x80 and all(b >= 0x80 for b in ours[:-1])
+    assert sum((b & 0x7F) << (7 * i) for i, b in enumerate(ours)) == n
+
+
+async def simulator_pages() -> list[tuple[bytes, list[dict[str, Any]], str]]:
+    from mirror.listing import parse_list_request
+    from mirror.upstream.simulator import Simulator, SimulatorConfig
+    from mirror.upstream.simulator.paging import list_body, list_page
+
+    sim = Simulator.from_config(SimulatorConfig(images=3000, seed=4))
+    pages = []
+    for folder in sim.registry.model.folder_ids[:2]:
+        request = parse_list_request({"folderId": folder, "pageSize": "1000"})
+        refs, token = await list_page(sim.registry, request, sim.faults.page_token_style)
+        body = list_body(sim.registry, refs, token)
+        raw = body if isinstance(body, bytes) else body.encode()
+        pages.append((raw, [sim.registry.record(ref).to_json() for ref in refs], token))
+    return pages
+
+
+async def test_the_upstreams_pages_take_the_fast_path_and_equal_json_format() -> None:
+    """The simulator's images (the upstream's shape) never need json_format, and match it."""
+    for body, docs, token in await simulator_pages():
+        slow = json_format.Parse(body, image_service_pb2.ListImagesResponse())
+        assert len(slow.images) == len(docs) and token
+        fast = [image_wire._image(orjson.loads(orjson.dumps(doc))) for doc in docs]  # no fallback
+        assert page_of_images(fast, token) == slow.SerializeToString()
+        assert list_response(body) == slow
+        assert image_message(docs[0]) == slow.images[0]
+    assert list_response(b"{}") == image_service_pb2.ListImagesResponse()
+    assert page_of_images([], "") == b""
+
+
+def test_unknown_keys_are_dropped_and_sdk_fields_by_proto_name_kept() -> None:
+    base = {"id": "crpA", "compressedSize": "10", "createdAt": "2022-09-27T22:29:52.893Z"}
+    assert image_bytes({**base, "someNewField": {"a": 1}}) == image_bytes(base)
+    by_proto_name = {"id": "crpA", "compressed_size": "10", "created_at": base["createdAt"]}
+    assert image_bytes(by_proto_name) == image_bytes(base) == reference(base)
+    assert image_pb2.Image.FromString(image_bytes(base)).created_at.nanos == 893_000_000
+
+
+def test_the_cache_answers_a_doc_seen_before_and_stays_in_its_bounds() -> None:
+    docs = [
+        orjson.dumps({"id": f"crp{i:017d}", "name": "r/x", "compressedSize": str(i + 1)})
+        for i in range(50)
+    ]
+    hits, misses = LOOKUPS.labels("hit"), LOOKUPS.labels("miss")
+    cache = ImageWireCache(max_bytes=10 * (len(doc_bytes(docs[0])) + ENTRY_OVERHEAD))
+    before = (hits._value.get(), misses._value.get())
+    assert cache.page(docs[:3], "t") == page_of_images([doc_bytes(d) for d in docs[:3]], "t")
+    assert cache.image(docs[0]) == doc_bytes(docs[0])
+    assert (hits._value.get() - before[0], misses._value.get() - before[1]) == (1, 3)
+    changed = docs[0].replace(b'"r/x"', b'"r/y"')  # the same image id, another row version
+    assert image_pb2.Image.FromString(cache.image(changed)).name == "r/y"
+    for doc in docs:
+        cache.image(doc)
+    assert len(cache) == 10 and cache.size <= cache.max_bytes
+    off = ImageWireCache(max_bytes=0)
+    assert off.image(docs[1]) == doc_bytes(docs[1]) and len(off) == 0
+
+
+@pytest.mark.parametrize(
+    "size", ["0", "00", "1", "007", 0, 1, "9223372036854775807", "9223372036854775808", "-1"]
+)
+@pytest.mark.parametrize("blob_id", ["", "a", "a" * 127, "a" * 128, "é", 'a"b'])
+def test_the_usual_layer_shape_at_its_edges(size: Any, blob_id: str) -> None:
+    layer = {"id": blob_id, "digest": "sha256:" + "cd" * 32, "size": size}
+    image = {
+        "id": "crpA",
+        "config": layer,
+        "layers": [layer, {"digest": "d", "size": size, "id": blob_id}],
+    }
+    assert encoded(image) == reference(image)
+
+
+def test_a_shared_layer_is_encoded_once_per_field_and_the_memo_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(image_wire, "BLOB_MEMO_MAX", 4)
+    monkeypatch.setattr(image_wire, "_BLOB_MEMO", {})
+    shared = {"id": "crpshared", "digest": "sha256:" + "ef" * 32, "size": "77"}
+    image = {"config": dict(shared), "layers": [dict(shared), dict(shared)]}
+    assert encoded(image) == reference(image)  # one key as config, one as layer: tags differ
+    assert len(image_wire._BLOB_MEMO) == 2
+    for i in range(10):
+        other = {**shared, "size": str(100 + i)}
+        assert encoded({"layers": [other]}) == reference({"layers": [other]})
+        assert len(image_wire._BLOB_MEMO) <= 4
+    assert encoded({"layers": [{**shared, "size": 77}]}) == reference(
+        {"layers": [{**shared, "size": 77}]}
+    )
