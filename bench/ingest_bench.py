@@ -54,6 +54,7 @@ class Pass:
     created: int
     errors: int
     wall: float = 0.0  # the child's whole life: start-up, the pass, folding the stats to the end
+    cpu_seconds: float = 0.0  # the child's user + system CPU time (wait4)
 
     @property
     def settled_rate(self) -> float:
@@ -157,6 +158,7 @@ def ingest_pass(url: str, dsn: str, scopes: list[str]) -> Pass:
         created=summary["created"],
         errors=summary["errors"],
         wall=wall,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
     )
 
 

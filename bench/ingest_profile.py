@@ -26,17 +26,13 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-import orjson
 
-from bench.ingest_bench import child_env, create_database, simulator
+from bench.ingest_bench import create_database, ingest_pass, simulator
 
 TOP_STATEMENTS = """
 SELECT calls, rows, total_exec_time AS ms, toplevel, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS q
@@ -78,25 +74,6 @@ def postgres_cpu(postmaster: int) -> float:
         except (OSError, ValueError):
             continue
     return total
-
-
-def ingest_child(url: str, dsn: str, scopes: list[str]) -> tuple[dict[str, Any], float, float]:
-    """One `mirror ingest --once --json`: its summary, wall seconds and CPU seconds."""
-    cmd = [sys.executable, "-m", "mirror", "ingest", "--once", "--json", "--upstream-url", url,
-           "--database-url", dsn, "--log-level", "WARNING"]  # fmt: skip
-    for scope in scopes:
-        cmd += ["--scope", scope]
-    env = child_env(MIRROR_UPSTREAM_RPS="2000", MIRROR_UPSTREAM_CONCURRENCY="8")
-    with tempfile.TemporaryFile() as out:
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        out.seek(0)
-        lines = out.read().splitlines()
-    if os.waitstatus_to_exitcode(status) != 0 or not lines:
-        raise RuntimeError("the ingest failed")
-    return orjson.loads(lines[-1]), wall, usage.ru_utime + usage.ru_stime
 
 
 def simulator_pid(url: str) -> int | None:
@@ -202,15 +179,15 @@ def main(argv: list[str] | None = None) -> None:
             sim = simulator_pid(url)
             asyncio.run(_execute(dsn, "SELECT pg_stat_statements_reset()"))
             pg0, sim0 = postgres_cpu(postmaster), proc_cpu(sim) if sim else 0.0
-            summary, wall, ingest_cpu = ingest_child(url, dsn, [f"folder:{f}" for f in folders])
+            first = ingest_pass(url, dsn, [f"folder:{f}" for f in folders])
             pg1, sim1 = postgres_cpu(postmaster), proc_cpu(sim) if sim else 0.0
-        n = summary["images"]
+        n = first.images
         print(
-            f"first mirror of {n:,} images: {n / summary['seconds']:,.0f} images/s "
-            f"({summary['seconds']:.1f} s pass, {wall:.1f} s child), load average {os.getloadavg()[0]:.1f}"
+            f"first mirror of {n:,} images: {first.rate:,.0f} images/s "
+            f"({first.seconds:.1f} s pass, {first.wall:.1f} s child), load average {os.getloadavg()[0]:.1f}"
         )
         print(
-            f"CPU per image: PostgreSQL {(pg1 - pg0) / n * 1e6:.0f} µs, ingest {ingest_cpu / n * 1e6:.0f} µs, "
+            f"CPU per image: PostgreSQL {(pg1 - pg0) / n * 1e6:.0f} µs, ingest {first.cpu_seconds / n * 1e6:.0f} µs, "
             f"simulator {(sim1 - sim0) / n * 1e6:.0f} µs"
         )
         asyncio.run(report(dsn, n, args.top))
