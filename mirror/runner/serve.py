@@ -50,16 +50,18 @@ async def serve_command(
     await runner.setup()  # opens (and migrates) the database: a bad URL stops here, in one line
     stop = asyncio.Event()
     try:
-        url = await start_site(runner, host, port, ssl_context=ssl_context)
-        click.echo(f"mirror serve: listening on {url}", err=True)
-        grpc_listener = await start_for_app(app, host)
-        if grpc_listener is not None:
-            click.echo(f"mirror serve: gRPC API on {grpc_listener.address}", err=True)
-        try:
-            with stop_on_signals(stop):
+        # Handlers first: a SIGTERM while the listeners start (a client may already
+        # have seen the HTTP address) stops the server cleanly once they are up.
+        with stop_on_signals(stop):
+            url = await start_site(runner, host, port, ssl_context=ssl_context)
+            click.echo(f"mirror serve: listening on {url}", err=True)
+            grpc_listener = await start_for_app(app, host)
+            try:
+                if grpc_listener is not None:
+                    click.echo(f"mirror serve: gRPC API on {grpc_listener.address}", err=True)
                 await stop.wait()
-        finally:
-            if grpc_listener is not None:
-                await grpc_listener.stop()
+            finally:
+                if grpc_listener is not None:
+                    await grpc_listener.stop()
     finally:
         await runner.cleanup()

@@ -92,6 +92,25 @@ async def test_serve_answers_and_stops_on_sigterm(database_url: str) -> None:
             await process.wait()
 
 
+async def test_serve_stops_cleanly_on_a_sigterm_as_soon_as_it_announces_http(
+    database_url: str,
+) -> None:
+    """The signal lands the moment the HTTP address is printed, while the gRPC listener
+    may still be starting: the handlers are in place by then, so the server still stops
+    cleanly (exit 0) and says where it listened, instead of dying of the signal."""
+    process = await run_serve(
+        "--port", "0", "--grpc-port", "0", "--database-url", database_url, env=child_env()
+    )  # fmt: skip
+    try:
+        await announced(process, r"listening on (http://\S+)")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def test_serve_answers_grpc_on_its_grpc_port(database_url: str) -> None:
     """``--grpc-port`` beside the HTTP port: health SERVING, a List's validation error, SIGTERM."""
     import grpc
