@@ -223,21 +223,22 @@ def _positive_float(raw: str, name: str) -> float:
     return value
 
 
-def _positive_int(raw: str, name: str) -> int:
+def _whole_number(raw: str, name: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _positive_int(raw: str, name: str) -> int:
+    value = _whole_number(raw, name)
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
     return value
 
 
 def _non_negative_int(raw: str, name: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    value = _whole_number(raw, name)
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
