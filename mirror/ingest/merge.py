@@ -121,9 +121,7 @@ RETURNING new.id,
           old.id IS NULL AS created,
           old.id IS NOT NULL AND old.content_hash <> new.content_hash AS changed,
           CASE WHEN old.content_hash <> new.content_hash THEN old.doc END AS old_doc,
-          old.id IS NULL
-              OR (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
-              AS blobs_changed,
+          -- the replaced references, only where they changed (the arrays are NOT NULL)
           CASE WHEN (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
                THEN old.blob_digests END AS old_digests,
           CASE WHEN (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
@@ -350,7 +348,7 @@ class PageWriter:
                 claims += gained_tags
                 releases += lost_tags
                 result.updated += 1
-                if row["blobs_changed"]:
+                if row["old_digests"] is not None:  # its blob references changed
                     gained.append(item.id)
                     replaced.append((item.id, row["old_digests"], row["old_sizes"]))
             # else: only folder_id was filled in; not an upstream change, no event
