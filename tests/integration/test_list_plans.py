@@ -160,8 +160,32 @@ def indexes_used(plan: dict[str, Any]) -> list[str]:
     return found
 
 
-async def _explain(conn: asyncpg.Connection, sql: str, params: list[Any]) -> dict[str, Any]:
-    text = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *params)
+def _literal(value: Any) -> str:
+    """A parameter as SQL text (test data only: ids, names, digests, integers)."""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def _explain(
+    conn: asyncpg.Connection, sql: str, params: list[Any], mode: str = "force_custom_plan"
+) -> dict[str, Any]:
+    """The plan a prepared statement runs in ``mode``.
+
+    ``EXPLAIN`` of the statement with bound parameters would plan it with their values
+    whatever ``plan_cache_mode`` says: only a prepared statement's ``EXECUTE`` shows
+    its generic plan, the one the server runs once ``auto`` prefers it.
+    """
+    name = f"plan_{abs(hash((sql, mode)))}"
+    await conn.execute(f"SET plan_cache_mode = {mode}")
+    await conn.execute(f"PREPARE {name} AS {sql}")
+    try:
+        args = ", ".join(_literal(v) for v in params)
+        text = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({args})")
+    finally:
+        await conn.execute(f"DEALLOCATE {name}")
     return dict(orjson.loads(text)[0]["Plan"])
 
 
@@ -180,9 +204,8 @@ async def shape_plans(conn: asyncpg.Connection) -> list[tuple[str, str, str, str
             cursor = sort_values(request.order, rows[-1])
             deep_sql = list_sql(shape_of(request, after_cursor=True))
             for mode in ("force_custom_plan", "force_generic_plan"):
-                await conn.execute(f"SET plan_cache_mode = {mode}")
-                first = await _explain(conn, first_sql, list_params(request, None, LIMIT))
-                deep = await _explain(conn, deep_sql, list_params(request, cursor, LIMIT))
+                first = await _explain(conn, first_sql, list_params(request, None, LIMIT), mode)
+                deep = await _explain(conn, deep_sql, list_params(request, cursor, LIMIT), mode)
                 out.append((scope, order or "(id)", "first", mode, first))
                 out.append((scope, order or "(id)", "deep", mode, deep))
     await conn.execute("RESET plan_cache_mode")
