@@ -60,6 +60,20 @@ class ListShape:
     after_cursor: bool
 
 
+def generic_plan(shape: ListShape) -> bool:
+    """Whether a page of this shape runs PostgreSQL's generic plan (``force_generic_plan``).
+
+    A prepared statement under ``plan_cache_mode = auto`` is planned anew on every
+    execution until its generic plan looks no dearer than the custom ones. A registry's
+    or repository's page gets there after five runs. A folder's merge of its registries
+    never does (the generic plan's cost counts a ``LIMIT $n`` of unknown size), so it
+    was planned on every page: 0.2-0.6 ms, up to half of the page's time in
+    PostgreSQL, for the very plan the generic one is (tests/integration/test_list_plans.py
+    compares them for every order). A filter keeps the default.
+    """
+    return shape.scope is ScopeKind.FOLDER and bool(shape.order) and shape.filter_op is None
+
+
 def shape_of(request: ListRequest, *, after_cursor: bool) -> ListShape:
     return ListShape(
         request.scope.kind,
