@@ -68,8 +68,9 @@ def generic_plan(shape: ListShape) -> bool:
     or repository's page gets there after five runs. A folder's merge of its registries
     never does (the generic plan's cost counts a ``LIMIT $n`` of unknown size), so it
     was planned on every page: 0.2-0.6 ms, up to half of the page's time in
-    PostgreSQL, for the very plan the generic one is (tests/integration/test_list_plans.py
-    compares them for every order). A filter keeps the default.
+    PostgreSQL, for a plan no better than the generic one (an index-ordered read of
+    each registry; tests/integration/test_list_plans.py checks it for every order at
+    four depths). A filter keeps the default.
     """
     return shape.scope is ScopeKind.FOLDER and bool(shape.order) and shape.filter_op is None
 
@@ -233,7 +234,7 @@ def _after(order: tuple[SortKey, ...], cursor: list[str]) -> list[str]:
 
     The tie prefix is plain equalities. A prepared statement runs a generic plan
     (PostgreSQL's ``plan_cache_mode = auto`` picks it for every registry-scope page
-    after five runs; see ``plan_mode``), and there a closed range on a parameter
+    after five runs; see ``generic_plan``), and there a closed range on a parameter
     (``created_ns >= $2 AND created_ns <= $2``) is estimated at a default fraction
     of the scope, not one tie group: the tie branch of a ``created_at`` or
     ``digest`` page was planned as a skip scan of another index (100,000 images,
