@@ -65,7 +65,7 @@ class ImageReader:
             shape = shape_of(request, after_cursor=cursor is not None)
             params = list_params(request, cursor, request.page_size + 1)
             if generic_plan(shape):
-                rows = await _fetch_generic(conn, list_sql(shape), params)
+                rows = await fetch_generic(conn, list_sql(shape), params)
             else:
                 rows = await conn.fetch(list_sql(shape), *params)
             token = ""
@@ -86,16 +86,24 @@ def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:
     return b"{" + b",".join(parts) + b"}"
 
 
-async def _fetch_generic(
+async def fetch_generic(
     conn: asyncpg.Connection, sql: str, params: Sequence[Any]
 ) -> list[asyncpg.Record]:
-    """``fetch`` with the statement's generic plan; the session's mode is left as it was."""
+    """``fetch`` with the statement's generic plan; the session's mode is left as it was.
+
+    The pool is shared with statements that need ``auto`` (the blob query's plans
+    depend on its digest): a connection whose mode cannot be reset is closed rather
+    than returned to the pool in that mode.
+    """
     await conn.execute(SET_GENERIC_PLAN)
     try:
         return await conn.fetch(sql, *params)
     finally:
-        if not conn.is_closed():
+        try:
             await conn.execute(RESET_PLAN_MODE)
+        except BaseException:
+            conn.terminate()
+            raise
 
 
 def _check_cursor(request: ListRequest, cursor: Sequence[Any]) -> None:

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from bench.api_dataset import load_registry
+from mirror.api.image_list import fetch_generic
 from mirror.api.list_query import generic_plan, list_params, list_sql, shape_of, sort_values
 from mirror.listing import ListRequest, parse_list_request
 from tests.postgres_fixture import dsn_with_database, new_database_name
@@ -323,3 +324,18 @@ async def test_the_shapes_run_generically_have_index_ordered_generic_plans(listi
         await conn.close()
     assert len(outcomes) == 3 * 4  # the three orders of a folder, 4 pages each
     assert sum(outcomes) >= 9, f"{outcomes}: the generic plan differs from the custom one often"
+
+
+async def test_a_generic_page_leaves_the_session_mode_as_it_was(listing_db: str) -> None:
+    """The page runs under force_generic_plan; after it, and after a failed one, the
+    session is back on auto (the pool is shared with statements that need custom plans)."""
+    conn = await asyncpg.connect(listing_db)
+    try:
+        rows = await fetch_generic(conn, "SELECT current_setting('plan_cache_mode') AS mode", [])
+        assert rows[0]["mode"] == "force_generic_plan"
+        assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await fetch_generic(conn, "SELECT 1 / $1::int", [0])
+        assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await conn.close()
