@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from mirror.api.list_query import list_params, list_sql, shape_of, sort_values
+from mirror.api.list_query import generic_plan, list_params, list_sql, shape_of, sort_values
 from mirror.api.page_keys import PageKeys
 from mirror.api.page_tokens import Value, query_fingerprint
 from mirror.errors import InvalidArgument
@@ -25,6 +25,8 @@ from mirror.listing import ListRequest, SortField
 # and re-encode in Python.
 SELECT_IMAGE_DOC = "SELECT convert_to(doc::text, 'UTF8') FROM images WHERE id = $1"
 SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
+SET_GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
+RESET_PLAN_MODE = "RESET plan_cache_mode"
 
 
 class ImageReader:
@@ -61,9 +63,11 @@ class ImageReader:
                 )
                 _check_cursor(request, cursor)
             shape = shape_of(request, after_cursor=cursor is not None)
-            rows = await conn.fetch(
-                list_sql(shape), *list_params(request, cursor, request.page_size + 1)
-            )
+            params = list_params(request, cursor, request.page_size + 1)
+            if generic_plan(shape):
+                rows = await fetch_generic(conn, list_sql(shape), params)
+            else:
+                rows = await conn.fetch(list_sql(shape), *params)
             token = ""
             if len(rows) > request.page_size:
                 rows = rows[: request.page_size]
@@ -80,6 +84,26 @@ def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:
     if next_page_token:
         parts.append(b'"nextPageToken":' + orjson.dumps(next_page_token))
     return b"{" + b",".join(parts) + b"}"
+
+
+async def fetch_generic(
+    conn: asyncpg.Connection, sql: str, params: Sequence[Any]
+) -> list[asyncpg.Record]:
+    """``fetch`` with the statement's generic plan; the session's mode is left as it was.
+
+    The pool is shared with statements that need ``auto`` (the blob query's plans
+    depend on its digest): a connection whose mode cannot be reset is closed rather
+    than returned to the pool in that mode.
+    """
+    await conn.execute(SET_GENERIC_PLAN)
+    try:
+        return await conn.fetch(sql, *params)
+    finally:
+        try:
+            await conn.execute(RESET_PLAN_MODE)
+        except BaseException:
+            conn.terminate()
+            raise
 
 
 def _check_cursor(request: ListRequest, cursor: Sequence[Any]) -> None:

@@ -60,6 +60,21 @@ class ListShape:
     after_cursor: bool
 
 
+def generic_plan(shape: ListShape) -> bool:
+    """Whether a page of this shape runs PostgreSQL's generic plan (``force_generic_plan``).
+
+    A prepared statement under ``plan_cache_mode = auto`` is planned anew on every
+    execution until its generic plan looks no dearer than the custom ones. A registry's
+    or repository's page gets there after five runs. A folder's merge of its registries
+    never does (the generic plan's cost counts a ``LIMIT $n`` of unknown size), so it
+    was planned on every page: 0.2-0.6 ms, up to half of the page's time in
+    PostgreSQL, for a plan no better than the generic one (an index-ordered read of
+    each registry; tests/integration/test_list_plans.py checks it for every order at
+    four depths). A filter keeps the default.
+    """
+    return shape.scope is ScopeKind.FOLDER and bool(shape.order) and shape.filter_op is None
+
+
 def shape_of(request: ListRequest, *, after_cursor: bool) -> ListShape:
     return ListShape(
         request.scope.kind,
@@ -155,7 +170,6 @@ def list_sql(shape: ListShape) -> str:
         limit,
         prefix,
         _lead_descending(shape),
-        ranged_ties=_one_direction(shape.order),
     )
 
 
@@ -169,17 +183,6 @@ def _same(column: str, value: str) -> str:
     the scope column stays in the ORDER BY, which only the scope's indexes match.
     """
     return f"{column} >= {value} AND {column} <= {value}"
-
-
-def _one_direction(order: tuple[SortKey, ...]) -> bool:
-    """Whether every sort key runs one way, so that one index scan gives the whole order.
-
-    Only then are a cursor's ties spelled as ranges (see ``_after``): with a mixed
-    order (``name, digest desc``) the page is an index scan plus a sort of each
-    name's group (docs/INDEXES.md), and ranged ties led the planner to sort the
-    whole rest of the scope instead (tests/integration/test_list_plans.py).
-    """
-    return len({key.descending for key in order}) <= 1
 
 
 def _lead_descending(shape: ListShape) -> bool:
@@ -203,8 +206,6 @@ def _page(
     limit: str,
     prefix: str | None,
     lead_descending: bool | None = None,
-    *,
-    ranged_ties: bool = False,
 ) -> str:
     where = " AND ".join(conditions)
     order_by = _order_by(order)
@@ -220,7 +221,7 @@ def _page(
     branches = [
         f"(SELECT {SELECT_LIST} FROM images WHERE {where} AND {condition} "
         f"ORDER BY {order_by} LIMIT {limit})"
-        for condition in _after(order, cursor, ranged_ties=ranged_ties)
+        for condition in _after(order, cursor)
     ]
     if len(branches) == 1:
         return branches[0][1:-1]
@@ -228,26 +229,23 @@ def _page(
     return f"SELECT * FROM (\n    {union}\n) AS after_cursor ORDER BY {order_by} LIMIT {limit}"
 
 
-def _after(order: tuple[SortKey, ...], cursor: list[str], *, ranged_ties: bool) -> list[str]:
+def _after(order: tuple[SortKey, ...], cursor: list[str]) -> list[str]:
     """The disjoint conditions that together mean 'after the cursor', first group first.
 
-    ``ranged_ties``: the tie prefix as closed ranges (see ``_same``), for a scan whose
-    scope is one too. As equalities, a frequent name was estimated at a few dozen rows
-    and the planner read every row of its group after the cursor by bitmap, then
-    sorted them (100,000 images: 325 rows read, 1.2-1.6 ms planned and run) instead
-    of the first ``limit`` in index order (0.7-0.8 ms; bench/RESULTS.md). Not in the merges of a folder's registries or
-    of a filter's repositories, whose scope is a run-time value: there the ranges
-    were measured slower (folder, ``name desc, created_at`` after 450 rows: 2.0-3.6
-    -> 2.8-5.1 ms), so those keep plain equalities.
+    The tie prefix is plain equalities. A prepared statement runs a generic plan
+    (PostgreSQL's ``plan_cache_mode = auto`` picks it for every registry-scope page
+    after five runs; see ``generic_plan``), and there a closed range on a parameter
+    (``created_ns >= $2 AND created_ns <= $2``) is estimated at a default fraction
+    of the scope, not one tie group: the tie branch of a ``created_at`` or
+    ``digest`` page was planned as a skip scan of another index (100,000 images,
+    after 1,000 / 10,000 rows: 2.4 / 5.4 ms and 7.5 / 6.1 ms, against 0.2 ms with
+    equalities; bench/RESULTS.md).
     """
     columns = [COLUMNS[key.field] for key in order] + ["id"]
     descending = [key.descending for key in order] + [False]
     branches = []
     for depth in range(len(columns) - 1, -1, -1):
-        equal = [
-            _same(columns[i], cursor[i]) if ranged_ties else f"{columns[i]} = {cursor[i]}"
-            for i in range(depth)
-        ]
+        equal = [f"{columns[i]} = {cursor[i]}" for i in range(depth)]
         beyond = f"{columns[depth]} {'<' if descending[depth] else '>'} {cursor[depth]}"
         branches.append(" AND ".join([*equal, beyond]))
     return branches
