@@ -339,30 +339,31 @@ BEGIN
             FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests, b.sizes) AS u(digest, size)
             WHERE b.digests IS NOT NULL
         ),
-        g0 AS (
-            SELECT r.registry_id, r.name AS repository, r.digest,
-                   sum(r.delta) AS n, bool_or(r.delta > 0) AS added, count(*) AS rows,
-                   bool_and(r.delta > 0) AS only_added,
-                   max(r.size) AS size, sum(r.delta * r.size) AS logical
-            FROM r
-            WHERE r.name IS NOT NULL
-            GROUP BY r.registry_id, r.name, r.digest
+        -- per digest first (a bytea key): most of a batch's digests are new lone ones,
+        -- which then skip the per-scope grouping
+        d AS (
+            SELECT digest, count(*) AS rows, bool_and(delta > 0) AS only_added,
+                   any_value(registry_id) AS registry_id, any_value(name) AS repository,
+                   max(size) AS size
+            FROM r WHERE name IS NOT NULL GROUP BY digest
         ),
         -- new lone digests: one row added by the batch, nothing else, never counted
         lone AS (
-            SELECT x.* FROM (
-                SELECT digest, min(registry_id) AS registry_id, min(repository) AS repository,
-                       max(size) AS size
-                FROM g0 GROUP BY digest
-                HAVING count(*) = 1 AND sum(rows) = 1 AND bool_and(only_added)
-            ) x
-            WHERE NOT EXISTS (SELECT 1 FROM stats_repository_refs p WHERE p.digest = x.digest)
+            SELECT d.digest, d.registry_id, d.repository, d.size FROM d
+            WHERE d.rows = 1 AND d.only_added
+              AND NOT EXISTS (SELECT 1 FROM stats_repository_refs p WHERE p.digest = d.digest)
         ),
         new_lone AS (
             INSERT INTO stats_lone_digests (digest, registry_id, repository, size)
             SELECT digest, registry_id, repository, size FROM lone ORDER BY digest
         ),
-        g AS (SELECT * FROM g0 WHERE digest NOT IN (SELECT digest FROM lone)),
+        g AS (
+            SELECT r.registry_id, r.name AS repository, r.digest,
+                   sum(r.delta) AS n, bool_or(r.delta > 0) AS added, max(r.size) AS size
+            FROM r
+            WHERE r.name IS NOT NULL AND r.digest NOT IN (SELECT digest FROM lone)
+            GROUP BY r.registry_id, r.name, r.digest
+        ),
         -- a count is written when it moves, or when the digest was added (and
         -- removed again) in the batch: the row then says "referenced once"
         reg AS (
@@ -425,8 +426,8 @@ BEGIN
         ),
         logical AS (
             SELECT v.k, sum(x.logical) AS logical
-            FROM (SELECT registry_id, repository, sum(logical) AS logical
-                  FROM g0 GROUP BY registry_id, repository) x
+            FROM (SELECT registry_id, name AS repository, sum(delta * size) AS logical
+                  FROM r WHERE name IS NOT NULL GROUP BY registry_id, name) x
             LEFT JOIN stats_registry_folders m ON m.registry_id = x.registry_id
             CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || x.registry_id),
                                        ('repository:' || x.repository), ('folder:' || m.folder_id)) v(k)
