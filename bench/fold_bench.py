@@ -75,10 +75,10 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run(dsn: str, routines: Path, batch: int, runs: int) -> int:
+async def run(dsn: str, routines: str, batch: int, runs: int) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(routines.read_text())
+        await conn.execute(routines)
         await conn.execute(SETUP)
         total = await conn.fetchval("SELECT count(*) FROM fold_bench_log")
         images = await conn.fetchval("SELECT count(*) FROM images")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         name = args.database or asyncio.run(_bench_database(admin))
         base, _, query = admin.partition("?")
         dsn = base.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
-        code = asyncio.run(run(dsn, routines, args.batch, args.runs))
+        code = asyncio.run(run(dsn, routines.read_text(), args.batch, args.runs))
     finally:
         server.stop()
     sys.exit(code)
