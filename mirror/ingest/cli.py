@@ -109,11 +109,13 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
 # events), nearly all freed by reference counting at once; at the default gen-0
 # threshold (700 allocations) the cyclic collector ran every ~20 images, and its
 # older generations kept walking the pages still queued. Start-up's objects
-# (modules, settings) are frozen: never collected, so never scanned.
+# (modules, settings) are frozen: never collected, so never scanned (collected
+# first, so that no garbage is frozen with them).
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def _tune_gc() -> None:
+    gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
