@@ -72,6 +72,8 @@ def _string(value: Any) -> str | None:
 
 def _int64(value: Any) -> str | None:
     # The cloud writes int64 as decimal text (proto3 JSON); its int64s are sizes, never negative.
+    if type(value) is str and len(value) < 19 and SIZE_RE.fullmatch(value) is not None:
+        return None  # the common case, decided without the checks below
     if (
         not isinstance(value, str)
         or not SIZE_RE.fullmatch(value)
@@ -100,6 +102,19 @@ def _pattern(regex: re.Pattern[str], what: str) -> Check:
     return check
 
 
+def _string_matching(regex: re.Pattern[str], what: str) -> Check:
+    """A string of a format (``_string`` then ``_pattern``), in one call for the common case."""
+    fullmatch = regex.fullmatch
+    pattern = _pattern(regex, what)
+
+    def check(value: Any) -> str | None:
+        if type(value) is str and fullmatch(value) is not None:
+            return None
+        return _string(value) or pattern(value)
+
+    return check
+
+
 def _repository_name(value: Any) -> str | None:
     if not isinstance(value, str) or "/" not in value or not REPOSITORY_NAME_RE.fullmatch(value):
         return f"expected <registryId>/<repository>, got {_show(value)}"
@@ -108,11 +123,14 @@ def _repository_name(value: Any) -> str | None:
 
 # Per message and JSON name, the format beyond the type (checked after the type).
 _FORMATS: dict[tuple[str, str], Check] = {
-    ("yandex.cloud.containerregistry.v1.Image", "id"): _pattern(IMAGE_ID_RE, "an image id"),
     ("yandex.cloud.containerregistry.v1.Image", "name"): _repository_name,
-    ("yandex.cloud.containerregistry.v1.Image", "digest"): _pattern(DIGEST_RE, "a sha256 digest"),
-    ("yandex.cloud.containerregistry.v1.Image", "tags"): _pattern(TAG_RE, "a tag"),
-    ("yandex.cloud.containerregistry.v1.Blob", "digest"): _pattern(DIGEST_RE, "a sha256 digest"),
+}
+# Formats that are a pattern: the string check and the pattern in one function.
+_PATTERNS: dict[tuple[str, str], tuple[re.Pattern[str], str]] = {
+    ("yandex.cloud.containerregistry.v1.Image", "id"): (IMAGE_ID_RE, "an image id"),
+    ("yandex.cloud.containerregistry.v1.Image", "digest"): (DIGEST_RE, "a sha256 digest"),
+    ("yandex.cloud.containerregistry.v1.Image", "tags"): (TAG_RE, "a tag"),
+    ("yandex.cloud.containerregistry.v1.Blob", "digest"): (DIGEST_RE, "a sha256 digest"),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "yandex.cloud.containerregistry.v1.Image": IMAGE_REQUIRED,
@@ -153,21 +171,27 @@ class _Message:
             if spec.repeated:
                 if type(item) is not list:
                     return "." + key, f"expected a list, got {_kind(item)}"
-                for i, element in enumerate(item):
-                    problem = message.check(element) if message else _scalar(scalar, element)
-                    if problem is not None:
-                        return f".{key}[{i}]{problem[0]}", problem[1]
-            else:
-                problem = message.check(item) if message else _scalar(scalar, item)
+                if message is not None:
+                    for i, element in enumerate(item):
+                        problem = message.check(element)
+                        if problem is not None:
+                            return f".{key}[{i}]{problem[0]}", problem[1]
+                else:
+                    assert scalar is not None
+                    for i, element in enumerate(item):
+                        what = scalar(element)
+                        if what is not None:
+                            return f".{key}[{i}]", what
+            elif message is not None:
+                problem = message.check(item)
                 if problem is not None:
                     return f".{key}{problem[0]}", problem[1]
+            else:
+                assert scalar is not None
+                what = scalar(item)
+                if what is not None:
+                    return "." + key, what
         return None
-
-
-def _scalar(check: Check | None, value: Any) -> tuple[str, str] | None:
-    assert check is not None
-    what = check(value)
-    return None if what is None else ("", what)
 
 
 _SCALARS: dict[int, Check] = {
@@ -189,8 +213,14 @@ def _derive(descriptor: Descriptor) -> _Message:
             base = _SCALARS.get(f.type)
             if base is None:
                 raise TypeError(f"{descriptor.full_name}.{f.name}: no check for type {f.type}")
-            fmt = _FORMATS.get((descriptor.full_name, f.json_name))
-            fields[f.json_name] = _Field(f.json_name, repeated, _both(base, fmt), None)
+            pattern = _PATTERNS.get((descriptor.full_name, f.json_name))
+            if pattern is not None:
+                if base is not _string:
+                    raise TypeError(f"{descriptor.full_name}.{f.name}: a pattern needs a string")
+                check = _string_matching(*pattern)
+            else:
+                check = _both(base, _FORMATS.get((descriptor.full_name, f.json_name)))
+            fields[f.json_name] = _Field(f.json_name, repeated, check, None)
     required = _REQUIRED.get(descriptor.full_name, ())
     unknown = set(required) - set(fields)
     if unknown:  # a typo here would make every answer malformed: fail at import instead
