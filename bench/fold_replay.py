@@ -12,7 +12,7 @@ that the folded aggregates equal ``stats_recompute`` from the same index
 The routines are applied from the tree ``PYTHONPATH`` names (``--routines``
 overrides), so an A/B of the fold is the same command on two trees:
 
-    PYTHONPATH=$PWD python -m bench.fold_bench --data /tmp/profile-pg
+    PYTHONPATH=$PWD python -m bench.fold_replay --data /tmp/profile-pg
 """
 
 from __future__ import annotations
