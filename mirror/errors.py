@@ -288,3 +288,8 @@ class KafkaBrokerError(MirrorError):
 
 class EnvelopeError(MirrorError, ValueError):
     """A Kafka record is not a CloudEvent in binary mode (a required attribute is missing)."""
+
+
+class PayloadMissing(MirrorError):
+    """An outbox row has no payload to publish: a derived one whose image is gone
+    without its payload written out (sql/100's triggers were bypassed)."""

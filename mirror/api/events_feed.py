@@ -45,7 +45,8 @@ INGEST_SOURCE = "/registry-mirror/ingest"
 API_SOURCE = "/registry-mirror/api"
 KNOWN_SOURCES = (INGEST_SOURCE, API_SOURCE)
 
-# data::text: the stored JSON is embedded as it is, never parsed and re-dumped.
+# data::text: the stored JSON is embedded as it is, never parsed and re-dumped;
+# outbox_events: a registry.image.created payload may be derived (sql/100).
 # $2 the types (NULL: all), $3 the source (NULL: any).
 _COLUMNS = "id, event_id, topic, key, type, source, time, data::text AS data"
 _FILTERS = """
@@ -54,7 +55,7 @@ _FILTERS = """
 """
 SELECT_EVENTS = f"""
 SELECT {_COLUMNS}
-FROM outbox
+FROM outbox_events
 WHERE id > $1 {_FILTERS}
 ORDER BY id
 LIMIT $4
@@ -62,7 +63,7 @@ LIMIT $4
 # One subject: its few events found by outbox_key_hash (sql/096), then sorted by id.
 SELECT_EVENTS_OF_SUBJECT = f"""
 SELECT {_COLUMNS}
-FROM outbox
+FROM outbox_events
 WHERE key = $5 AND id > $1 {_FILTERS}
 ORDER BY id
 LIMIT $4

@@ -28,10 +28,11 @@ SELECT set_config('application_name', $2, false),
        pg_try_advisory_lock($1) AS locked
 """
 UNLOCK = "SELECT pg_advisory_unlock($1)"
-# data::text: the stored JSON goes to Kafka byte for byte, never parsed and re-dumped.
+# data::text: the stored JSON goes to Kafka byte for byte, never parsed and re-dumped;
+# outbox_events: a registry.image.created payload may be derived (sql/100).
 CLAIM_BATCH = """
 SELECT id, event_id, topic, key, type, source, time, data::text AS data
-FROM outbox
+FROM outbox_events
 WHERE sent_at IS NULL AND id > $2
 ORDER BY id
 LIMIT $1

@@ -29,6 +29,8 @@ TYPE_CODES = (
     EventType.TAG_REMOVED,
 )
 SOURCE_CODES = ("/registry-mirror/ingest", "/registry-mirror/api")
+# The one type whose payload can be derived from its subject's row (sql/100).
+DERIVED_TYPE_CODE = TYPE_CODES.index(EventType.IMAGE_CREATED) + 1
 
 
 def _array(values: Iterable[str]) -> str:
@@ -39,12 +41,31 @@ def _array(values: Iterable[str]) -> str:
 # The payloads go as text[] and become json in the statement: a json[] parameter
 # would take the pool's text-format json codec, and asyncpg would send the whole
 # array as one quoted, escaped literal for the server to parse back.
+#
+# A registry.image.created payload that is the image's doc as this transaction sees
+# it (the row share-locked: nobody changes it before we commit) with a tail before
+# the last brace (the origin, e.g. ',"runId":"N"') is stored as that tail alone
+# (sql/100): outbox_events derives it, and the images triggers write it out before
+# the doc changes. The last comparison is the reconstruction itself, so a payload
+# is stored as a tail only if the reader will build exactly its bytes.
 INSERT_EVENTS = f"""
-INSERT INTO outbox (key, type_code, source_code, other_source, data)
-SELECT e.key, array_position({_array(TYPE_CODES)}, e.type),
-       s.code, CASE WHEN s.code IS NULL THEN e.source END, e.data::json
+INSERT INTO outbox (key, type_code, source_code, other_source, data, data_tail)
+SELECT e.key, t.code, s.code, CASE WHEN s.code IS NULL THEN e.source END,
+       CASE WHEN d.tail IS NULL THEN e.data::json END, d.tail
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e (key, type, source, data)
+CROSS JOIN LATERAL (SELECT array_position({_array(TYPE_CODES)}, e.type) AS code) AS t
 CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS code) AS s
+LEFT JOIN LATERAL (
+    SELECT x.tail
+    FROM images AS i
+    CROSS JOIN LATERAL (
+        SELECT substr(e.data, length(i.doc::text),
+                      greatest(0, length(e.data) - length(i.doc::text))) AS tail
+    ) AS x
+    WHERE t.code = {DERIVED_TYPE_CODE} AND i.id = e.key
+      AND left(i.doc::text, -1) || x.tail || '}}' = e.data
+    FOR SHARE OF i
+) AS d ON true
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
 
