@@ -33,6 +33,9 @@ SELECT o.id, o.event_id, o.topic, o.key, o.type, o.source, o.time, o.sent_at,
 FROM outbox AS o;
 
 -- The derived payloads of the images in old_images whose doc is changing, written out.
+-- Each image's events are looked up by the hash index on key (OFFSET 0 keeps the
+-- lookup per image: a join could seq-scan the whole outbox for a few images; the
+-- key's collation, not images.id's "C", so that the index serves the comparison).
 CREATE FUNCTION outbox_write_out_derived() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -40,8 +43,11 @@ BEGIN
         WITH target AS (
             SELECT e.id, left(o.doc::text, -1) || e.data_tail || '}' AS data
             FROM old_images AS o
-            JOIN outbox AS e ON e.key = o.id
-            WHERE e.data_tail IS NOT NULL
+            CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
+                                WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
+                                OFFSET 0) AS d
+            JOIN outbox AS e ON e.id = d.id
+            WHERE e.data_tail IS NOT NULL  -- rechecked once locked
               AND NOT EXISTS (SELECT FROM new_images AS n
                               WHERE n.id = o.id AND n.doc::text = o.doc::text)
             ORDER BY e.id
@@ -53,8 +59,11 @@ BEGIN
         WITH target AS (
             SELECT e.id, left(o.doc::text, -1) || e.data_tail || '}' AS data
             FROM old_images AS o
-            JOIN outbox AS e ON e.key = o.id
-            WHERE e.data_tail IS NOT NULL
+            CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
+                                WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
+                                OFFSET 0) AS d
+            JOIN outbox AS e ON e.id = d.id
+            WHERE e.data_tail IS NOT NULL  -- rechecked once locked
             ORDER BY e.id
             FOR UPDATE OF e
         )
