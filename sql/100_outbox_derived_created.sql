@@ -45,6 +45,7 @@ BEGIN
             FROM old_images AS o
             CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
                                 WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
+                                  AND e.type_code = 1
                                 OFFSET 0) AS d
             JOIN outbox AS e ON e.id = d.id
             WHERE e.data_tail IS NOT NULL  -- rechecked once locked
@@ -61,6 +62,7 @@ BEGIN
             FROM old_images AS o
             CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
                                 WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
+                                  AND e.type_code = 1
                                 OFFSET 0) AS d
             JOIN outbox AS e ON e.id = d.id
             WHERE e.data_tail IS NOT NULL  -- rechecked once locked
@@ -74,7 +76,7 @@ BEGIN
             SELECT e.id, left(i.doc::text, -1) || e.data_tail || '}' AS data
             FROM outbox AS e
             JOIN images AS i ON i.id = e.key
-            WHERE e.data_tail IS NOT NULL
+            WHERE e.data_tail IS NOT NULL AND e.type_code = 1
             ORDER BY e.id
             FOR UPDATE OF e
         )

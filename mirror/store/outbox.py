@@ -42,16 +42,19 @@ def _array(values: Iterable[str]) -> str:
 # would take the pool's text-format json codec, and asyncpg would send the whole
 # array as one quoted, escaped literal for the server to parse back.
 #
-# A registry.image.created payload that is the image's doc as this transaction sees
-# it (the row share-locked: nobody changes it before we commit) with a tail before
-# the last brace (the origin, e.g. ',"runId":"N"') is stored as that tail alone
-# (sql/100): outbox_events derives it, and the images triggers write it out before
-# the doc changes. The last comparison is the reconstruction itself, so a payload
-# is stored as a tail only if the reader will build exactly its bytes.
+# Some payloads are stored as a tail only (data NULL), each only when the reader's
+# reconstruction is the payload byte for byte (the last comparison of each test):
+# * registry.image.created: the image's doc as this transaction sees it (the row
+#   share-locked: nobody changes it before we commit), with the tail before its
+#   last brace (the origin, e.g. ',"runId":"N"'); sql/100: outbox_events derives
+#   it, and the images triggers write it out before the doc changes or goes;
+# * blob and tag events: outbox_key_prefix(type, key) (sql/101: '{"digest":"<key>"'
+#   or '{"repository":"<r>","tag":"<t>"'), then the tail; nothing to write out later.
 INSERT_EVENTS = f"""
 INSERT INTO outbox (key, type_code, source_code, other_source, data, data_tail)
 SELECT e.key, t.code, s.code, CASE WHEN s.code IS NULL THEN e.source END,
-       CASE WHEN d.tail IS NULL THEN e.data::json END, d.tail
+       CASE WHEN coalesce(d.tail, k.tail) IS NULL THEN e.data::json END,
+       coalesce(d.tail, k.tail)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e (key, type, source, data)
 CROSS JOIN LATERAL (SELECT array_position({_array(TYPE_CODES)}, e.type) AS code) AS t
 CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS code) AS s
@@ -66,6 +69,12 @@ LEFT JOIN LATERAL (
       AND left(i.doc::text, -1) || x.tail || '}}' = e.data
     FOR SHARE OF i
 ) AS d ON true
+LEFT JOIN LATERAL (
+    SELECT substr(e.data, length(p.prefix) + 1) AS tail
+    FROM (SELECT outbox_key_prefix(t.code::smallint, e.key) AS prefix) AS p
+    WHERE starts_with(e.data, p.prefix)
+      AND p.prefix || substr(e.data, length(p.prefix) + 1) = e.data
+) AS k ON true
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
 

@@ -95,6 +95,10 @@ async def test_create_update_delete_with_the_relay_behind_publishes_the_stored_b
         for image in (one, two, three):
             row = created_row(stored, image["id"])
             assert (row["data"], row["data_tail"]) == (None, ',"runId":"7"')
+        # blob and tag events: the payload after what the key says (sql/101)
+        others = [r for rs in stored.values() for r in rs if r["type"] != "registry.image.created"]
+        assert {r["type"] for r in others} == {"registry.blob.added", "registry.tag.added"}
+        assert all(r["data"] is None and r["data_tail"].startswith(',"') for r in others)
 
         # one changes (a tag): its created payload is written out, from the old doc
         updated = {**one, "tags": ["latest", "v2"]}
@@ -188,6 +192,40 @@ async def test_a_payload_that_is_not_the_doc_and_a_tail_is_stored_whole(
     assert [r["data"] for r in stored] == [
         None, *[e.decode() for e in expected[1:4]], None, expected[5].decode()
     ]  # fmt: skip
+    published = await claim_outbox_batch(db_pool, 100)
+    assert [e.data.encode() for e in published] == expected
+
+
+@pytest.mark.synthetic_events  # hand-made payloads
+async def test_blob_and_tag_payloads_are_stored_after_their_key(db_pool: asyncpg.Pool) -> None:
+    digest = f"sha256:{7:064x}"
+    hand_made = [
+        Event(EventType.BLOB_ADDED, digest, {"digest": digest, "size": "1", "image": "crp1"}),
+        Event(EventType.BLOB_ORPHANED, digest, {"digest": digest, "size": "1", "image": "crp1"}),
+        Event(EventType.TAG_ADDED, "r1/app:v1", {"repository": "r1/app", "tag": "v1", "n": "é"}),
+        Event(EventType.TAG_REMOVED, "r1/a:b:v1", {"repository": "r1/a:b", "tag": "v1"}),
+        # stored whole: the key not what the payload starts with, or not as JSON writes it
+        Event(EventType.BLOB_ADDED, digest, {"size": "1", "digest": digest}),
+        Event(EventType.BLOB_ADDED, "other", {"digest": digest, "size": "1"}),
+        Event(EventType.BLOB_ADDED, 'q"uote', {"digest": 'q"uote', "size": "1"}),
+        Event(EventType.TAG_ADDED, "r1/app:v1", {"tag": "v1", "repository": "r1/app"}),
+        Event(EventType.TAG_ADDED, "r1/app", {"repository": "r1/app", "tag": "v1"}),
+        Event(EventType.TAG_ADDED, "r1/app:v1", {"repository": "r1/app", "tag": "v1"[:1]}),
+        Event(EventType.IMAGE_DELETED, digest, {"digest": digest}),  # no prefix for its type
+    ]
+    async with db_pool.acquire() as conn, conn.transaction():
+        await append_events(conn, hand_made)
+    stored = await db_pool.fetch(ROWS)
+    assert [r["data_tail"] for r in stored[:4]] == [
+        ',"size":"1","image":"crp1"}',
+        ',"size":"1","image":"crp1"}',
+        ',"n":"é"}',
+        "}",
+    ]
+    assert all(r["data"] is None for r in stored[:4])
+    assert all(r["data_tail"] is None for r in stored[4:])
+    expected = stored_form(hand_made)
+    assert [r["data"].encode() for r in stored[4:]] == expected[4:]
     published = await claim_outbox_batch(db_pool, 100)
     assert [e.data.encode() for e in published] == expected
 
@@ -329,7 +367,7 @@ async def test_upgrade_keeps_every_stored_payload(
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
-    assert "applied 100_outbox_derived_created" in out.decode()
+    assert "applied 100_outbox_derived_created\napplied 101_outbox_key_prefix" in out.decode()
 
     # every row as it was, its payload stored; the readers publish the same
     table_after = await conn.fetch("SELECT * FROM outbox ORDER BY id")
