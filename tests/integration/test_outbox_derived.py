@@ -128,7 +128,9 @@ async def test_create_update_delete_with_the_relay_behind_publishes_the_stored_b
         assert created_row(stored, three["id"])["data_tail"] is None
         assert created_row(stored, two["id"])["data_tail"] == ',"runId":"7"'  # unchanged
 
-    ids = await db_pool.fetch("SELECT id, event_id::text AS event_id, sent_at FROM outbox ORDER BY id")
+    ids = await db_pool.fetch(
+        "SELECT id, event_id::text AS event_id, sent_at FROM outbox ORDER BY id"
+    )
     assert len(ids) == len(events)
     assert all(r["sent_at"] is None for r in ids)  # the relay has not read any of it yet
     expected = stored_form(events)
@@ -158,9 +160,7 @@ async def test_create_update_delete_with_the_relay_behind_publishes_the_stored_b
     kafka = settings.with_(kafka_bootstrap=kafka_bootstrap, kafka_topic_prefix=prefix)
     result = await run_relay(db_pool, kafka, stop=asyncio.Event(), once=True, options=FAST)
     assert result.published == len(events)
-    delivered = await read_topics(
-        kafka_bootstrap, prefix, expect_ids={r["event_id"] for r in ids}
-    )
+    delivered = await read_topics(kafka_bootstrap, prefix, expect_ids={r["event_id"] for r in ids})
     value_of = {d.headers["ce_id"].decode(): d.value for d in delivered}
     assert [value_of[r["event_id"]] for r in ids] == expected
 
@@ -233,7 +233,7 @@ async def test_blob_and_tag_payloads_are_stored_after_their_key(db_pool: asyncpg
 @pytest.mark.parametrize(
     "change",
     [
-        "UPDATE images SET doc = '{\"id\": \"x\"}' WHERE id = $1",
+        'UPDATE images SET doc = \'{"id": "x"}\' WHERE id = $1',
         "DELETE FROM images WHERE id = $1",
         "TRUNCATE images",
     ],
