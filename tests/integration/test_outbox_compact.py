@@ -25,6 +25,7 @@ from tests.postgres_fixture import dsn_with_database, new_database_name
 pytestmark = pytest.mark.synthetic_events  # hand-made events: the contract check is not the point
 
 OTHER_SOURCE = "/somewhere/else"
+ROUTINES_096 = Path(__file__).resolve().parents[1] / "data" / "schema_096" / "routines"
 
 
 def _events() -> list[Event]:
@@ -87,7 +88,8 @@ async def old_outbox(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg
     for migration in find_migrations():
         if migration.version < 95:
             shutil.copy(migration.path, old_sql / migration.path.name)
-    for routine in (SQL_DIR / "routines").glob("*.sql"):
+    # the routines of then (frozen at 096, which these migrations also ran with)
+    for routine in ROUTINES_096.glob("*.sql"):
         shutil.copy(routine, old_sql / "routines" / routine.name)
     name = new_database_name("outbox_upgrade")
     admin = await asyncpg.connect(postgres_dsn)

@@ -32,7 +32,7 @@ from mirror.ingest.merge import PageWriter, delete_images
 from mirror.ingest.staging import page_images
 from mirror.model import Event, EventType
 from mirror.settings import Settings
-from mirror.store.migrate import SQL_DIR, apply_migrations
+from mirror.store.migrate import apply_migrations
 from mirror.store.outbox import append_events
 from mirror.store.pool import init_connection
 from tests.integration.legacy_index import old_schema
@@ -40,6 +40,8 @@ from tests.integration.relay_support import read_topics
 from tests.integration.test_ingest_merge import img
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
+# The routines as they were at schema 096 (tests/data/README.md).
+ROUTINES_096 = Path(__file__).resolve().parents[1] / "data" / "schema_096" / "routines"
 FAST = RelayOptions(batch_size=100, poll_interval=0.2, lock_poll_interval=0.2, retry_backoff=0.1)
 API = "/registry-mirror/api"
 ROWS = "SELECT id, key, type, data::text AS data, data_tail FROM outbox ORDER BY id"
@@ -333,7 +335,7 @@ async def index_096(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[st
     await init_connection(conn)  # the pool's codecs, as the ingest has them
     try:
         sql = old_schema(tmp_path / "sql", 96, routines=False)
-        for routine in (SQL_DIR / "routines").glob("*.sql"):  # unchanged since 096
+        for routine in ROUTINES_096.glob("*.sql"):
             (sql / "routines" / routine.name).write_bytes(routine.read_bytes())
         await apply_migrations(conn, sql)
         assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 96
