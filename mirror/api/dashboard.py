@@ -43,7 +43,7 @@ DELETIONS_SHOWN = 10
 DELETIONS_WINDOW = 100_000
 
 # data::text: the stored JSON is embedded as it is, never parsed and re-dumped;
-# outbox_events: a registry.image.created payload may be derived (sql/100).
+# outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 SELECT_LATEST_OF_TYPE = """
 SELECT id, event_id, topic, key, type, source, time, data::text AS data
 FROM outbox_events

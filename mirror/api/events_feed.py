@@ -46,7 +46,7 @@ API_SOURCE = "/registry-mirror/api"
 KNOWN_SOURCES = (INGEST_SOURCE, API_SOURCE)
 
 # data::text: the stored JSON is embedded as it is, never parsed and re-dumped;
-# outbox_events: a registry.image.created payload may be derived (sql/100).
+# outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 # $2 the types (NULL: all), $3 the source (NULL: any).
 _COLUMNS = "id, event_id, topic, key, type, source, time, data::text AS data"
 _FILTERS = """

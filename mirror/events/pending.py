@@ -29,7 +29,7 @@ SELECT set_config('application_name', $2, false),
 """
 UNLOCK = "SELECT pg_advisory_unlock($1)"
 # data::text: the stored JSON goes to Kafka byte for byte, never parsed and re-dumped;
-# outbox_events: a registry.image.created payload may be derived (sql/100).
+# outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 CLAIM_BATCH = """
 SELECT id, event_id, topic, key, type, source, time, data::text AS data
 FROM outbox_events

@@ -45,9 +45,11 @@ def _array(values: Iterable[str]) -> str:
 # Some payloads are stored as a tail only (data NULL), each only when the reader's
 # reconstruction is the payload byte for byte (the last comparison of each test):
 # * registry.image.created: the image's doc as this transaction sees it (the row
-#   share-locked: nobody changes it before we commit), with the tail before its
-#   last brace (the origin, e.g. ',"runId":"N"'); sql/100: outbox_events derives
-#   it, and the images triggers write it out before the doc changes or goes;
+#   share-locked: nobody changes it before we commit; the ingest writes this event
+#   in the transaction that inserted the image, so it holds the row already), with
+#   the tail before its last brace (the origin, e.g. ',"runId":"N"'); sql/100:
+#   outbox_events derives it, and the images triggers write it out before the doc
+#   changes or goes;
 # * blob and tag events: outbox_key_prefix(type, key) (sql/101: '{"digest":"<key>"'
 #   or '{"repository":"<r>","tag":"<t>"'), then the tail; nothing to write out later.
 INSERT_EVENTS = f"""
