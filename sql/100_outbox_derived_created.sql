@@ -22,14 +22,20 @@ ALTER TABLE outbox
     ADD CONSTRAINT outbox_data_stored_or_derived CHECK (
         CASE WHEN data_tail IS NULL THEN data IS NOT NULL ELSE data IS NULL AND type_code = 1 END);
 
--- What every reader of payloads selects: the outbox with the payload as published.
--- data is NULL only if a derived row lost its image, which the triggers prevent.
+-- What every reader of payloads selects: the outbox with the payload as published,
+-- as json (data) and as its text (payload: what the relay and the feed read, the
+-- derived text not parsed again). NULL only if a derived row lost its image,
+-- which the triggers prevent.
 CREATE VIEW outbox_events AS
 SELECT o.id, o.event_id, o.topic, o.key, o.type, o.source, o.time, o.sent_at,
        CASE WHEN o.data_tail IS NULL THEN o.data
             ELSE (SELECT (left(i.doc::text, -1) || o.data_tail || '}')::json
                   FROM images AS i WHERE i.id = o.key)
-       END AS data
+       END AS data,
+       CASE WHEN o.data_tail IS NULL THEN o.data::text
+            ELSE (SELECT left(i.doc::text, -1) || o.data_tail || '}'
+                  FROM images AS i WHERE i.id = o.key)
+       END AS payload
 FROM outbox AS o;
 
 -- The derived payloads of the images in old_images whose doc is changing, written out.

@@ -37,5 +37,11 @@ SELECT o.id, o.event_id, o.topic, o.key, o.type, o.source, o.time, o.sent_at,
                 (SELECT (left(i.doc::text, -1) || o.data_tail || '}')::json
                  FROM images AS i WHERE i.id = o.key)
             ELSE (outbox_key_prefix(o.type_code, o.key) || o.data_tail)::json
-       END AS data
+       END AS data,
+       CASE WHEN o.data_tail IS NULL THEN o.data::text
+            WHEN o.type_code = 1 THEN
+                (SELECT left(i.doc::text, -1) || o.data_tail || '}'
+                 FROM images AS i WHERE i.id = o.key)
+            ELSE outbox_key_prefix(o.type_code, o.key) || o.data_tail
+       END AS payload
 FROM outbox AS o;

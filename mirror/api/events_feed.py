@@ -45,10 +45,10 @@ INGEST_SOURCE = "/registry-mirror/ingest"
 API_SOURCE = "/registry-mirror/api"
 KNOWN_SOURCES = (INGEST_SOURCE, API_SOURCE)
 
-# data::text: the stored JSON is embedded as it is, never parsed and re-dumped;
+# payload: the stored JSON text is embedded as it is, never parsed and re-dumped;
 # outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 # $2 the types (NULL: all), $3 the source (NULL: any).
-_COLUMNS = "id, event_id, topic, key, type, source, time, data::text AS data"
+_COLUMNS = "id, event_id, topic, key, type, source, time, payload AS data"
 _FILTERS = """
   AND ($2::text[] IS NULL OR type = ANY($2::text[]))
   AND ($3::text IS NULL OR source = $3::text)

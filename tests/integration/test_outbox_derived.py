@@ -358,7 +358,9 @@ async def test_upgrade_keeps_every_stored_payload(
     monkeypatch.undo()
     await conn.execute("UPDATE outbox SET sent_at = now() WHERE key = $1", two["id"])
     table_before = await conn.fetch("SELECT * FROM outbox ORDER BY id")
-    old_claim = CLAIM_BATCH.replace("FROM outbox_events", "FROM outbox")
+    old_claim = CLAIM_BATCH.replace("FROM outbox_events", "FROM outbox").replace(
+        "payload AS data", "data::text AS data"
+    )  # the relay's read before sql/100
     claimed_before = [OutboxEvent.from_row(r) for r in await conn.fetch(old_claim, 100, 0)]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
