@@ -27,7 +27,8 @@
     ├── BackgroundTaskFailed     `mirror run`/`demo`: the ingest loop or the relay died; exit 1
     ├── KafkaUnavailableError    Kafka unreachable, or it refused to create the topics
     ├── KafkaBrokerError         the local development broker could not be set up or started
-    └── EnvelopeError            a Kafka record is not a binary-mode CloudEvent (also a ValueError)
+    ├── EnvelopeError            a Kafka record is not a binary-mode CloudEvent (also a ValueError)
+    └── PayloadMissing           an outbox row's derived payload cannot be built (sql/100 bypassed)
 
 Low-level errors (asyncpg, aiohttp, aiokafka) are translated at the edge with
 ``raise ... from exc``; the API middleware turns any ``ApiError`` into
@@ -288,3 +289,8 @@ class KafkaBrokerError(MirrorError):
 
 class EnvelopeError(MirrorError, ValueError):
     """A Kafka record is not a CloudEvent in binary mode (a required attribute is missing)."""
+
+
+class PayloadMissing(MirrorError):
+    """An outbox row has no payload to publish: a derived one whose image is gone
+    without its payload written out (sql/100's triggers were bypassed)."""

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from mirror.events.schemas import data_schema
 from mirror.model import EventType
 
-SELECT_OUTBOX = "SELECT id, topic, key, type, data::text AS data FROM outbox ORDER BY id"
+SELECT_OUTBOX = "SELECT id, topic, key, type, data::text AS data FROM outbox_events ORDER BY id"
 MAX_REPORTED = 5
 
 

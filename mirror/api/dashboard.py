@@ -42,10 +42,11 @@ DELETIONS_SHOWN = 10
 # the outbox's primary key, whatever its size (event data is stored out of line).
 DELETIONS_WINDOW = 100_000
 
-# data::text: the stored JSON is embedded as it is, never parsed and re-dumped.
+# payload: the stored JSON text is embedded as it is, never parsed and re-dumped;
+# outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 SELECT_LATEST_OF_TYPE = """
-SELECT id, event_id, topic, key, type, source, time, data::text AS data
-FROM outbox
+SELECT id, event_id, topic, key, type, source, time, payload AS data
+FROM outbox_events
 WHERE type = $1 AND id > (SELECT coalesce(max(id), 0) FROM outbox) - $2
 ORDER BY id DESC
 LIMIT $3

@@ -45,16 +45,17 @@ INGEST_SOURCE = "/registry-mirror/ingest"
 API_SOURCE = "/registry-mirror/api"
 KNOWN_SOURCES = (INGEST_SOURCE, API_SOURCE)
 
-# data::text: the stored JSON is embedded as it is, never parsed and re-dumped.
+# payload: the stored JSON text is embedded as it is, never parsed and re-dumped;
+# outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 # $2 the types (NULL: all), $3 the source (NULL: any).
-_COLUMNS = "id, event_id, topic, key, type, source, time, data::text AS data"
+_COLUMNS = "id, event_id, topic, key, type, source, time, payload AS data"
 _FILTERS = """
   AND ($2::text[] IS NULL OR type = ANY($2::text[]))
   AND ($3::text IS NULL OR source = $3::text)
 """
 SELECT_EVENTS = f"""
 SELECT {_COLUMNS}
-FROM outbox
+FROM outbox_events
 WHERE id > $1 {_FILTERS}
 ORDER BY id
 LIMIT $4
@@ -62,7 +63,7 @@ LIMIT $4
 # One subject: its few events found by outbox_key_hash (sql/096), then sorted by id.
 SELECT_EVENTS_OF_SUBJECT = f"""
 SELECT {_COLUMNS}
-FROM outbox
+FROM outbox_events
 WHERE key = $5 AND id > $1 {_FILTERS}
 ORDER BY id
 LIMIT $4

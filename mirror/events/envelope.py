@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from mirror.errors import EnvelopeError
+from mirror.errors import EnvelopeError, PayloadMissing
 from mirror.events.schemas import dataschema
 
 SPECVERSION = "1.0"
@@ -55,7 +55,13 @@ class OutboxEvent:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> OutboxEvent:
-        """From an outbox row (asyncpg Record or dict) with the table's column names."""
+        """From an outbox row (asyncpg Record or dict) with the table's column names.
+
+        A NULL ``data`` (a derived payload that cannot be derived) is ``PayloadMissing``:
+        never published as ``null``.
+        """
+        if row["data"] is None:
+            raise PayloadMissing(f"outbox id {row['id']}: {row['type']} has no payload")
         return cls(
             id=int(row["id"]),
             event_id=str(row["event_id"]),

@@ -28,10 +28,11 @@ SELECT set_config('application_name', $2, false),
        pg_try_advisory_lock($1) AS locked
 """
 UNLOCK = "SELECT pg_advisory_unlock($1)"
-# data::text: the stored JSON goes to Kafka byte for byte, never parsed and re-dumped.
+# payload: the stored JSON text goes to Kafka byte for byte, never parsed and re-dumped;
+# outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
 CLAIM_BATCH = """
-SELECT id, event_id, topic, key, type, source, time, data::text AS data
-FROM outbox
+SELECT id, event_id, topic, key, type, source, time, payload AS data
+FROM outbox_events
 WHERE sent_at IS NULL AND id > $2
 ORDER BY id
 LIMIT $1

@@ -361,7 +361,7 @@ async def test_api_delete_events_say_who_asked(world: World) -> None:
                 break
             await asyncio.sleep(0.01)
     rows = await world.pool.fetch(
-        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 ORDER BY id", mark
+        "SELECT type, key, data::text AS data FROM outbox_events WHERE id > $1 ORDER BY id", mark
     )
     actor = {
         "role": "admin",
@@ -415,7 +415,7 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     assert await world.pool.fetchval("SELECT count(*) FROM images WHERE id = $1", victim) == 0
 
     events = await world.pool.fetch(
-        "SELECT type, key, source, data::text AS data FROM outbox WHERE id > $1 ORDER BY id",
+        "SELECT type, key, source, data::text AS data FROM outbox_events WHERE id > $1 ORDER BY id",
         outbox_before,
     )
     assert {e["source"] for e in events} == {"/registry-mirror/api"}

@@ -23,7 +23,7 @@ upstream, session, client = sim.upstream, sim.session, sim.client
 
 async def events_after(conn: asyncpg.Connection, mark: int) -> list[tuple[str, str, Any]]:
     rows = await conn.fetch(
-        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 ORDER BY id", mark
+        "SELECT type, key, data::text AS data FROM outbox_events WHERE id > $1 ORDER BY id", mark
     )
     return [(r["type"], r["key"], orjson.loads(r["data"])) for r in rows]
 

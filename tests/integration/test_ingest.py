@@ -62,7 +62,7 @@ async def indexed(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
 
 async def events(conn: asyncpg.Connection, after: int = 0) -> list[tuple[str, str, Any]]:
     rows = await conn.fetch(
-        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 ORDER BY id", after
+        "SELECT type, key, data::text AS data FROM outbox_events WHERE id > $1 ORDER BY id", after
     )
     return [(r["type"], r["key"], orjson.loads(r["data"])) for r in rows]
 

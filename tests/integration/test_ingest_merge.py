@@ -81,7 +81,7 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
         # layer 2 is still referenced by image 1: not orphaned
         assert "registry.blob.orphaned" not in types
         data = await conn.fetchval(
-            "SELECT data::text FROM outbox WHERE type = 'registry.image.updated' AND key = $1",
+            "SELECT data::text FROM outbox_events WHERE type = 'registry.image.updated' AND key = $1",
             changed[0]["id"],
         )
         assert orjson.loads(data)["changes"] == {
@@ -103,7 +103,7 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
         assert ("registry.blob.orphaned", f"sha256:1{4:063x}") in types
         assert ("registry.blob.orphaned", f"sha256:1{3:063x}") in types
         data = await conn.fetchval(
-            "SELECT data::text FROM outbox WHERE type = 'registry.image.deleted'"
+            "SELECT data::text FROM outbox_events WHERE type = 'registry.image.deleted'"
         )
         assert orjson.loads(data) == {"image": changed[1], "reason": "upstream-gone"}
         assert (

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from mirror.api.events_feed import SELECT_EVENTS, SELECT_EVENTS_OF_SUBJECT
-from mirror.events.envelope import to_kafka_record, to_structured
-from mirror.events.pending import claim_outbox_batch
+from mirror.events.envelope import OutboxEvent, to_kafka_record, to_structured
+from mirror.events.pending import CLAIM_BATCH, claim_outbox_batch
 from mirror.model import Event, EventType
 from mirror.store.migrate import SQL_DIR, apply_migrations, find_migrations
 from mirror.store.outbox import SOURCE_CODES, TYPE_CODES, append_events
@@ -25,6 +25,7 @@ from tests.postgres_fixture import dsn_with_database, new_database_name
 pytestmark = pytest.mark.synthetic_events  # hand-made events: the contract check is not the point
 
 OTHER_SOURCE = "/somewhere/else"
+ROUTINES_096 = Path(__file__).resolve().parents[1] / "data" / "schema_096" / "routines"
 
 
 def _events() -> list[Event]:
@@ -73,6 +74,14 @@ async def test_an_unknown_type_is_refused(db_pool: asyncpg.Pool) -> None:
         )
 
 
+def _before_sql100(statement: str) -> str:
+    """A reader's statement as it was before sql/100 (every payload stored)."""
+    assert "FROM outbox_events" in statement and "payload AS data" in statement
+    return statement.replace("FROM outbox_events", "FROM outbox").replace(
+        "payload AS data", "data::text AS data"
+    )
+
+
 @pytest.fixture
 async def old_outbox(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated up to the last migration before sql/095 (text columns)."""
@@ -81,7 +90,8 @@ async def old_outbox(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg
     for migration in find_migrations():
         if migration.version < 95:
             shutil.copy(migration.path, old_sql / migration.path.name)
-    for routine in (SQL_DIR / "routines").glob("*.sql"):
+    # the routines of then (frozen at 096, which these migrations also ran with)
+    for routine in ROUTINES_096.glob("*.sql"):
         shutil.copy(routine, old_sql / "routines" / routine.name)
     name = new_database_name("outbox_upgrade")
     admin = await asyncpg.connect(postgres_dsn)
@@ -112,8 +122,13 @@ async def test_upgrade_keeps_every_event_byte_for_byte(old_outbox: asyncpg.Conne
         [f'{{"n": {n}, "kept": "as written" }}' for n in range(len(events))],
     )
     await old_outbox.execute("UPDATE outbox SET sent_at = now() WHERE id % 3 = 0")
-    before = await claim_outbox_batch(old_outbox, 1000)  # the unsent ones, as the relay reads them
-    feed_before = await old_outbox.fetch(SELECT_EVENTS, 0, None, None, 1000)  # all of them
+    # the unsent ones, as the relay read them, and all of them as the feed did (the
+    # table itself: outbox_events, sql/100, is not there yet)
+    before = [
+        OutboxEvent.from_row(r)
+        for r in await old_outbox.fetch(_before_sql100(CLAIM_BATCH), 1000, 0)
+    ]
+    feed_before = await old_outbox.fetch(_before_sql100(SELECT_EVENTS), 0, None, None, 1000)
     sent_before = await old_outbox.fetch("SELECT id, sent_at FROM outbox ORDER BY id")
 
     await apply_migrations(old_outbox, SQL_DIR)

@@ -219,7 +219,7 @@ async def test_cloudevents_headers_follow_the_spec(
 ) -> None:
     await append(db_pool, keyed_events(20, keys=10))
     await run_relay(db_pool, relay_settings, stop=asyncio.Event(), once=True, options=FAST)
-    rows = await db_pool.fetch("SELECT event_id::text, key, type, source, data FROM outbox")
+    rows = await db_pool.fetch("SELECT event_id::text, key, type, source, data FROM outbox_events")
     by_id = {r["event_id"]: r for r in rows}
     delivered = await read_topics(kafka_bootstrap, topic_prefix, expect_ids=set(by_id))
     assert len(delivered) == 20

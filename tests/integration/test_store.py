@@ -145,7 +145,7 @@ async def test_outbox_append_needs_a_transaction(db_pool: asyncpg.Pool) -> None:
                     ),
                 ],
             )
-        rows = await conn.fetch("SELECT topic, key, type, data FROM outbox ORDER BY id")
+        rows = await conn.fetch("SELECT topic, key, type, data FROM outbox_events ORDER BY id")
     assert [(r["topic"], r["key"], r["type"]) for r in rows] == [
         ("images", "crp00000000000000001", "registry.image.created"),
         ("blobs", "sha256:aa", "registry.blob.added"),

@@ -54,7 +54,7 @@ async def tag_events(
     conn: asyncpg.Connection, after: int
 ) -> list[tuple[str, str, str, str | None, str | None]]:
     rows = await conn.fetch(
-        "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 AND topic = 'tags' "
+        "SELECT type, key, data::text AS data FROM outbox_events WHERE id > $1 AND topic = 'tags' "
         "ORDER BY id",
         after,
     )
@@ -164,7 +164,7 @@ async def test_a_tag_moved_across_pages_is_one_added_event_either_way(
     await ingest_once(db_pool, client, scopes, page_size=50)
     async with db_pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT type, key, data::text AS data FROM outbox WHERE id > $1 AND topic = 'tags'",
+            "SELECT type, key, data::text AS data FROM outbox_events WHERE id > $1 AND topic = 'tags'",
             mark,
         )
         run_ids = {
