@@ -210,6 +210,25 @@ static int put_strings(Buf *b, int tag, PyObject *values) {
     return OK;
 }
 
+/* 1 to 19 ASCII digits of a number below 2**63 (leading zeros allowed): 1 and ``*out``. */
+static int int64_digits(const Py_UCS1 *digits, Py_ssize_t size, uint64_t *out) {
+    uint64_t number = 0;
+    if (size < 1 || size > 19) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (digits[i] < '0' || digits[i] > '9') {
+            return 0;
+        }
+        number = number * 10 + (uint64_t)(digits[i] - '0'); /* < 10**19 < 2**64 */
+    }
+    if (number >> 63) {
+        return 0;
+    }
+    *out = number;
+    return 1;
+}
+
 /* int64 from an int or a text of 1 to 19 ASCII digits, 0 <= n < 2**63; zero is absent. */
 static int put_int64(Buf *b, int tag, PyObject *value) {
     uint64_t number = 0;
@@ -217,18 +236,8 @@ static int put_int64(Buf *b, int tag, PyObject *value) {
         return OK;
     }
     if (PyUnicode_CheckExact(value)) {
-        Py_ssize_t size = PyUnicode_GET_LENGTH(value);
-        if (size < 1 || size > 19 || !PyUnicode_IS_ASCII(value)) {
-            return SLOW;
-        }
-        const Py_UCS1 *digits = PyUnicode_1BYTE_DATA(value);
-        for (Py_ssize_t i = 0; i < size; i++) {
-            if (digits[i] < '0' || digits[i] > '9') {
-                return SLOW;
-            }
-            number = number * 10 + (uint64_t)(digits[i] - '0'); /* < 10**19 < 2**64 */
-        }
-        if (number >> 63) {
+        if (!PyUnicode_IS_ASCII(value) ||
+            !int64_digits(PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value), &number)) {
             return SLOW;
         }
     } else if (PyLong_CheckExact(value)) {
@@ -312,15 +321,7 @@ static int days_in_month(int y, int m) {
 }
 
 /* createdAt as google.protobuf.Timestamp, as Timestamp.FromJsonString reads it. */
-static int put_timestamp(Buf *b, PyObject *value) {
-    if (value == NULL || value == Py_None) {
-        return OK;
-    }
-    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
-        return SLOW;
-    }
-    Py_ssize_t size = PyUnicode_GET_LENGTH(value);
-    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(value);
+static int put_timestamp_text(Buf *b, const Py_UCS1 *s, Py_ssize_t size) {
     int c1, c2, month, day, hour, minute, second;
     if (size < 20 || !two_digits(s, &c1) || !two_digits(s + 2, &c2) || s[4] != '-' ||
         !two_digits(s + 5, &month) || s[7] != '-' || !two_digits(s + 8, &day) ||
@@ -376,6 +377,16 @@ static int put_timestamp(Buf *b, PyObject *value) {
     return message_end(b, start);
 }
 
+static int put_timestamp(Buf *b, PyObject *value) {
+    if (value == NULL || value == Py_None) {
+        return OK;
+    }
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
+        return SLOW;
+    }
+    return put_timestamp_text(b, PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value));
+}
+
 static int put_image(Buf *b, PyObject *image) {
     if (!PyDict_CheckExact(image)) {
         return SLOW;
@@ -416,6 +427,396 @@ static int put_image(Buf *b, PyObject *image) {
         return rc;
     }
     return put_timestamp(b, created);
+}
+
+/* ---- The same from the JSON text itself (no Python objects made) ----------------------
+ *
+ * A strict subset of JSON, read as orjson.loads would read it: objects, arrays,
+ * null, strings of printable ASCII without escapes, and non-negative integers
+ * (no fraction, exponent or leading zero). Any other text (an escape, a byte of
+ * 0x80 or more, true/false, a float, a duplicate or unknown key, anything not
+ * JSON) is SLOW: the caller takes orjson.loads and the encoders above. Keys may
+ * come in any order (jsonb sorts them): each object is read once to find its
+ * values, then its fields are written in field-number order, objects and arrays
+ * read again from where they start. */
+
+typedef struct {
+    const char *p;
+    const char *end;
+} Cur;
+
+typedef enum { V_ABSENT, V_NULL, V_STR, V_NUM, V_CONTAINER } Kind;
+
+typedef struct {
+    Kind kind;
+    const char *s; /* V_STR: the string's bytes; V_NUM: its digits; V_CONTAINER: the '{' or '[' */
+    Py_ssize_t n;
+} Val;
+
+static void ws(Cur *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) {
+        c->p++;
+    }
+}
+
+/* Past ``ch`` and the whitespace after it, or SLOW. */
+static int expect(Cur *c, char ch) {
+    if (c->p >= c->end || *c->p != ch) {
+        return SLOW;
+    }
+    c->p++;
+    ws(c);
+    return OK;
+}
+
+static int plain_string(Cur *c, const char **s, Py_ssize_t *n) {
+    if (c->p >= c->end || *c->p != '"') {
+        return SLOW;
+    }
+    const char *start = ++c->p;
+    /* Eight bytes at a time while none is '"', '\\', below 0x20 or 0x80 and above. */
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (c->end - c->p >= 8) {
+        uint64_t w;
+        memcpy(&w, c->p, 8);
+        uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+        uint64_t special = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
+                           (w - ones * 0x20) | w;
+        if (special & highs) {
+            break;
+        }
+        c->p += 8;
+    }
+    while (c->p < c->end) {
+        unsigned char ch = (unsigned char)*c->p;
+        if (ch == '"') {
+            *s = start;
+            *n = c->p - start;
+            c->p++;
+            ws(c);
+            return OK;
+        }
+        if (ch == '\\' || ch < 0x20 || ch >= 0x80) {
+            return SLOW;
+        }
+        c->p++;
+    }
+    return SLOW;
+}
+
+/* null, a plain string or an integer; an object or array only marked (not read) here. */
+static int scalar(Cur *c, Val *v) {
+    if (c->p >= c->end) {
+        return SLOW;
+    }
+    char ch = *c->p;
+    if (ch == '"') {
+        v->kind = V_STR;
+        return plain_string(c, &v->s, &v->n);
+    }
+    if (ch == 'n') {
+        if (c->end - c->p < 4 || memcmp(c->p, "null", 4) != 0) {
+            return SLOW;
+        }
+        c->p += 4;
+        v->kind = V_NULL;
+        ws(c);
+        return OK;
+    }
+    if (ch >= '0' && ch <= '9') {
+        const char *start = c->p;
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+            c->p++;
+        }
+        if ((c->p - start > 1 && *start == '0') ||
+            (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E'))) {
+            return SLOW; /* a leading zero (not JSON) or a float */
+        }
+        v->kind = V_NUM;
+        v->s = start;
+        v->n = c->p - start;
+        ws(c);
+        return OK;
+    }
+    return SLOW;
+}
+
+/* The next member's key (one of ``keys``, each at most once) and its ':'; -1 at '}'. */
+static int member(Cur *c, const char *const *keys, int count, Val *values, int *index) {
+    const char *s;
+    Py_ssize_t n;
+    if (c->p < c->end && *c->p == '}') {
+        *index = -1;
+        return OK;
+    }
+    if (plain_string(c, &s, &n) != OK || expect(c, ':') != OK) {
+        return SLOW;
+    }
+    for (int i = 0; i < count; i++) {
+        if ((Py_ssize_t)strlen(keys[i]) == n && memcmp(keys[i], s, n) == 0) {
+            if (values[i].kind != V_ABSENT) {
+                return SLOW; /* a duplicate key: orjson keeps the last, judged there */
+            }
+            *index = i;
+            return OK;
+        }
+    }
+    return SLOW; /* a key this message does not know by this name */
+}
+
+/* After a member's value: ',' and the next key, or the object's end (*done). */
+static int after_member(Cur *c, int *done) {
+    if (c->p < c->end && *c->p == ',') {
+        c->p++;
+        ws(c);
+        if (c->p < c->end && *c->p == '}') {
+            return SLOW; /* a trailing comma */
+        }
+        *done = 0;
+        return OK;
+    }
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        ws(c);
+        *done = 1;
+        return OK;
+    }
+    return SLOW;
+}
+
+/* An array's elements, each read by ``element`` (the cursor on its first byte). */
+typedef int (*Element)(Cur *c, Buf *b, int tag);
+
+static int array(Cur *c, Buf *b, int tag, Element element) {
+    if (expect(c, '[') != OK) {
+        return SLOW;
+    }
+    if (c->p < c->end && *c->p == ']') {
+        c->p++;
+        ws(c);
+        return OK;
+    }
+    for (;;) {
+        int rc = element(c, b, tag);
+        if (rc != OK) {
+            return rc;
+        }
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            ws(c);
+            continue;
+        }
+        return expect(c, ']');
+    }
+}
+
+/* A string of a repeated field: written even when empty. */
+static int string_element(Cur *c, Buf *b, int tag) {
+    const char *s;
+    Py_ssize_t n;
+    if (plain_string(c, &s, &n) != OK) {
+        return SLOW;
+    }
+    return b == NULL ? OK : put_tag_bytes(b, tag, s, n);
+}
+
+/* A repeated string's value: null (absent) or an array of strings; ``b`` NULL: read only. */
+static int strings_value(Cur *c, Buf *b, int tag) {
+    if (*c->p == 'n') {
+        Val v = {V_ABSENT, NULL, 0};
+        return scalar(c, &v);
+    }
+    return array(c, b, tag, string_element);
+}
+
+static int text_scalar_string(Buf *b, int tag, const Val *v) {
+    if (v->kind == V_ABSENT || v->kind == V_NULL || (v->kind == V_STR && v->n == 0)) {
+        return OK;
+    }
+    if (v->kind != V_STR) {
+        return SLOW;
+    }
+    return put_tag_bytes(b, tag, v->s, v->n);
+}
+
+static int text_int64(Buf *b, int tag, const Val *v) {
+    uint64_t number;
+    if (v->kind == V_ABSENT || v->kind == V_NULL) {
+        return OK;
+    }
+    if ((v->kind != V_STR && v->kind != V_NUM) ||
+        !int64_digits((const Py_UCS1 *)v->s, v->n, &number)) {
+        return SLOW;
+    }
+    return number ? put_tag_varint(b, tag, number) : OK;
+}
+
+/* Where an object or array value starts; the value read through (checked) by ``read``. */
+static int container(Cur *c, Val *v, Element read, int tag) {
+    v->kind = V_CONTAINER;
+    v->s = c->p;
+    return read(c, NULL, tag);
+}
+
+static const char *const BLOB_KEYS[] = {"id", "digest", "size", "urls"};
+
+/* A Blob object as the field ``tag``; ``b`` NULL: read and checked only. */
+static int blob_value(Cur *c, Buf *b, int tag) {
+    Val v[4] = {{V_ABSENT, NULL, 0}, {V_ABSENT, NULL, 0}, {V_ABSENT, NULL, 0}, {V_ABSENT, NULL, 0}};
+    int done = 0, i, rc;
+    if (expect(c, '{') != OK) {
+        return SLOW;
+    }
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        ws(c);
+        done = 1;
+    }
+    while (!done) {
+        if (member(c, BLOB_KEYS, 4, v, &i) != OK || i < 0 || c->p >= c->end) {
+            return SLOW;
+        }
+        if (i == 3 && *c->p != 'n') {
+            rc = container(c, &v[i], strings_value, BLOB_URLS);
+        } else {
+            rc = scalar(c, &v[i]);
+        }
+        if (rc != OK) {
+            return rc;
+        }
+        if (after_member(c, &done) != OK) {
+            return SLOW;
+        }
+    }
+    if (b == NULL) {
+        return OK;
+    }
+    Py_ssize_t start;
+    if ((rc = message_begin(b, tag, &start)) != OK ||
+        (rc = text_scalar_string(b, BLOB_ID, &v[0])) != OK ||
+        (rc = text_scalar_string(b, BLOB_DIGEST, &v[1])) != OK ||
+        (rc = text_int64(b, BLOB_SIZE, &v[2])) != OK) {
+        return rc;
+    }
+    if (v[3].kind == V_CONTAINER) {
+        Cur again = {v[3].s, c->end};
+        if ((rc = strings_value(&again, b, BLOB_URLS)) != OK) {
+            return rc;
+        }
+    } else if (v[3].kind != V_ABSENT && v[3].kind != V_NULL) {
+        return SLOW;
+    }
+    return message_end(b, start);
+}
+
+/* config: null (absent) or a Blob object. */
+static int config_value(Cur *c, Buf *b, int tag) {
+    if (*c->p == 'n') {
+        Val v = {V_ABSENT, NULL, 0};
+        return scalar(c, &v);
+    }
+    return blob_value(c, b, tag);
+}
+
+/* layers: null (absent) or an array of Blob objects. */
+static int layers_value(Cur *c, Buf *b, int tag) {
+    if (*c->p == 'n') {
+        Val v = {V_ABSENT, NULL, 0};
+        return scalar(c, &v);
+    }
+    return array(c, b, tag, blob_value);
+}
+
+static const char *const IMAGE_KEYS[] = {"id",     "name",   "digest", "compressedSize",
+                                         "config", "layers", "tags",   "createdAt"};
+
+/* ``parts``: config, layers and tags, written as they are read (jsonb puts them before
+ * digest, createdAt and compressedSize), joined after the fields before them. */
+static int put_image_text(Buf *b, Buf *parts, const char *text, Py_ssize_t size) {
+    static const Element writers[3] = {config_value, layers_value, strings_value};
+    static const int tags[3] = {IMAGE_CONFIG, IMAGE_LAYERS, IMAGE_TAGS};
+    Cur c = {text, text + size};
+    Val v[8];
+    int done = 0, i, rc;
+    for (i = 0; i < 8; i++) {
+        v[i].kind = V_ABSENT;
+    }
+    ws(&c);
+    if (expect(&c, '{') != OK) {
+        return SLOW;
+    }
+    if (c.p < c.end && *c.p == '}') {
+        c.p++;
+        ws(&c);
+        done = 1;
+    }
+    while (!done) {
+        if (member(&c, IMAGE_KEYS, 8, v, &i) != OK || i < 0 || c.p >= c.end) {
+            return SLOW;
+        }
+        if (i >= 4 && i <= 6) {
+            v[i].kind = V_CONTAINER; /* or null: nothing written */
+            rc = writers[i - 4](&c, &parts[i - 4], tags[i - 4]);
+        } else {
+            rc = scalar(&c, &v[i]);
+        }
+        if (rc != OK || after_member(&c, &done) != OK) {
+            return rc == FAIL ? FAIL : SLOW;
+        }
+    }
+    if (c.p != c.end) {
+        return SLOW; /* text after the object */
+    }
+    if ((rc = text_scalar_string(b, IMAGE_ID, &v[0])) != OK ||
+        (rc = text_scalar_string(b, IMAGE_NAME, &v[1])) != OK ||
+        (rc = text_scalar_string(b, IMAGE_DIGEST, &v[2])) != OK ||
+        (rc = text_int64(b, IMAGE_SIZE, &v[3])) != OK) {
+        return rc;
+    }
+    for (i = 0; i < 3; i++) {
+        if (parts[i].len) {
+            if (buf_reserve(b, parts[i].len) != OK) {
+                return FAIL;
+            }
+            memcpy(b->data + b->len, parts[i].data, parts[i].len);
+            b->len += parts[i].len;
+        }
+    }
+    if (v[7].kind == V_ABSENT || v[7].kind == V_NULL) {
+        return OK;
+    }
+    if (v[7].kind != V_STR) {
+        return SLOW;
+    }
+    return put_timestamp_text(b, (const Py_UCS1 *)v[7].s, v[7].n);
+}
+
+PyDoc_STRVAR(doc_doc,
+             "doc(text, /)\n--\n\n"
+             "The serialized Image of one image's JSON text (bytes), or None for a text\n"
+             "this module does not read (the caller then takes orjson.loads and image()).");
+
+static PyObject *doc(PyObject *module, PyObject *text) {
+    if (!PyBytes_CheckExact(text)) {
+        Py_RETURN_NONE;
+    }
+    Buf b, parts[3];
+    buf_init(&b);
+    for (int i = 0; i < 3; i++) {
+        buf_init(&parts[i]);
+    }
+    PyObject *out = NULL;
+    int rc = put_image_text(&b, parts, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text));
+    if (rc == OK) {
+        out = PyBytes_FromStringAndSize(b.data, b.len);
+    } else if (rc == SLOW) {
+        out = Py_NewRef(Py_None);
+    }
+    buf_free(&b);
+    for (int i = 0; i < 3; i++) {
+        buf_free(&parts[i]);
+    }
+    return out;
 }
 
 PyDoc_STRVAR(image_doc,
@@ -480,6 +881,7 @@ static PyObject *page(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"image", (PyCFunction)image, METH_O, image_doc},
+    {"doc", (PyCFunction)doc, METH_O, doc_doc},
     {"page", (PyCFunction)(void (*)(void))page, METH_FASTCALL, page_doc},
     {NULL, NULL, 0, NULL},
 };

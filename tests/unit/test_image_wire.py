@@ -200,7 +200,7 @@ def images(draw: st.DrawFn, clean: bool = False) -> Any:
 
 
 HYPOTHESIS = settings(
-    max_examples=1500,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -272,6 +272,7 @@ async def test_the_upstreams_pages_take_the_fast_path_and_equal_json_format() ->
         assert python_page_of_images(iter(fast), token) == slow.SerializeToString()
         if image_wire.NATIVE is not None:  # the C encoder takes every one of them, no fallback
             assert [image_wire.NATIVE.image(doc) for doc in parsed] == fast
+            assert [image_wire.NATIVE.doc(orjson.dumps(doc)) for doc in docs] == fast
         assert list_response(body) == slow
         assert image_message(docs[0]) == slow.images[0]
     assert list_response(b"{}") == image_service_pb2.ListImagesResponse()
@@ -427,3 +428,143 @@ def test_a_shared_layer_is_encoded_once_per_field_and_the_memo_stays_bounded(
     assert encoded({"layers": [{**shared, "size": 77}]}, python_image_bytes) == reference(
         {"layers": [{**shared, "size": 77}]}
     )
+
+
+# --- The JSON text itself (``doc_bytes``): the C module reads the usual text without orjson.
+
+
+def text_reference(text: bytes) -> bytes | type[BaseException]:
+    """What ``orjson.loads`` then ``json_format`` make of a text (the production fallback)."""
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return orjson.JSONDecodeError
+    return reference(parsed)
+
+
+def doc_encoded(text: bytes) -> bytes | type[BaseException]:
+    try:
+        return doc_bytes(text)
+    except Exception as exc:
+        return type(exc)
+
+
+def texts_of(image: Any) -> list[bytes]:
+    """The image as orjson writes it, as jsonb's text does (spaces), and ASCII-escaped."""
+    import json
+
+    out = [json.dumps(image).encode()]  # non-ASCII as \\u escapes; big ints as they are
+    try:
+        out.append(orjson.dumps(image))
+        out.append(json.dumps(image, ensure_ascii=False, separators=(", ", ": ")).encode())
+    except (TypeError, UnicodeEncodeError, orjson.JSONEncodeError):
+        pass  # a lone surrogate or an int orjson does not write
+    return out
+
+
+@HYPOTHESIS
+@given(images(clean=True))
+def test_well_typed_texts_encode_as_json_format_would(image: Any) -> None:
+    for text in texts_of(image):
+        assert doc_encoded(text) == text_reference(text)
+
+
+@HYPOTHESIS
+@given(images())
+def test_texts_of_every_shape_encode_as_json_format_would(image: Any) -> None:
+    for text in texts_of(image):
+        assert doc_encoded(text) == text_reference(text)
+
+
+EDGE_TEXTS = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b" {} ",
+    b'\xef\xbb\xbf{"id":"a"}',
+    b'{"id":"a"}{"id":"b"}',
+    b'{"id":"a"} x',
+    b'{"id":"a"',
+    b'{"id":"a",}',
+    b'{"id":"a" "name":"b"}',
+    b'{"id":"a","id":"b"}',
+    b'{"tags":[],"tags":[]}',
+    b'{"config":{},"config":null}',
+    b'{"config":{"size":"5","size":"6"}}',
+    b'{"id":"\\u0061"}',
+    b'{"\\u0069d":"a"}',
+    b'{"id":"\xc3\xa9"}',
+    b'{"id":"\xff"}',
+    b'{"id":"a\tb"}',
+    b'{"id":true}',
+    b'{"id":nul}',
+    b'{"id":nullx}',
+    b'{"id":null}',
+    b'{"id":""}',
+    b'{"id":1}',
+    b'{"compressedSize":0}',
+    b'{"compressedSize":007}',
+    b'{"compressedSize":"007"}',
+    b'{"compressedSize":1e3}',
+    b'{"compressedSize":1.0}',
+    b'{"compressedSize":-1}',
+    b'{"compressedSize":12a}',
+    b'{"compressedSize":"12a"}',
+    b'{"compressedSize":9223372036854775807}',
+    b'{"compressedSize":9223372036854775808}',
+    b'{"compressedSize":"9223372036854775808"}',
+    b'{"compressedSize":123456789012345678901}',
+    b' {\n\t"id" : "a" ,\r\n "name":"b" } \n',
+    b'{"config":null,"layers":null,"tags":null,"createdAt":null,"compressedSize":null}',
+    b'{"config":"a"}',
+    b'{"config":[]}',
+    b'{"config":{"other":1}}',
+    b'{"layers":[null]}',
+    b'{"layers":[{}]}',
+    b'{"layers":[]}',
+    b'{"layers":[ ]}',
+    b'{"layers":[{"id":"a"},]}',
+    b'{"layers":[{"id":"a"}{"id":"b"}]}',
+    b'{"layers":{"id":"a"}}',
+    b'{"layers":[{"urls":["a",""]},{"urls":[]},{"urls":null}]}',
+    b'{"layers":[{"urls":"a"}]}',
+    b'{"layers":[{"urls":[1]}]}',
+    b'{"tags":["a",]}',
+    b'{"tags":[1]}',
+    b'{"tags":[null]}',
+    b'{"tags":"a"}',
+    b'{"tags":["' + b"t" * 300 + b'"],"id":"' + b"x" * 20_000 + b'"}',
+    b'{"createdAt":"2022-09-27T22:29:52.5Z"}',
+    b'{"createdAt":"2022-09-27T22:29:52.5+05:30"}',
+    b'{"createdAt":"2022-09-27T22:29:52.5"}',
+    b'{"createdAt":1}',
+    b'{"unknown":1}',
+    b'{"compressed_size":"5"}',
+]
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS, ids=range(len(EDGE_TEXTS)))
+def test_edge_texts_encode_as_orjson_and_json_format_would(text: bytes) -> None:
+    assert doc_encoded(text) == text_reference(text)
+
+
+def test_the_c_reader_takes_the_indexs_texts_and_declines_the_rest() -> None:
+    """The usual text never reaches orjson; an escape, a duplicate or a stray byte does."""
+    if image_wire.NATIVE is None:
+        pytest.skip("mirror._image_wire is not built")
+    read = image_wire.NATIVE.doc
+    usual = {
+        "id": "crpA",
+        "name": "r/x",
+        "config": {"id": "crpB", "digest": "sha256:" + "ab" * 32, "size": "5"},
+        "layers": [{"id": "crpC", "digest": "sha256:" + "cd" * 32, "size": 7}],
+        "tags": ["latest"],
+        "createdAt": "2022-09-27T22:29:52.893Z",
+        "compressedSize": "12",
+    }
+    for text in texts_of(usual):
+        assert read(text) == reference(usual), text
+    for text in [b'{"id":"\\u0061"}', b'{"id":"a","id":"b"}', b'{"id":"\xc3\xa9"}', b"{} x"]:
+        assert read(text) is None, text
+    assert read(bytearray(b"{}")) is None  # only bytes are read here
