@@ -8,7 +8,8 @@ The docs are the index's (the simulator's JSON of the bench registry, as
 - ``orjson.loads``: parsing alone;
 - Python cold: the pure-Python encoder with its layer memo emptied before each page;
 - Python warm: the same with the memo warm (every page encoded before);
-- C: ``mirror._image_wire`` (when built), parse included;
+- C objects: ``orjson.loads`` and ``mirror._image_wire.image`` (the C encoder of dicts);
+- C text: ``doc_bytes`` as served, the C module reading the JSON text itself;
 - page: joining 100 serialized images and the token into the response.
 
     python -m bench.image_wire_timing                  # 2,000 docs of the 1,000,000 registry
@@ -74,7 +75,11 @@ def main() -> None:
         ("Python warm", python, lambda: None),
     ]
     if image_wire.NATIVE is not None:
-        cases.append(("C", native, lambda: None))
+        image = image_wire.NATIVE.image
+        cases.append(
+            ("C objects", lambda page: [image(orjson.loads(d)) for d in page], lambda: None)
+        )
+        cases.append(("C text", native, lambda: None))
     cases.append(
         ("page", lambda page: image_wire.page_of_images(by_wire[id(page)], token), lambda: None)
     )
