@@ -20,7 +20,7 @@ page of 100 p99 <= 10 ms at any depth. Rows go to ``bench/RESULTS.md``.
 
     python -m bench.grpc_bench                               # 1,000,000 images
     python -m bench.grpc_bench --images 100000 --no-record
-    python -m bench.grpc_bench --images 100000 --image-cache-mb 0   # every image encoded
+    python -m bench.grpc_bench --images 100000 --image-cache-mb 64  # with the image cache
 """
 
 from __future__ import annotations
