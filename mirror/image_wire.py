@@ -198,7 +198,7 @@ def page_of_images(images: Iterable[bytes], next_page_token: str) -> bytes:
     A repeated message field on the wire is its elements one after another, each
     as tag, length and bytes: a page is the images' bytes joined, no message built.
     """
-    if _native_page is not None and type(images) is list:
+    if _native_page is not None and type(images) is list and type(next_page_token) is str:
         return _native_page(images, next_page_token)
     return python_page_of_images(images, next_page_token)
 

@@ -277,6 +277,7 @@ async def test_the_upstreams_pages_take_the_fast_path_and_equal_json_format() ->
         assert image_message(docs[0]) == slow.images[0]
     assert list_response(b"{}") == image_service_pb2.ListImagesResponse()
     assert page_of_images([], "") == python_page_of_images([], "") == b""
+    assert page_of_images([b"x"], None) == python_page_of_images([b"x"], None)  # type: ignore[arg-type]
     long_token = "t" * 300  # a length of two varint bytes
     assert page_of_images([b"x" * 200], long_token) == python_page_of_images(
         [b"x" * 200], long_token
