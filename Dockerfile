@@ -3,9 +3,12 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+# gcc builds the C image encoder (mirror/_image_wire.c); the runtime stage needs no compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY mirror ./mirror
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . && cd / && python -c "import mirror._image_wire"
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 mirror

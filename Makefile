@@ -10,7 +10,8 @@ STATE  := .services
 ## setup: create .venv and install the package with its dev extras (quiet when nothing changed)
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the C encoder too: an edit of either rebuilds mirror/_image_wire*.so.
+$(STAMP): pyproject.toml setup.py mirror/_image_wire.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'

@@ -20,13 +20,14 @@ page of 100 p99 <= 10 ms at any depth. Rows go to ``bench/RESULTS.md``.
 
     python -m bench.grpc_bench                               # 1,000,000 images
     python -m bench.grpc_bench --images 100000 --no-record
-    python -m bench.grpc_bench --images 100000 --image-cache-mb 0   # every image encoded
+    python -m bench.grpc_bench --images 100000 --image-cache-mb 64  # with the image cache
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import shlex
@@ -332,6 +333,11 @@ def main(argv: list[str]) -> int:
             if args.image_cache_mb is not None:
                 env["MIRROR_GRPC_IMAGE_CACHE_MB"] = str(args.image_cache_mb)
             with child(serve, base + "/readyz", env=env) as server:
+                # This client's own full collections would scan every object its imports
+                # made (the SDK, grpc, asyncpg: ~60 ms each, measured) inside a timed call:
+                # frozen, they are not scanned again; the server is not touched.
+                gc.collect()
+                gc.freeze()
                 figures = asyncio.run(
                     measure(base, f"127.0.0.1:{grpc_port}", dsn, args, server.pid)
                 )

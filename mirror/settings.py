@@ -108,7 +108,8 @@ class Settings:
     # The gRPC listener of serve/run/demo (same host as the HTTP API); None: no listener.
     grpc_port: int | None = field(default=DEFAULT_GRPC_PORT, metadata={"env": "MIRROR_GRPC_PORT"})
     # MiB of serialized images the gRPC API keeps to answer List/Get without encoding (0: none).
-    grpc_image_cache_mb: int = field(default=64, metadata={"env": "MIRROR_GRPC_IMAGE_CACHE_MB"})
+    # Off by default: with the C encoder a lookup costs more than encoding (docs/GRPC.md).
+    grpc_image_cache_mb: int = field(default=0, metadata={"env": "MIRROR_GRPC_IMAGE_CACHE_MB"})
     # A PEM certificate chain and its key: both listeners then speak TLS.
     tls_cert: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_CERT"})
     tls_key: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_KEY"})

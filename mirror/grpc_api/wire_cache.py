@@ -3,7 +3,9 @@
 The key is the BLAKE2b digest (128 bits) of the image's JSON text as the index
 holds it: a changed row is a changed doc, so a stale entry can never be found
 (it just ages out). Bounded by bytes (``MIRROR_GRPC_IMAGE_CACHE_MB``), the least
-recently used entries leave first; 0 turns it off. One event loop uses it: no lock.
+recently used entries leave first; 0 (the default) turns it off: with the C encoder
+(``mirror/_image_wire.c``) a lookup costs more than encoding, so it pays only for the
+Python encoder. One event loop uses it: no lock.
 """
 
 from __future__ import annotations

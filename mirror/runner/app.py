@@ -35,6 +35,7 @@ from mirror.ingest.loop import run_ingest_loop
 from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.listen import start_site
+from mirror.runner.heap import freeze_startup_heap
 from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 from mirror.stats.folder import run_folder
@@ -194,6 +195,7 @@ async def _start_api(
     )
     log.info("API listening on %s", url)
     grpc_listener = await start_for_app(app, options.host)
+    freeze_startup_heap()
     if grpc_listener is None:
         return url, None
     stack.push_async_callback(grpc_listener.stop)

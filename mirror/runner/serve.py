@@ -20,6 +20,7 @@ from mirror.cli_options import (
 )
 from mirror.grpc_api.server import start_for_app
 from mirror.listen import start_site
+from mirror.runner.heap import freeze_startup_heap
 from mirror.signals import stop_on_signals
 
 
@@ -56,6 +57,7 @@ async def serve_command(
             url = await start_site(runner, host, port, ssl_context=ssl_context)
             click.echo(f"mirror serve: listening on {url}", err=True)
             grpc_listener = await start_for_app(app, host)
+            freeze_startup_heap()
             try:
                 if grpc_listener is not None:
                     click.echo(f"mirror serve: gRPC API on {grpc_listener.address}", err=True)

@@ -1,0 +1,20 @@
+"""The objects a server made while starting, kept out of the garbage collector's full passes.
+
+Modules, the SDK's generated classes and descriptors, grpc, aiohttp and the app
+come to ~50,000 tracked objects that live as long as the process; a full
+(generation 2) collection walks them all each time, 20-60 ms measured on this
+machine, inside whatever requests are being served. ``gc.freeze()`` after
+startup moves them to the permanent generation: later full passes walk only
+what was made since (the collector itself stays on, for cycles made while
+serving).
+"""
+
+from __future__ import annotations
+
+import gc
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then exclude every object alive now from later collections."""
+    gc.collect()
+    gc.freeze()
