@@ -423,9 +423,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "getEventSchema",
             "summary": "The JSON Schema (draft 2020-12) of one event type's data.",
-            "parameters": [
-                _path("type", {"enum": [t.value for t in EventType]}, "An event type.")
-            ],
+            "parameters": [_path("type", {"enum": [t.value for t in EventType]}, "An event type.")],
             "responses": {"200": _json({"type": "object"}), **ERRORS},
         }
     },

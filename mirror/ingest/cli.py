@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 
@@ -24,6 +23,7 @@ from mirror.cli_options import (
 )
 from mirror.dsn import DsnParts
 from mirror.exit_codes import ExitCode
+from mirror.heap import tune_for_ingest
 from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
 from mirror.ingest.progress import WalkProgress, progress_for
 from mirror.ingest.summary import IngestSummary, WalkStatus
@@ -105,21 +105,6 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
     return f"mirror: not every scope was walked: {'; '.join(missed)}"
 
 
-# A walk allocates some 35 containers an image (the parsed page, its rows and
-# events), nearly all freed by reference counting at once; at the default gen-0
-# threshold (700 allocations) the cyclic collector ran every ~20 images, and its
-# older generations kept walking the pages still queued. Start-up's objects
-# (modules, settings) are frozen: never collected, so never scanned (collected
-# first, so that no garbage is frozen with them).
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def _tune_gc() -> None:
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 @click.command("ingest")
 @click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
 @interval_option(DEFAULT_INTERVAL_S)
@@ -155,7 +140,7 @@ async def ingest_command(
     """
     settings = load_settings(delete_guard=delete_guard)
     require_scopes(settings, "ingest")
-    _tune_gc()
+    tune_for_ingest()
     stop = asyncio.Event()
     outcome: IngestSummary | None = None
     terminal = progress_for(sys.stderr)

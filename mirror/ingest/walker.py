@@ -276,9 +276,7 @@ async def _walk_pages(
     producer = asyncio.create_task(_prefetch(pages, queue))
     try:
         while (fetched := await _next_page(queue, options.stop)) is not None:
-            merged, images, listed, (first_id, last_id) = await _merge_page(
-                writer, memo, *fetched
-            )
+            merged, images, listed, (first_id, last_id) = await _merge_page(writer, memo, *fetched)
             if images:
                 counts.out_of_order |= first_id <= counts.max_id
                 counts.max_id = max(counts.max_id, last_id)

@@ -31,11 +31,11 @@ from mirror.api.tls import server_ssl_context
 from mirror.errors import BackgroundTaskFailed
 from mirror.events.relay import run_relay
 from mirror.grpc_api.server import start_for_app
+from mirror.heap import freeze_startup_heap
 from mirror.ingest.loop import run_ingest_loop
 from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.listen import start_site
-from mirror.runner.heap import freeze_startup_heap
 from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 from mirror.stats.folder import run_folder

@@ -19,8 +19,8 @@ from mirror.cli_options import (
     load_settings,
 )
 from mirror.grpc_api.server import start_for_app
+from mirror.heap import freeze_startup_heap
 from mirror.listen import start_site
-from mirror.runner.heap import freeze_startup_heap
 from mirror.signals import stop_on_signals
 
 
