@@ -43,7 +43,7 @@ def _array(values: Iterable[str]) -> str:
 # array as one quoted, escaped literal for the server to parse back.
 #
 # Some payloads are stored as a tail only (data NULL), each only when the reader's
-# reconstruction is the payload byte for byte (the last comparison of each test):
+# reconstruction is the payload byte for byte (each join's WHERE says when):
 # * registry.image.created: the image's doc as this transaction sees it (the row
 #   share-locked: nobody changes it before we commit; the ingest writes this event
 #   in the transaction that inserted the image, so it holds the row already), with
@@ -74,8 +74,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT substr(e.data, length(p.prefix) + 1) AS tail
     FROM (SELECT outbox_key_prefix(t.code::smallint, e.key) AS prefix) AS p
-    WHERE starts_with(e.data, p.prefix)
-      AND p.prefix || substr(e.data, length(p.prefix) + 1) = e.data
+    WHERE starts_with(e.data, p.prefix)  -- then prefix || tail is e.data, by construction
 ) AS k ON true
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
