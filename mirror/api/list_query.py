@@ -10,7 +10,11 @@ into disjoint branches, one per sort-key prefix, each an index range scan:
     k1 >(<) v1                            -- everything after
 
 Each branch takes at most ``limit`` rows in the full order and a merge keeps the
-first ``limit``. A folder holds several registries: its pages merge the same
+first ``limit``. An order led by ``name`` whose later keys run the other way (``name
+DESC``, ``name, digest DESC``, ``name DESC, created_at``) matches no index of a
+registry: such a page walks the registry's repositories in order and reads each
+one's rows from the repository's own index (``_each_repository``), so it reads
+about ``limit`` rows, not the whole of the repositories it starts in. A folder holds several registries: its pages merge the same
 scan over each registry of the folder (found by a loose index scan), so the
 per-registry indexes serve it too.
 
@@ -155,7 +159,10 @@ def list_sql(shape: ListShape) -> str:
             f"registry_id = folder_registries.registry_id AND folder_id = {folder}",
             *excluded,
         ]
-        inner = _page(conditions, shape.order, cursor, limit, "registry_id")
+        each_registry = _Repositories(
+            "folder_registries.registry_id", (f"folder_id = {folder}", *excluded)
+        )
+        inner = _page(conditions, shape.order, cursor, limit, "registry_id", groups=each_registry)
         return (
             f"{FOLDER_REGISTRIES}\n"
             f"SELECT page.* FROM folder_registries,\n"
@@ -163,6 +170,7 @@ def list_sql(shape: ListShape) -> str:
             f"WHERE folder_registries.registry_id IS NOT NULL\n"
             f"ORDER BY {order_by} LIMIT {limit}"
         )
+    groups = _Repositories(registry, tuple(excluded)) if shape.scope is ScopeKind.REGISTRY else None
     return _page(
         [scope, *excluded],
         shape.order,
@@ -170,6 +178,7 @@ def list_sql(shape: ListShape) -> str:
         limit,
         prefix,
         _lead_descending(shape),
+        groups,
     )
 
 
@@ -192,11 +201,78 @@ def _lead_descending(shape: ListShape) -> bool:
     read in the direction of the key after it (or of ``id``), so that the
     ``(registry_id, name, <key>, id)`` index serves it forward or backward.
     """
-    for key in shape.order:
-        if shape.scope is ScopeKind.REPOSITORY and key.field is SortField.NAME:
-            continue
-        return key.descending
+    if shape.scope is ScopeKind.REPOSITORY:
+        return _descending_within_repository(shape.order)
+    return bool(shape.order) and shape.order[0].descending
+
+
+def _descending_within_repository(order: tuple[SortKey, ...]) -> bool:
+    """Whether the first key after ``name`` (``id ASC`` when there is none) is descending."""
+    for key in order:
+        if key.field is not SortField.NAME:
+            return key.descending
     return False
+
+
+def _repositories_against_the_index(order: tuple[SortKey, ...]) -> bool:
+    """Whether an order is led by ``name`` and sorts a repository's rows the other way.
+
+    ``(registry_id, name, <key>, id)`` read forward or backward gives ``name`` and
+    ``<key>`` in one direction. Otherwise each repository's rows come out of the index
+    in ``name`` order only, and PostgreSQL sorts a whole repository (an Incremental
+    Sort of its group: 1,133 rows in two registries and 8-17 ms for a deep page of
+    1,000,000 images, against 0.8 ms read one repository at a time). ``name, <key>``
+    in one direction with ``id`` the other way only sorts ties of ``<key>``.
+    """
+    if not order or order[0].field is not SortField.NAME:
+        return False
+    if len(order) == 1:
+        return order[0].descending  # then id ASC
+    return any(key.descending != order[0].descending for key in order[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class _Repositories:
+    """How a page's scan names one registry and the conditions besides it (``_each_repository``)."""
+
+    registry: str
+    conditions: tuple[str, ...]
+
+
+def _each_repository(
+    groups: _Repositories, order: tuple[SortKey, ...], limit: str, after_name: str | None
+) -> str:
+    """Rows of one registry in ``order`` (led by ``name``), read one repository at a time.
+
+    The registry's names in the order's direction (one index descent each,
+    ``images_registry_name``), strictly after ``after_name`` when given; for each,
+    that repository's rows as a repository scope reads them (its own index, forward or
+    backward), until ``limit`` rows. The rows come in the order of the names: a
+    LATERAL reference makes a nested loop over the names, and a recursive CTE yields
+    its rows in the order it makes them, one name a step.
+    """
+    registry = groups.registry
+    direction, beyond = ("DESC", "<") if order[0].descending else ("ASC", ">")
+    start = f" AND name {beyond} {after_name}" if after_name is not None else ""
+    repository = _page(
+        [f"{_same('registry_id', registry)} AND name = names.name", *groups.conditions],
+        order,
+        None,
+        limit,
+        "registry_id",
+        _descending_within_repository(order),
+    )
+    return (
+        "WITH RECURSIVE names(name) AS (\n"
+        f"    (SELECT name FROM images WHERE registry_id = {registry}{start} "
+        f"ORDER BY name {direction} LIMIT 1)\n"
+        "    UNION ALL\n"
+        f"    SELECT (SELECT i.name FROM images i WHERE i.registry_id = {registry} "
+        f"AND i.name {beyond} n.name ORDER BY i.name {direction} LIMIT 1)\n"
+        "    FROM names n WHERE n.name IS NOT NULL)\n"
+        f"SELECT repository.* FROM names, LATERAL ({repository}) AS repository\n"
+        f"WHERE names.name IS NOT NULL LIMIT {limit}"
+    )
 
 
 def _page(
@@ -206,7 +282,14 @@ def _page(
     limit: str,
     prefix: str | None,
     lead_descending: bool | None = None,
+    groups: _Repositories | None = None,
 ) -> str:
+    """A page of one scan: the rows of ``conditions`` in ``order`` after ``cursor``.
+
+    ``groups`` (a registry's scan, or a folder's scan of one of its registries): an
+    order that sorts repositories against their index reads them one at a time
+    (``_each_repository``) where the page would otherwise sort whole repositories.
+    """
     where = " AND ".join(conditions)
     order_by = _order_by(order)
     if prefix is not None:
@@ -216,14 +299,27 @@ def _page(
             lead_descending = bool(order) and order[0].descending
         leading = "DESC" if lead_descending else "ASC"
         order_by = f"{prefix} {leading}, {order_by}"
-    if cursor is None:
+    by_repository = groups is not None and _repositories_against_the_index(order)
+    if cursor is None and not by_repository:
         return f"SELECT {SELECT_LIST} FROM images WHERE {where} ORDER BY {order_by} LIMIT {limit}"
+    conditions_after = _after(order, cursor) if cursor is not None else []
+    branch_order_by = order_by
+    if by_repository:
+        # The last condition is "name beyond the cursor's": the repositories after its
+        # own. The others stay in the cursor's repository, read as a repository scope
+        # reads it (the constant prefix in the direction of the key after name).
+        conditions_after = conditions_after[:-1]
+        within = "DESC" if _descending_within_repository(order) else "ASC"
+        branch_order_by = f"{prefix} {within}, {_order_by(order)}" if prefix else order_by
     branches = [
         f"(SELECT {SELECT_LIST} FROM images WHERE {where} AND {condition} "
-        f"ORDER BY {order_by} LIMIT {limit})"
-        for condition in _after(order, cursor)
+        f"ORDER BY {branch_order_by} LIMIT {limit})"
+        for condition in conditions_after
     ]
-    if len(branches) == 1:
+    if by_repository and groups is not None:
+        after_name = cursor[0] if cursor is not None else None
+        branches.append(f"({_each_repository(groups, order, limit, after_name)})")
+    elif len(branches) == 1:
         return branches[0][1:-1]
     union = "\n    UNION ALL ".join(branches)
     return f"SELECT * FROM (\n    {union}\n) AS after_cursor ORDER BY {order_by} LIMIT {limit}"

@@ -171,7 +171,12 @@ def _literal(value: Any) -> str:
 
 
 async def _explain(
-    conn: asyncpg.Connection, sql: str, params: list[Any], mode: str = "force_custom_plan"
+    conn: asyncpg.Connection,
+    sql: str,
+    params: list[Any],
+    mode: str = "force_custom_plan",
+    *,
+    analyze: bool = False,
 ) -> dict[str, Any]:
     """The plan a prepared statement runs in ``mode``.
 
@@ -184,7 +189,8 @@ async def _explain(
     await conn.execute(f"PREPARE {name} AS {sql}")
     try:
         args = ", ".join(_literal(v) for v in params)
-        text = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({args})")
+        options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+        text = await conn.fetchval(f"EXPLAIN ({options}) EXECUTE {name}({args})")
     finally:
         await conn.execute(f"DEALLOCATE {name}")
     return dict(orjson.loads(text)[0]["Plan"])
@@ -339,3 +345,68 @@ async def test_a_generic_page_leaves_the_session_mode_as_it_was(listing_db: str)
         assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
     finally:
         await conn.close()
+
+
+# Orders led by name whose later keys run the other way: no index gives a repository's
+# rows in their order (mirror.api.list_query._repositories_against_the_index).
+AGAINST_THE_INDEX = (
+    "name desc",
+    "name, digest desc",
+    "name desc, created_at",
+    "name, created_at desc",
+)
+SMALL_PAGE = 5
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """Rows of ``images`` a plan fetched from the heap (index-only name probes not counted)."""
+    return sum(
+        node["Actual Rows"] * node["Actual Loops"]
+        for node in _walk(plan)
+        if node.get("Relation Name") == "images" and node["Node Type"] != "Index Only Scan"
+    )
+
+
+async def test_orders_against_the_index_read_a_page_not_whole_repositories(
+    listing_db: str,
+) -> None:
+    """A page of an order led by ``name`` that sorts repositories against their index
+    reads about a page of rows per registry, whatever the size of the repositories it
+    starts in: before, every page sorted the whole repository where it began (at
+    1,000,000 images 1,133 rows and 8-17 ms for a page of 100)."""
+    conn = await asyncpg.connect(listing_db)
+    try:
+        scopes = await _scopes(conn)
+        checked = 0
+        for scope in ("registryId", "folderId"):
+            column = "registry_id" if scope == "registryId" else "folder_id"
+            repository, biggest, registries = await conn.fetchrow(
+                f"SELECT name, count(*), (SELECT count(DISTINCT registry_id) FROM images"
+                f" WHERE {column} = $1) FROM images WHERE {column} = $1"
+                " GROUP BY name ORDER BY count(*) DESC, name LIMIT 1",
+                scopes[scope],
+            )
+            # three branches after a cursor, each at most a page, in each registry
+            bound = 3 * SMALL_PAGE * registries
+            assert biggest > 2 * bound, (scope, biggest, registries)
+            for order in AGAINST_THE_INDEX:
+                query = {scope: scopes[scope], "pageSize": str(SMALL_PAGE), "orderBy": order}
+                request = parse_list_request(query)
+                first_sql = list_sql(shape_of(request, after_cursor=False))
+                # the cursor: the first row of the biggest repository, in the page's order
+                rows = await conn.fetch(first_sql, *list_params(request, None, 10**9))
+                at = next(i for i, row in enumerate(rows) if row["name"] == repository)
+                cursor = sort_values(request.order, rows[at])
+                deep_sql = list_sql(shape_of(request, after_cursor=True))
+                for sql, params in (
+                    (first_sql, list_params(request, None, SMALL_PAGE + 1)),
+                    (deep_sql, list_params(request, cursor, SMALL_PAGE + 1)),
+                ):
+                    for mode in ("force_custom_plan", "force_generic_plan"):
+                        plan = await _explain(conn, sql, params, mode, analyze=True)
+                        assert _rows_read(plan) <= bound, (scope, order, mode, params)
+                        checked += 1
+    finally:
+        await conn.execute("RESET plan_cache_mode")
+        await conn.close()
+    assert checked == 2 * len(AGAINST_THE_INDEX) * 2 * 2
