@@ -41,6 +41,7 @@ from bench.ingest_bench import (
     ingest_pass,
     simulator,
 )
+from bench.results import append_to_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Push-to-event latency (head-watch)"
@@ -138,13 +139,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def record(rows: list[str], command: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = (
-            text.rstrip("\n")
-            + f"""
-
-{SECTION}
+    intro = f"""{SECTION}
 
 `bench/head_bench.py` (target: push seen upstream -> event, 1,000,000 images, default
 settings, p99 <= 10 s). A simulator of the given size with churn, a first mirror, then
@@ -155,16 +150,7 @@ The machine is shared with other engineers' tests (see the load average).
 | date | command | images | churn/s | head-watch | pushes | p50 (s) | p99 (s) | max (s) | load avg (1 min) |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """
-        )
-    lines = text.split("\n")
-    at = lines.index(SECTION)
-    end = at + 1
-    while end < len(lines) and not lines[end].startswith("## "):
-        end += 1
-    while end > at and not lines[end - 1].startswith("|"):
-        end -= 1
-    lines[end:end] = rows
-    RESULTS.write_text("\n".join(lines))
+    append_to_section(SECTION, intro, rows, RESULTS)
     print(f"recorded in {RESULTS} ({command})")
 
 

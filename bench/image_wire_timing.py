@@ -36,8 +36,11 @@ def docs_of(images: int, seed: int, count: int) -> list[bytes]:
     return [orjson.dumps(sim.to_json()) for sim in model.iter_images(start, start + count)]
 
 
-def per_page(pages: Sequence[Sequence[bytes]], encode: Callable[[Sequence[bytes]], object],
-             before: Callable[[], None] = lambda: None) -> list[float]:
+def per_page(
+    pages: Sequence[Sequence[bytes]],
+    encode: Callable[[Sequence[bytes]], object],
+    before: Callable[[], None] = lambda: None,
+) -> list[float]:
     out = []
     for page in pages:
         before()
@@ -83,8 +86,10 @@ def main() -> None:
     cases.append(
         ("page", lambda page: image_wire.page_of_images(by_wire[id(page)], token), lambda: None)
     )
-    print(f"{len(docs)} docs, {sum(d.count(b'digest') for d in docs) - len(docs)} blobs; "
-          f"C encoder {'built' if image_wire.NATIVE is not None else 'NOT built'}")
+    print(
+        f"{len(docs)} docs, {sum(d.count(b'digest') for d in docs) - len(docs)} blobs; "
+        f"C encoder {'built' if image_wire.NATIVE is not None else 'NOT built'}"
+    )
     for name, encode, before in cases:
         rounds = [per_page(pages, encode, before) for _ in range(args.rounds)]
         best = min(rounds, key=statistics.median)

@@ -38,6 +38,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bench.results import append_to_section
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -319,31 +320,17 @@ HEADER = (
 
 
 def record(rows: list[str], command: str) -> None:
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n")
-    text = RESULTS.read_text()
-    header = HEADER
-    if SECTION not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{SECTION}\n\n`bench/ingest_bench.py`: simulator in its own process, "
-            "`mirror ingest --once --json` in a child process, fresh database per run; "
-            f"medians. Targets: first mirror >= {TARGET_FIRST:,} images/s, unchanged re-sync "
-            f">= {TARGET_RESYNC:,} images/s, memory flat.\n\n" + header
-        )
-    # the new rows go after the last row of the results table, the one under the
-    # header (older rows are kept; other tables in the section are left alone)
-    if OLD_HEADER in text:  # rows from before the footprint columns keep empty cells
-        text = text.replace(OLD_HEADER, HEADER, 1)
-    start = text.index(SECTION)
-    next_section = text.find("\n## ", start + len(SECTION))
-    end = len(text) if next_section == -1 else next_section
-    lines = text[start:end].split("\n")
-    after = lines.index(header.split("\n")[0]) + 1
-    while after < len(lines) and lines[after].startswith("|"):
-        after += 1
-    lines[after:after] = rows
-    text = text[:start] + "\n".join(lines) + text[end:]
-    RESULTS.write_text(text)
+    # rows from before the footprint columns keep empty cells under the new header
+    if RESULTS.exists() and OLD_HEADER in (text := RESULTS.read_text()):
+        RESULTS.write_text(text.replace(OLD_HEADER, HEADER, 1))
+    intro = (
+        f"{SECTION}\n\n`bench/ingest_bench.py`: simulator in its own process, "
+        "`mirror ingest --once --json` in a child process, fresh database per run; "
+        f"medians. Targets: first mirror >= {TARGET_FIRST:,} images/s, unchanged re-sync "
+        f">= {TARGET_RESYNC:,} images/s, memory flat.\n\n" + HEADER
+    )
+    # under the results table (other tables in the section are left alone)
+    append_to_section(SECTION, intro, rows, RESULTS, under=HEADER.split("\n")[0])
     print(f"recorded in {RESULTS} ({command})")
 
 

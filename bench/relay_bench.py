@@ -47,6 +47,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.results import append_to_section
 from mirror.events.producer import compression_type
 from mirror.events.relay import RelayOptions, run_relay
 from mirror.model import Event, EventType
@@ -346,18 +347,7 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 def record(row: str) -> None:
     """Append a row to the Relay section of bench/RESULTS.md (created when absent)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{TABLE_HEAD}"
-        text += row + "\n"
-    else:
-        head, _, rest = text.partition(SECTION)
-        # The section ends where the next "## " heading starts.
-        cut = rest.find("\n## ")
-        body, tail = (rest, "") if cut < 0 else (rest[: cut + 1], rest[cut + 1 :])
-        body = body.rstrip("\n") + "\n" + row + "\n"
-        text = head + SECTION + body + ("\n" + tail if tail else "")
-    RESULTS.write_text(text)
+    append_to_section(SECTION, f"{SECTION}\n\n{TABLE_HEAD}", [row], RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.results import append_block
 from mirror.ingest.merge import PageWriter, delete_images
 from mirror.ingest.staging import PageImage, page_images
 from mirror.model import Scope, ScopeKind
@@ -425,24 +426,11 @@ async def delete_some(dsn: str, fraction: float) -> int:
 
 def record(command: str, images: int, rows: list[tuple[str, str]]) -> None:
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"\n### {date}: {images:,} images\n",
-        f"`{command}`\n",
-        "| what | result |",
-        "| --- | --- |",
-    ]
-    lines += [f"| {what} | {value} |" for what, value in rows]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = (
-            text.rstrip("\n")
-            + f"\n\n{SECTION}\n\nWritten by `bench/stats_bench.py` (2 cores). Reads: median / p99 over many calls.\n"
-        )
-    head, _, tail = text.partition(SECTION)
-    # keep older rows: append this run at the end of the section
-    next_section = tail.find("\n## ")
-    body, rest = (tail, "") if next_section < 0 else (tail[:next_section], tail[next_section:])
-    RESULTS.write_text(head + SECTION + body.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + rest)
+    block = [f"### {date}: {images:,} images", "", f"`{command}`", "", "| what | result |"]
+    block += ["| --- | --- |", *(f"| {what} | {value} |" for what, value in rows)]
+    intro = f"{SECTION}\n\nWritten by `bench/stats_bench.py` (2 cores). Reads: median / p99 over many calls.\n"
+    # older runs are kept: this one goes at the end of the section
+    append_block(SECTION, intro, block, RESULTS)
 
 
 async def main(args: argparse.Namespace) -> None:
