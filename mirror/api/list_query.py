@@ -303,18 +303,25 @@ def _page(
     if cursor is None and not by_repository:
         return f"SELECT {SELECT_LIST} FROM images WHERE {where} ORDER BY {order_by} LIMIT {limit}"
     conditions_after = _after(order, cursor) if cursor is not None else []
-    branch_order_by = order_by
+    branch_orders = [order_by] * len(conditions_after)
     if by_repository:
         # The last condition is "name beyond the cursor's": the repositories after its
-        # own. The others stay in the cursor's repository, read as a repository scope
-        # reads it (the constant prefix in the direction of the key after name).
+        # own. The others stay in the cursor's repository; each is read in the direction
+        # of the key its range is on (its equalities hold the keys before it), the
+        # constant prefix too, so that one index serves it forward or backward.
         conditions_after = conditions_after[:-1]
-        within = "DESC" if _descending_within_repository(order) else "ASC"
-        branch_order_by = f"{prefix} {within}, {_order_by(order)}" if prefix else order_by
+        descending = [key.descending for key in order] + [False]  # then id ASC
+        branch_orders = [
+            f"{prefix} {'DESC' if descending[depth] else 'ASC'}, {_order_by(order)}"
+            if prefix
+            else order_by
+            for depth in range(len(descending) - 1, 0, -1)
+            if cursor is not None
+        ]
     branches = [
         f"(SELECT {SELECT_LIST} FROM images WHERE {where} AND {condition} "
-        f"ORDER BY {branch_order_by} LIMIT {limit})"
-        for condition in conditions_after
+        f"ORDER BY {branch_order} LIMIT {limit})"
+        for condition, branch_order in zip(conditions_after, branch_orders, strict=True)
     ]
     if by_repository and groups is not None:
         after_name = cursor[0] if cursor is not None else None

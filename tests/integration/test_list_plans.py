@@ -359,9 +359,10 @@ SMALL_PAGE = 5
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows of ``images`` a plan fetched from the heap (index-only name probes not counted)."""
+    """Rows of ``images`` a plan fetched from the heap, kept or filtered out (index-only
+    name probes not counted)."""
     return sum(
-        node["Actual Rows"] * node["Actual Loops"]
+        (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
         for node in _walk(plan)
         if node.get("Relation Name") == "images" and node["Node Type"] != "Index Only Scan"
     )
