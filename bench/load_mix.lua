@@ -65,7 +65,12 @@ local targets, weights, total_weight
 local pending_kind, pending_base, started, next_base, next_token
 samples = {} -- read by done() through thread:get
 
+-- wrk calls request() once more on its first thread, before any connection, to check
+-- the request it builds: that one is never sent, and no answer to it is due.
+local checking
+
 function init(args)
+  checking = thread_id == 1
   targets, weights = read_targets(args[1])
   total_weight = 0
   for _, w in ipairs(weights) do
@@ -105,7 +110,11 @@ function request()
     local target = list[math.random(#list)]
     base, token = target[1], target[2]
   end
-  pending_kind, pending_base = kind, base
+  if checking then
+    checking = false
+  else
+    pending_kind, pending_base = kind, base
+  end
   local path = base
   if token then
     path = base .. "&pageToken=" .. encode(token)
