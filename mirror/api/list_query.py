@@ -10,11 +10,11 @@ into disjoint branches, one per sort-key prefix, each an index range scan:
     k1 >(<) v1                            -- everything after
 
 Each branch takes at most ``limit`` rows in the full order and a merge keeps the
-first ``limit``. An order led by ``name`` whose later keys run the other way (``name
-DESC``, ``name, digest DESC``, ``name DESC, created_at``) matches no index of a
-registry: such a page walks the registry's repositories in order and reads each
-one's rows from the repository's own index (``_each_repository``), so it reads
-about ``limit`` rows, not the whole of the repositories it starts in. A folder holds several registries: its pages merge the same
+first ``limit``. An order led by ``name`` whose later keys run the other way
+(``name DESC``, ``name, digest DESC``, ``name DESC, created_at``...) matches no index
+of a registry: such a page walks the registry's repositories in order and reads each
+one from the repository's own index (``_each_repository``), about ``limit`` rows
+whatever the repositories' size. A folder holds several registries: its pages merge the same
 scan over each registry of the folder (found by a loose index scan), so the
 per-registry indexes serve it too.
 
@@ -159,10 +159,12 @@ def list_sql(shape: ListShape) -> str:
             f"registry_id = folder_registries.registry_id AND folder_id = {folder}",
             *excluded,
         ]
-        each_registry = _Repositories(
+        each_registry = _OneRegistry(
             "folder_registries.registry_id", (f"folder_id = {folder}", *excluded)
         )
-        inner = _page(conditions, shape.order, cursor, limit, "registry_id", groups=each_registry)
+        inner = _page(
+            conditions, shape.order, cursor, limit, "registry_id", one_registry=each_registry
+        )
         return (
             f"{FOLDER_REGISTRIES}\n"
             f"SELECT page.* FROM folder_registries,\n"
@@ -170,7 +172,9 @@ def list_sql(shape: ListShape) -> str:
             f"WHERE folder_registries.registry_id IS NOT NULL\n"
             f"ORDER BY {order_by} LIMIT {limit}"
         )
-    groups = _Repositories(registry, tuple(excluded)) if shape.scope is ScopeKind.REGISTRY else None
+    one_registry = (
+        _OneRegistry(registry, tuple(excluded)) if shape.scope is ScopeKind.REGISTRY else None
+    )
     return _page(
         [scope, *excluded],
         shape.order,
@@ -178,7 +182,7 @@ def list_sql(shape: ListShape) -> str:
         limit,
         prefix,
         _lead_descending(shape),
-        groups,
+        one_registry,
     )
 
 
@@ -232,15 +236,15 @@ def _repositories_against_the_index(order: tuple[SortKey, ...]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _Repositories:
-    """How a page's scan names one registry and the conditions besides it (``_each_repository``)."""
+class _OneRegistry:
+    """A scan of one registry: how it names the registry, and its other conditions."""
 
     registry: str
     conditions: tuple[str, ...]
 
 
 def _each_repository(
-    groups: _Repositories, order: tuple[SortKey, ...], limit: str, after_name: str | None
+    scan: _OneRegistry, order: tuple[SortKey, ...], limit: str, after_name: str | None
 ) -> str:
     """Rows of one registry in ``order`` (led by ``name``), read one repository at a time.
 
@@ -251,11 +255,11 @@ def _each_repository(
     LATERAL reference makes a nested loop over the names, and a recursive CTE yields
     its rows in the order it makes them, one name a step.
     """
-    registry = groups.registry
+    registry = scan.registry
     direction, beyond = ("DESC", "<") if order[0].descending else ("ASC", ">")
     start = f" AND name {beyond} {after_name}" if after_name is not None else ""
     repository = _page(
-        [f"{_same('registry_id', registry)} AND name = names.name", *groups.conditions],
+        [f"{_same('registry_id', registry)} AND name = names.name", *scan.conditions],
         order,
         None,
         limit,
@@ -282,12 +286,12 @@ def _page(
     limit: str,
     prefix: str | None,
     lead_descending: bool | None = None,
-    groups: _Repositories | None = None,
+    one_registry: _OneRegistry | None = None,
 ) -> str:
     """A page of one scan: the rows of ``conditions`` in ``order`` after ``cursor``.
 
-    ``groups`` (a registry's scan, or a folder's scan of one of its registries): an
-    order that sorts repositories against their index reads them one at a time
+    ``one_registry`` (a registry's scan, or a folder's scan of one of its registries):
+    an order that sorts repositories against their index reads them one at a time
     (``_each_repository``) where the page would otherwise sort whole repositories.
     """
     where = " AND ".join(conditions)
@@ -299,33 +303,30 @@ def _page(
             lead_descending = bool(order) and order[0].descending
         leading = "DESC" if lead_descending else "ASC"
         order_by = f"{prefix} {leading}, {order_by}"
-    by_repository = groups is not None and _repositories_against_the_index(order)
+    by_repository = one_registry is not None and _repositories_against_the_index(order)
     if cursor is None and not by_repository:
         return f"SELECT {SELECT_LIST} FROM images WHERE {where} ORDER BY {order_by} LIMIT {limit}"
-    conditions_after = _after(order, cursor) if cursor is not None else []
-    branch_orders = [order_by] * len(conditions_after)
-    if by_repository:
-        # The last condition is "name beyond the cursor's": the repositories after its
-        # own. The others stay in the cursor's repository; each is read in the direction
-        # of the key its range is on (its equalities hold the keys before it), the
-        # constant prefix too, so that one index serves it forward or backward.
-        conditions_after = conditions_after[:-1]
-        descending = [key.descending for key in order] + [False]  # then id ASC
-        branch_orders = [
-            f"{prefix} {'DESC' if descending[depth] else 'ASC'}, {_order_by(order)}"
-            if prefix
-            else order_by
-            for depth in range(len(descending) - 1, 0, -1)
-            if cursor is not None
-        ]
-    branches = [
-        f"(SELECT {SELECT_LIST} FROM images WHERE {where} AND {condition} "
-        f"ORDER BY {branch_order} LIMIT {limit})"
-        for condition, branch_order in zip(conditions_after, branch_orders, strict=True)
-    ]
-    if by_repository and groups is not None:
+    # (depth, condition): the branch holds the first ``depth`` keys equal to the cursor's
+    after = []
+    if cursor is not None:
+        after = list(zip(range(len(order), -1, -1), _after(order, cursor), strict=True))
+    descending = [key.descending for key in order] + [False]  # then id ASC
+    branches = []
+    for depth, condition in after:
+        branch_order = order_by
+        if by_repository:
+            if depth == 0:
+                continue  # "name beyond the cursor's": the repositories after its own, below
+            # Inside the cursor's repository: read in the direction of the key the range
+            # is on, the constant prefix too, so that one index serves it either way.
+            branch_order = f"{prefix} {'DESC' if descending[depth] else 'ASC'}, {_order_by(order)}"
+        branches.append(
+            f"(SELECT {SELECT_LIST} FROM images WHERE {where} AND {condition} "
+            f"ORDER BY {branch_order} LIMIT {limit})"
+        )
+    if by_repository and one_registry is not None:
         after_name = cursor[0] if cursor is not None else None
-        branches.append(f"({_each_repository(groups, order, limit, after_name)})")
+        branches.append(f"({_each_repository(one_registry, order, limit, after_name)})")
     elif len(branches) == 1:
         return branches[0][1:-1]
     union = "\n    UNION ALL ".join(branches)
