@@ -103,3 +103,36 @@ def test_cursor_ties_are_equalities_in_every_scope() -> None:
         assert "name = $2 AND created_ns = $3 AND id > $4" in sql
         assert "name >= $2" not in sql
         assert "created_ns >= $3" not in sql
+
+
+@pytest.mark.parametrize(
+    ("order_by", "by_repository"),
+    [
+        ("", False),
+        ("name", False),  # (registry_id, name, id) forward
+        ("name desc", True),  # backward gives id DESC within a repository
+        ("name, digest", False),
+        ("name desc, digest desc", False),  # backward; only digest ties meet id ASC
+        ("name, digest desc", True),
+        ("name desc, created_at", True),
+        ("name, created_at desc, digest", True),
+        ("digest, name desc", False),  # not led by name: a digest group is tiny
+        ("created_at desc", False),
+    ],
+)
+def test_name_led_orders_against_the_index_walk_the_repositories(
+    order_by: str, by_repository: bool
+) -> None:
+    """Which orders read a registry one repository at a time (``WITH RECURSIVE names``), in
+    a registry and a folder scope, first page and after a cursor; a repository scope and a
+    filter that names the repositories never need it (their name is fixed)."""
+    for scope in SCOPES:
+        for filter_text in ("", 'name IN ("crpregistry/a")'):
+            query = {**scope, **({"orderBy": order_by} if order_by else {})}
+            if filter_text:
+                query["filter"] = filter_text
+            request = parse_list_request(query)
+            expected = by_repository and "repositoryName" not in scope and not filter_text
+            for after in (False, True):
+                sql = list_sql(shape_of(request, after_cursor=after))
+                assert ("WITH RECURSIVE names" in sql) == expected, (query, after)
