@@ -31,6 +31,7 @@ from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 from mirror.stats.folder import fold_to_end, run_folder
 from mirror.store.database import open_database
+from mirror.store.maintenance import after_pass
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,17 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
     return f"mirror: not every scope was walked: {'; '.join(missed)}"
 
 
+async def _upkeep(pool: asyncpg.Pool, summary: IngestSummary, settings: Settings) -> None:
+    """The database's upkeep after a pass, as ``mirror run`` does it (mirror.store.maintenance)."""
+    await after_pass(
+        pool,
+        created=summary.created,
+        listed=summary.images,
+        changed=summary.created + summary.updated + summary.deleted,
+        embedded=settings.embedded_database,
+    )
+
+
 @click.command("ingest")
 @click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
 @interval_option(DEFAULT_INTERVAL_S)
@@ -166,12 +178,14 @@ async def ingest_command(
                     if summary.database_error is None:
                         await _stop_folder(folder, folder_stop)
                         await _fold_to_end(pool)
+                        await _upkeep(pool, summary, settings)
                     _print_summary(summary, as_json)
                     outcome = summary
                 else:
 
-                    def on_pass(summary: IngestSummary) -> None:
+                    async def on_pass(summary: IngestSummary) -> None:
                         _print_summary(summary, as_json)
+                        await _upkeep(pool, summary, settings)
 
                     await run_ingest_loop(
                         pool,

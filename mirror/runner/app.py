@@ -40,7 +40,7 @@ from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 from mirror.stats.folder import run_folder
 from mirror.store.database import open_database
-from mirror.store.embedded import RELEASE_WAL_AFTER_CHANGES, release_wal
+from mirror.store.maintenance import after_pass
 from mirror.store.owner import own_data_dir
 from mirror.upstream.client import UpstreamClient
 
@@ -152,27 +152,24 @@ async def start_mirror(
 OnPass = Callable[[IngestSummary], Awaitable[None] | None]
 
 
-def _after_pass(settings: Settings, pool: asyncpg.Pool, on_pass: OnPass | None) -> OnPass | None:
-    """The caller's ``on_pass``, then, on the embedded PostgreSQL, a vacuum and a checkpoint
-    after a pass that changed many images (a first mirror): its WAL is removed now, not at
-    the next timed checkpoint (see ``mirror.store.embedded``); the next pass waits for
-    them. Another server's WAL is its administrator's business."""
-    if not settings.embedded_database:
-        return on_pass
+def _after_pass(settings: Settings, pool: asyncpg.Pool, on_pass: OnPass | None) -> OnPass:
+    """The caller's ``on_pass``, then the database's upkeep after a pass
+    (``mirror.store.maintenance``: the indexes a first mirror filled built again; on the
+    embedded PostgreSQL, its WAL removed now, not at the next timed checkpoint); the next
+    pass waits for them."""
 
     async def after(summary: IngestSummary) -> None:
         if on_pass is not None:
             maybe = on_pass(summary)
             if maybe is not None:
                 await maybe
-        changed = summary.created + summary.updated + summary.deleted
-        if changed >= RELEASE_WAL_AFTER_CHANGES:
-            try:
-                async with pool.acquire() as conn:
-                    await release_wal(conn)
-                log.info("vacuum and checkpoint after %d changed image(s): WAL released", changed)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("vacuum and checkpoint after the ingest pass failed: %r", exc)
+        await after_pass(
+            pool,
+            created=summary.created,
+            listed=summary.images,
+            changed=summary.created + summary.updated + summary.deleted,
+            embedded=settings.embedded_database,
+        )
 
     return after
 
