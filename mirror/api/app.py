@@ -45,6 +45,7 @@ from mirror.api.metrics import metrics_handler, metrics_middleware
 from mirror.api.middleware import error_middleware
 from mirror.api.openapi import OPENAPI_PATH, openapi_handler
 from mirror.api.operations import DeleteTracker, OperationsUpstream
+from mirror.api.page_cache import page_cache
 from mirror.api.page_keys import PageKeys
 from mirror.api.schema_routes import add_schema_routes
 from mirror.api.stats_handlers import add_stats_routes
@@ -120,7 +121,7 @@ def _resources(
                 app[UPSTREAM] = UpstreamClient(session, settings)
             async with app[POOL].acquire() as conn:
                 app[PAGE_KEYS] = await PageKeys.load(conn)
-            app[IMAGES] = ImageReader(app[POOL], app[PAGE_KEYS])
+            app[IMAGES] = ImageReader(app[POOL], app[PAGE_KEYS], page_cache(settings))
             app[DELETES] = DeleteTracker(app[POOL], app[UPSTREAM])
             background = asyncio.create_task(_follow_deletes(app), name="api: follow deletes")
             stack.push_async_callback(_cancel, background)

@@ -4,7 +4,8 @@ Each image's JSON is the stored ``images.doc`` text, byte for byte as the
 upstream sent it: a page is built by joining those texts, never by parsing and
 re-serialising them. The page token is this service's own (keyset, signed; see
 ``page_tokens`` and ``page_keys``): reading a page writes nothing; everything else about a page is the upstream's: its order,
-its size, and a ``nextPageToken`` exactly when more images follow.
+its size, and a ``nextPageToken`` exactly when more images follow. A page read
+again before the index changes comes from memory (``page_cache``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 import orjson
 
 from mirror.api.list_query import generic_plan, list_params, list_sql, shape_of, sort_values
+from mirror.api.page_cache import Page, PageCache, index_version, page_key
 from mirror.api.page_keys import PageKeys
 from mirror.api.page_tokens import Value, query_fingerprint
 from mirror.errors import InvalidArgument
@@ -32,9 +34,12 @@ RESET_PLAN_MODE = "RESET plan_cache_mode"
 class ImageReader:
     """List pages and single images from the index."""
 
-    def __init__(self, pool: asyncpg.Pool, page_keys: PageKeys) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, page_keys: PageKeys, cache: PageCache | None = None
+    ) -> None:
         self._pool = pool
         self._page_keys = page_keys
+        self._cache = cache  # None: every page is read from the index
 
     async def get(self, image_id: str) -> bytes | None:
         """The image's upstream JSON, or None when the index does not hold it."""
@@ -52,28 +57,43 @@ class ImageReader:
         """The JSON body of one List page (``{"images": [...], "nextPageToken": "..."}``)."""
         return page_body(*await self.list_docs(request))
 
-    async def list_docs(self, request: ListRequest) -> tuple[list[bytes], str]:
-        """One List page: its images' JSON docs and the next page token ("" on the last)."""
-        fingerprint = query_fingerprint(request.query_key)
+    async def list_docs(self, request: ListRequest) -> tuple[Sequence[bytes], str]:
+        """One List page: its images' JSON docs and the next page token ("" on the last);
+        from the page cache when the index has not changed since it was read."""
+        key = page_key(request)
         async with self._pool.acquire() as conn:
-            cursor: Sequence[Value] | None = None
-            if request.page_token:
-                cursor = await self._page_keys.decode(
-                    conn, request.page_token, fingerprint, request.order
-                )
-                _check_cursor(request, cursor)
-            shape = shape_of(request, after_cursor=cursor is not None)
-            params = list_params(request, cursor, request.page_size + 1)
-            if generic_plan(shape):
-                rows = await fetch_generic(conn, list_sql(shape), params)
-            else:
-                rows = await conn.fetch(list_sql(shape), *params)
-            token = ""
-            if len(rows) > request.page_size:
-                rows = rows[: request.page_size]
-                last = sort_values(request.order, rows[-1])
-                token = self._page_keys.encode(fingerprint, last, [row["id"] for row in rows])
-        return [row["doc"] for row in rows], token
+            if self._cache is None:
+                page = await self._read_page(conn, request)
+                return page.docs, page.token
+            # before the page, in its own statement (mirror.api.page_cache)
+            version = await index_version(conn)
+            kept = self._cache.get(key, version)
+            if kept is not None:
+                return kept.docs, kept.token
+            page = await self._read_page(conn, request)
+            self._cache.put(key, version, page)
+        return page.docs, page.token
+
+    async def _read_page(self, conn: asyncpg.Connection, request: ListRequest) -> Page:
+        fingerprint = query_fingerprint(request.query_key)
+        cursor: Sequence[Value] | None = None
+        if request.page_token:
+            cursor = await self._page_keys.decode(
+                conn, request.page_token, fingerprint, request.order
+            )
+            _check_cursor(request, cursor)
+        shape = shape_of(request, after_cursor=cursor is not None)
+        params = list_params(request, cursor, request.page_size + 1)
+        if generic_plan(shape):
+            rows = await fetch_generic(conn, list_sql(shape), params)
+        else:
+            rows = await conn.fetch(list_sql(shape), *params)
+        token = ""
+        if len(rows) > request.page_size:
+            rows = rows[: request.page_size]
+            last = sort_values(request.order, rows[-1])
+            token = self._page_keys.encode(fingerprint, last, [row["id"] for row in rows])
+        return Page([row["doc"] for row in rows], token)
 
 
 def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:

@@ -20,6 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.api.app import create_app
 from mirror.api.auth import token_id
+from mirror.api.image_list import ImageReader
+from mirror.api.page_cache import LOOKUPS
 from mirror.ingest.loop import ingest_once
 from mirror.ingest.merge import delete_images
 from mirror.ingest.summary import WalkStatus
@@ -311,6 +313,111 @@ async def test_tokens_work_across_api_processes(world: World, api: TestClient) -
     async with world.api() as other:
         again = await get_json(other, IMAGES, {**params, "pageToken": first["nextPageToken"]})
     assert again == expected
+
+
+# -- the page cache (mirror/api/page_cache.py) ------------------------------------------
+
+VERSION = "SELECT sum(n)::bigint FROM images_version"
+
+
+def lookups(result: str) -> float:
+    return LOOKUPS.labels(result)._value.get()
+
+
+async def raw_page(api: TestClient, params: dict[str, str]) -> bytes:
+    response = await api.get(IMAGES, params=params)
+    body = await response.read()
+    assert response.status == 200, body
+    return body
+
+
+async def test_the_index_version_moves_once_a_writing_transaction_commits(
+    world: World,
+) -> None:
+    pool = world.pool
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM images ORDER BY id LIMIT 3")]
+    start = await pool.fetchval(VERSION)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE images SET indexed_at = now() WHERE id = ANY($1)", ids[:2])
+        await conn.execute("DELETE FROM images WHERE id = $1", ids[2])
+        # not before the commit: another snapshot sees neither the writes nor the addition
+        assert await pool.fetchval(VERSION) == start
+    assert await pool.fetchval(VERSION) == start + 1  # three rows, two statements: once
+    await pool.execute("UPDATE images SET indexed_at = now() WHERE false")
+    await pool.fetch("SELECT * FROM images LIMIT 5")
+    assert await pool.fetchval(VERSION) == start + 1  # no row written: no change
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("DELETE FROM images WHERE id = $1", ids[0])
+        await tx.rollback()
+    assert await pool.fetchval(VERSION) == start + 1  # rolled back: no change
+    await pool.execute("UPDATE images SET indexed_at = now() WHERE id = $1", ids[1])
+    assert await pool.fetchval(VERSION) == start + 2
+
+
+async def test_a_page_read_again_comes_from_memory_until_the_index_changes(
+    world: World, api: TestClient
+) -> None:
+    registry_id = biggest_registry(world)
+    params = {"registryId": registry_id, "pageSize": "20", "orderBy": "name desc"}
+    first = await raw_page(api, params)
+    hits = lookups("hit")
+    assert await raw_page(api, params) == first
+    assert lookups("hit") == hits + 1
+    next_params = {**params, "pageToken": orjson.loads(first)["nextPageToken"]}
+    second = await raw_page(api, next_params)
+    assert await raw_page(api, next_params) == second and lookups("hit") == hits + 2
+
+    # a write outside the API (as the ingest, or an administrator, makes them)
+    gone = orjson.loads(first)["images"][0]["id"]
+    await world.pool.execute("DELETE FROM images WHERE id = $1", gone)
+    misses = lookups("miss")
+    changed = await raw_page(api, params)
+    assert lookups("miss") == misses + 1 and lookups("hit") == hits + 2
+    assert gone not in {image["id"] for image in orjson.loads(changed)["images"]}
+    # the ingest's writes: pushes, deletions and tag moves upstream, then a pass
+    await change_registry(world, registry_id, random.Random(5), gone)
+    async with world.api() as fresh:  # an empty cache
+        for page_params in (params, next_params):
+            assert await raw_page(api, page_params) == await raw_page(fresh, page_params)
+
+
+async def test_a_write_committed_right_after_the_page_was_read_is_never_served_stale(
+    world: World, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The riskiest moment: the page is read, then a write commits before the page is kept.
+    The page is kept at the version read before it, which the write moved past."""
+    params = {"registryId": biggest_registry(world), "pageSize": "10"}
+    first_id = orjson.loads(await raw_page(api, params))["images"][0]["id"]
+    read_page = ImageReader._read_page
+    landed: list[str] = []
+
+    async def read_then_write(self: ImageReader, conn: Any, request: Any) -> Any:
+        page = await read_page(self, conn, request)
+        if not landed:
+            await world.pool.execute("DELETE FROM images WHERE id = $1", first_id)
+            landed.append(first_id)
+        return page
+
+    await world.pool.execute(
+        "UPDATE images SET indexed_at = now() WHERE id = (SELECT max(id) FROM images)"
+    )  # a new version: the next request reads the page again
+    monkeypatch.setattr(ImageReader, "_read_page", read_then_write)
+    before_write = orjson.loads(await raw_page(api, params))
+    assert landed == [first_id]  # the hook ran between the read and the keeping
+    assert before_write["images"][0]["id"] == first_id  # read before the delete
+    after_write = orjson.loads(await raw_page(api, params))
+    assert first_id not in {image["id"] for image in after_write["images"]}
+
+
+async def test_with_no_page_cache_every_page_is_read(world: World) -> None:
+    params = {"registryId": biggest_registry(world), "pageSize": "5"}
+    counted = (lookups("hit"), lookups("miss"))
+    async with world.api(world.settings.with_(api_page_cache_mb=0)) as uncached:
+        first = await raw_page(uncached, params)
+        assert await raw_page(uncached, params) == first
+    assert (lookups("hit"), lookups("miss")) == counted  # not even looked up
 
 
 # -- auth ------------------------------------------------------------------------------

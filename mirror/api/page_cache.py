@@ -1,0 +1,113 @@
+"""List pages kept in memory for as long as the index has not changed.
+
+Clients list the same pages again and again (a dashboard's first page, a CI job's
+repository, each subscriber re-reading a listing after an event). A page is a
+function of its query (scope, filter, order), its token, its size and the
+index's rows; the index's version (``images_version``, sql/102) is the same in
+two snapshots exactly when no write to ``images`` committed between them. So a
+page read at a version answers the same request at the same version, byte for
+byte, and a request pays one read of a 16-row table instead of the page's query.
+
+The version is read before the page, in a statement of its own: a write that
+commits between the two makes the page newer than its version, and the version
+every later request reads is past it, so the entry is never used (never stale).
+The first request that sees a new version empties the cache. Entries are kept
+least recently used first, up to ``max_bytes`` of docs
+(``MIRROR_API_PAGE_CACHE_MB``, 32 by default; 0: no cache, no version read).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from prometheus_client import Counter
+
+from mirror.listing import ListRequest
+from mirror.settings import Settings
+
+# The sum over the slots: one read of a table of 16 rows, a page at most.
+SELECT_VERSION = "SELECT sum(n)::bigint FROM images_version"
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+LOOKUPS = Counter(
+    "mirror_api_list_page_cache_lookups_total",
+    "List pages looked up in the API's page cache, by result (hit or miss).",
+    ("result",),
+)
+
+Key = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One List page: its images' JSON docs and the next page token ("" on the last)."""
+
+    docs: Sequence[bytes]
+    token: str
+
+
+def _size(page: Page) -> int:
+    return sum(len(doc) for doc in page.docs) + len(page.token) + 64
+
+
+def page_key(request: ListRequest) -> Key:
+    return request.query_key, request.page_token, request.page_size
+
+
+class PageCache:
+    """Pages by request, valid at one version of the index; pure bookkeeping, no I/O."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.version: int | None = None
+        self.bytes = 0
+        self._pages: OrderedDict[Key, tuple[Page, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def _at(self, version: int) -> bool:
+        """Move to ``version`` if it is newer; whether the cache now holds that version."""
+        if self.version is None or version > self.version:
+            self._pages.clear()
+            self.bytes = 0
+            self.version = version
+        return version == self.version
+
+    def get(self, key: Key, version: int) -> Page | None:
+        entry = self._pages.get(key) if self._at(version) else None
+        if entry is None:
+            LOOKUPS.labels("miss").inc()
+            return None
+        LOOKUPS.labels("hit").inc()
+        self._pages.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: Key, version: int, page: Page) -> None:
+        """Keep ``page``, read at ``version`` or later (never at an older one)."""
+        size = _size(page)
+        if not self._at(version) or size > self.max_bytes:
+            return
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._pages[key] = (page, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, evicted) = self._pages.popitem(last=False)
+            self.bytes -= evicted
+
+
+def page_cache(settings: Settings) -> PageCache | None:
+    """The cache ``MIRROR_API_PAGE_CACHE_MB`` asks for; None for 0 (every page read)."""
+    if settings.api_page_cache_mb <= 0:
+        return None
+    return PageCache(settings.api_page_cache_mb * 1024 * 1024)
+
+
+async def index_version(conn: asyncpg.Connection) -> int:
+    version: int = await conn.fetchval(SELECT_VERSION)
+    return version
