@@ -28,6 +28,9 @@ from mirror.listing import ListRequest, SortField
 SELECT_IMAGE_DOC = "SELECT convert_to(doc::text, 'UTF8') FROM images WHERE id = $1"
 SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
 SET_GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
+# What a page's answer starts with when it has images (``page_body``).
+IMAGES_OPEN = b'{"images":['
+
 RESET_PLAN_MODE = "RESET plan_cache_mode"
 
 
@@ -55,24 +58,26 @@ class ImageReader:
 
     async def list_page(self, request: ListRequest) -> bytes:
         """The JSON body of one List page (``{"images": [...], "nextPageToken": "..."}``)."""
-        return page_body(*await self.list_docs(request))
+        return (await self._page(request)).body
 
     async def list_docs(self, request: ListRequest) -> tuple[Sequence[bytes], str]:
-        """One List page: its images' JSON docs and the next page token ("" on the last);
-        from the page cache when the index has not changed since it was read."""
-        key = page_key(request)
+        """One List page: its images' JSON docs and the next page token ("" on the last)."""
+        page = await self._page(request)
+        return page.docs, page.token
+
+    async def _page(self, request: ListRequest) -> Page:
+        """The page, from the page cache when the index has not changed since it was read."""
         async with self._pool.acquire() as conn:
             if self._cache is None:
-                page = await self._read_page(conn, request)
-                return page.docs, page.token
+                return await self._read_page(conn, request)
+            key = page_key(request)
             # before the page, in its own statement (mirror.api.page_cache)
             version = await index_version(conn)
-            kept = self._cache.get(key, version)
-            if kept is not None:
-                return kept.docs, kept.token
-            page = await self._read_page(conn, request)
-            self._cache.put(key, version, page)
-        return page.docs, page.token
+            page = self._cache.get(key, version)
+            if page is None:
+                page = await self._read_page(conn, request)
+                self._cache.put(key, version, page)
+        return page
 
     async def _read_page(self, conn: asyncpg.Connection, request: ListRequest) -> Page:
         fingerprint = query_fingerprint(request.query_key)
@@ -93,7 +98,7 @@ class ImageReader:
             rows = rows[: request.page_size]
             last = sort_values(request.order, rows[-1])
             token = self._page_keys.encode(fingerprint, last, [row["id"] for row in rows])
-        return Page([row["doc"] for row in rows], token)
+        return make_page([row["doc"] for row in rows], token)
 
 
 def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:
@@ -104,6 +109,16 @@ def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:
     if next_page_token:
         parts.append(b'"nextPageToken":' + orjson.dumps(next_page_token))
     return b"{" + b",".join(parts) + b"}"
+
+
+def make_page(docs: Sequence[bytes], next_page_token: str) -> Page:
+    """The page's answer (``page_body``) and where each doc lies in it."""
+    spans: list[tuple[int, int]] = []
+    start = len(IMAGES_OPEN)
+    for doc in docs:
+        spans.append((start, start + len(doc)))
+        start += len(doc) + 1  # the comma
+    return Page(page_body(docs, next_page_token), next_page_token, tuple(spans))
 
 
 async def fetch_generic(

@@ -19,7 +19,6 @@ least recently used first, up to ``max_bytes`` of docs
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -43,14 +42,20 @@ Key = tuple[str, str, int]
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One List page: its images' JSON docs and the next page token ("" on the last)."""
+    """One List page: its REST answer, the next page token ("" on the last) and where each
+    image's JSON doc lies in the answer (so gRPC reads the docs from the same bytes)."""
 
-    docs: Sequence[bytes]
+    body: bytes
     token: str
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def docs(self) -> list[bytes]:
+        return [self.body[start:end] for start, end in self.spans]
 
 
 def _size(page: Page) -> int:
-    return sum(len(doc) for doc in page.docs) + len(page.token) + 64
+    return len(page.body) + 16 * len(page.spans) + 64
 
 
 def page_key(request: ListRequest) -> Key:

@@ -3,13 +3,30 @@ pages go first when it is full."""
 
 from __future__ import annotations
 
+import orjson
+import pytest
+
+from mirror.api.image_list import make_page, page_body
 from mirror.api.page_cache import LOOKUPS, Page, PageCache
 
 DOC = b'{"id":"x"}'
 
 
 def page(n: int, docs: int = 1) -> Page:
-    return Page([DOC] * docs, f"token-{n}")
+    return make_page([DOC] * docs, f"token-{n}")
+
+
+def size(docs: int, token: str = "token-0") -> int:
+    return len(page_body([DOC] * docs, token)) + 16 * docs + 64
+
+
+@pytest.mark.parametrize("docs", [[], [DOC], [b'{"id":"a"}', b'{"id":"bb","n":[1,2]}', b"{}"]])
+@pytest.mark.parametrize("token", ["", "next"])
+def test_a_page_keeps_its_answer_and_finds_each_doc_in_it(docs: list[bytes], token: str) -> None:
+    kept = make_page(docs, token)
+    assert kept.body == page_body(docs, token) and kept.token == token
+    assert kept.docs == docs
+    assert orjson.loads(kept.body).get("images", []) == [orjson.loads(d) for d in docs]
 
 
 def key(n: int) -> tuple[str, str, int]:
@@ -50,7 +67,7 @@ def test_a_put_at_a_newer_version_moves_the_cache_there() -> None:
 
 
 def test_the_least_recently_used_pages_go_first_when_full() -> None:
-    one = len(DOC) * 10 + len("token-0") + 64
+    one = size(10)
     cache = PageCache(max_bytes=3 * one)
     for n in range(3):
         cache.put(key(n), 1, page(n, docs=10))
@@ -68,4 +85,4 @@ def test_a_page_bigger_than_the_cache_is_not_kept_and_a_replaced_one_is_counted_
     assert len(cache) == 0 and cache.bytes == 0
     cache.put(key(2), 1, page(2))
     cache.put(key(2), 1, page(2))
-    assert len(cache) == 1 and cache.bytes == len(DOC) + len("token-2") + 64
+    assert len(cache) == 1 and cache.bytes == size(1, "token-2")
