@@ -63,6 +63,7 @@ import orjson
 from bench.api_bench import (
     IMAGES,
     child,
+    child_env,
     drop_database,
     free_port,
     load_average,
@@ -416,6 +417,12 @@ class Run:
         )
 
 
+def page_cache(args: argparse.Namespace) -> str:
+    if args.page_cache_mb is None:
+        return "the default (64 MB)"
+    return f"{args.page_cache_mb} MB" if args.page_cache_mb else "off"
+
+
 def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -> str:
     o = run.outcome
     errors = sum(o.errors.values()) + o.socket_errors
@@ -434,7 +441,7 @@ def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -
         f"| {'yes' if met else 'no'} "
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
         f"PostgreSQL CPU {run.database_share}; CPU a request: {run.cpu_per_request}; "
-        f"one server process; Python {sys.version.split()[0]} |"
+        f"one server process; List page cache {page_cache(args)}; Python {sys.version.split()[0]} |"
     )
 
 
@@ -485,6 +492,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the filled database")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument(
+        "--page-cache-mb",
+        type=int,
+        help="the server's MIRROR_API_PAGE_CACHE_MB (default: the mirror's own, 64; 0: none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -502,7 +514,13 @@ def main(argv: list[str]) -> int:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             serve = ["serve", "--port", str(port), "--database-url", dsn, "--log-level", "WARNING"]
-            with child(serve, base + "/readyz") as server, tempfile.TemporaryDirectory() as tmp:
+            env = child_env()
+            if args.page_cache_mb is not None:
+                env["MIRROR_API_PAGE_CACHE_MB"] = str(args.page_cache_mb)
+            with (
+                child(serve, base + "/readyz", env=env) as server,
+                tempfile.TemporaryDirectory() as tmp,
+            ):
                 targets = asyncio.run(collect_targets(dsn, base, args.deep_pages))
                 targets_file = Path(tmp) / "targets.tsv"
                 targets.write(targets_file)

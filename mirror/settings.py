@@ -111,7 +111,7 @@ class Settings:
     # Off by default: with the C encoder a lookup costs more than encoding (docs/GRPC.md).
     grpc_image_cache_mb: int = field(default=0, metadata={"env": "MIRROR_GRPC_IMAGE_CACHE_MB"})
     # MiB of List pages the API keeps, each valid until the index changes (0: none).
-    api_page_cache_mb: int = field(default=32, metadata={"env": "MIRROR_API_PAGE_CACHE_MB"})
+    api_page_cache_mb: int = field(default=64, metadata={"env": "MIRROR_API_PAGE_CACHE_MB"})
     # A PEM certificate chain and its key: both listeners then speak TLS.
     tls_cert: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_CERT"})
     tls_key: Path | None = field(default=None, metadata={"env": "MIRROR_TLS_KEY"})

@@ -13,7 +13,7 @@ commits between the two makes the page newer than its version, and the version
 every later request reads is past it, so the entry is never used (never stale).
 The first request that sees a new version empties the cache. Entries are kept
 least recently used first, up to ``max_bytes`` of docs
-(``MIRROR_API_PAGE_CACHE_MB``, 32 by default; 0: no cache, no version read).
+(``MIRROR_API_PAGE_CACHE_MB``, 64 by default; 0: no cache, no version read).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mirror.settings import Settings
 
 # The sum over the slots: one read of a table of 16 rows, a page at most.
 SELECT_VERSION = "SELECT sum(n)::bigint FROM images_version"
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 LOOKUPS = Counter(
     "mirror_api_list_page_cache_lookups_total",

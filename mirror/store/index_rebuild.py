@@ -132,7 +132,15 @@ async def rebuild_indexes(
     try:
         await conn.execute(SET_LOCK_WAIT, f"{max(1, round(lock_wait_s * 1000))}ms")
         dropped = list(await drop_unfinished_copies(conn))
-        for row in await conn.fetch(OUT_OF_ORDER_INDEXES, list(APPENDED_IN_ORDER), min_bytes):
+        rows = await conn.fetch(OUT_OF_ORDER_INDEXES, list(APPENDED_IN_ORDER), min_bytes)
+        if rows:
+            log.info(
+                "rebuilding %d indexes (%.0f MB) a bulk write filled out of order; reads and "
+                "writes go on",
+                len(rows),
+                sum(int(r["bytes"]) for r in rows) / 2**20,
+            )
+        for row in rows:
             name = row["name"]
             try:
                 await conn.execute(f"REINDEX INDEX CONCURRENTLY {_quoted(name)}")
