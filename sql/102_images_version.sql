@@ -39,3 +39,7 @@ CREATE CONSTRAINT TRIGGER images_version_write AFTER INSERT OR UPDATE OR DELETE 
 -- TRUNCATE has no row triggers; it holds the table's exclusive lock anyway.
 CREATE TRIGGER images_version_truncate AFTER TRUNCATE ON images
     FOR EACH STATEMENT EXECUTE FUNCTION images_version_bump();
+-- Also under session_replication_role = replica (a bulk load, a logical replica's
+-- apply worker): every write that a reader could see moves the version.
+ALTER TABLE images ENABLE ALWAYS TRIGGER images_version_write;
+ALTER TABLE images ENABLE ALWAYS TRIGGER images_version_truncate;

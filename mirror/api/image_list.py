@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from mirror.api.list_query import generic_plan, list_params, list_sql, shape_of, sort_values
-from mirror.api.page_cache import Page, PageCache, index_version, page_key
+from mirror.api.page_cache import Page, PageCache, VersionReads, page_key
 from mirror.api.page_keys import PageKeys
 from mirror.api.page_tokens import Value, query_fingerprint
 from mirror.errors import InvalidArgument
@@ -43,6 +43,7 @@ class ImageReader:
         self._pool = pool
         self._page_keys = page_keys
         self._cache = cache  # None: every page is read from the index
+        self._versions = VersionReads(pool)
 
     async def get(self, image_id: str) -> bytes | None:
         """The image's upstream JSON, or None when the index does not hold it."""
@@ -67,16 +68,17 @@ class ImageReader:
 
     async def _page(self, request: ListRequest) -> Page:
         """The page, from the page cache when the index has not changed since it was read."""
-        async with self._pool.acquire() as conn:
-            if self._cache is None:
+        # a read sent after this request arrived, before the page (mirror.api.page_cache)
+        version = None if self._cache is None else await self._versions.read()
+        if self._cache is None or version is None:
+            async with self._pool.acquire() as conn:
                 return await self._read_page(conn, request)
-            key = page_key(request)
-            # before the page, in its own statement (mirror.api.page_cache)
-            version = await index_version(conn)
-            page = self._cache.get(key, version)
-            if page is None:
+        key = page_key(request)
+        page = self._cache.get(key, version)
+        if page is None:
+            async with self._pool.acquire() as conn:
                 page = await self._read_page(conn, request)
-                self._cache.put(key, version, page)
+            self._cache.put(key, version, page)
         return page
 
     async def _read_page(self, conn: asyncpg.Connection, request: ListRequest) -> Page:

@@ -18,6 +18,7 @@ least recently used first, up to ``max_bytes`` of docs
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -113,6 +114,57 @@ def page_cache(settings: Settings) -> PageCache | None:
     return PageCache(settings.api_page_cache_mb * 1024 * 1024)
 
 
-async def index_version(conn: asyncpg.Connection) -> int:
-    version: int = await conn.fetchval(SELECT_VERSION)
+async def index_version(conn: asyncpg.Connection) -> int | None:
+    """The index's version; None on an index from before sql/102 (``mirror db upgrade``)."""
+    try:
+        version: int = await conn.fetchval(SELECT_VERSION)
+    except asyncpg.UndefinedTableError:
+        return None
     return version
+
+
+class VersionReads:
+    """Reads of the index's version, shared by the requests that ask before a read is sent.
+
+    A request needs a version read after it arrived: one whose query reaches the
+    server later sees every write committed before the request (a Delete the
+    client was told is done, say). So a request joins the read that is waiting for
+    a connection, or starts the next one; it never joins a read already sent.
+    Under load one read answers the Lists that arrived while the last was out.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._waiting: asyncio.Future[int | None] | None = None  # the next read, not sent yet
+        self._reads: set[asyncio.Task[None]] = set()
+
+    async def read(self) -> int | None:
+        """The version (None: the index has none; read every page)."""
+        waiting = self._waiting
+        if waiting is None:
+            loop = asyncio.get_running_loop()
+            waiting = self._waiting = loop.create_future()
+            task = loop.create_task(self._read(waiting), name="api: index version")
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+        # shielded: one caller going away (a closed connection) leaves the read to the others
+        return await asyncio.shield(waiting)
+
+    async def _read(self, result: asyncio.Future[int | None]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                if self._waiting is result:
+                    self._waiting = None  # who asks from now on needs a later read
+                version = await index_version(conn)
+        except asyncio.CancelledError:
+            if self._waiting is result:
+                self._waiting = None
+            result.cancel()
+            raise
+        except BaseException as exc:
+            if self._waiting is result:
+                self._waiting = None
+            result.set_exception(exc)
+            result.exception()  # the callers see it; no "never retrieved" warning
+            return
+        result.set_result(version)

@@ -354,6 +354,13 @@ async def test_the_index_version_moves_once_a_writing_transaction_commits(
     assert await pool.fetchval(VERSION) == start + 1  # rolled back: no change
     await pool.execute("UPDATE images SET indexed_at = now() WHERE id = $1", ids[1])
     assert await pool.fetchval(VERSION) == start + 2
+    async with pool.acquire() as conn:  # a bulk load's or a logical replica's writes
+        await conn.execute("SET session_replication_role = replica")
+        try:
+            await conn.execute("UPDATE images SET indexed_at = now() WHERE id = $1", ids[1])
+        finally:
+            await conn.execute("RESET session_replication_role")
+    assert await pool.fetchval(VERSION) == start + 3
 
 
 async def test_a_page_read_again_comes_from_memory_until_the_index_changes(
