@@ -6,14 +6,18 @@ function of its query (scope, filter, order), its token, its size and the
 index's rows; the index's version (``images_version``, sql/102) is the same in
 two snapshots exactly when no write to ``images`` committed between them. So a
 page read at a version answers the same request at the same version, byte for
-byte, and a request pays one read of a 16-row table instead of the page's query.
+byte, and a request pays (a share of) one read of a 16-row table instead of the
+page's query.
 
-The version is read before the page, in a statement of its own: a write that
-commits between the two makes the page newer than its version, and the version
-every later request reads is past it, so the entry is never used (never stale).
-The first request that sees a new version empties the cache. Entries are kept
-least recently used first, up to ``max_bytes`` of docs
-(``MIRROR_API_PAGE_CACHE_MB``, 64 by default; 0: no cache, no version read).
+The version is read before the page, by a query sent after the request arrived
+(``VersionReads``: the requests that ask while a read waits for its connection
+share it). A write committed before the request is in the version; one that
+commits between the version and the page makes the page newer than its version,
+and the version every later request reads is past it, so the entry is never used
+(never stale). The first request that sees a new version empties the cache.
+Entries are kept least recently used first, up to ``max_bytes`` of answers
+(``MIRROR_API_PAGE_CACHE_MB``, 64 by default; 0: no cache, no version read). An
+index from before sql/102 has no version: every page is read.
 """
 
 from __future__ import annotations
