@@ -24,14 +24,13 @@ from mirror.cli_options import (
 from mirror.dsn import DsnParts
 from mirror.exit_codes import ExitCode
 from mirror.heap import tune_for_ingest
-from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop
+from mirror.ingest.loop import DEFAULT_INTERVAL_S, ingest_once, run_ingest_loop, upkeep_after
 from mirror.ingest.progress import WalkProgress, progress_for
 from mirror.ingest.summary import IngestSummary, WalkStatus
 from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 from mirror.stats.folder import fold_to_end, run_folder
 from mirror.store.database import open_database
-from mirror.store.maintenance import after_pass
 from mirror.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -106,17 +105,6 @@ def _not_walked_line(summary: IngestSummary, settings: Settings) -> str:
     return f"mirror: not every scope was walked: {'; '.join(missed)}"
 
 
-async def _upkeep(pool: asyncpg.Pool, summary: IngestSummary, settings: Settings) -> None:
-    """The database's upkeep after a pass, as ``mirror run`` does it (mirror.store.maintenance)."""
-    await after_pass(
-        pool,
-        created=summary.created,
-        listed=summary.images,
-        changed=summary.created + summary.updated + summary.deleted,
-        embedded=settings.embedded_database,
-    )
-
-
 @click.command("ingest")
 @click.option("--once", is_flag=True, help="One complete pass over every scope, then exit.")
 @interval_option(DEFAULT_INTERVAL_S)
@@ -178,14 +166,14 @@ async def ingest_command(
                     if summary.database_error is None:
                         await _stop_folder(folder, folder_stop)
                         await _fold_to_end(pool)
-                        await _upkeep(pool, summary, settings)
+                        await upkeep_after(pool, summary, settings)
                     _print_summary(summary, as_json)
                     outcome = summary
                 else:
 
                     async def on_pass(summary: IngestSummary) -> None:
                         _print_summary(summary, as_json)
-                        await _upkeep(pool, summary, settings)
+                        await upkeep_after(pool, summary, settings)
 
                     await run_ingest_loop(
                         pool,

@@ -5,7 +5,9 @@ The importable API of the ingest (``mirror run`` / ``mirror demo`` use it):
 - ``await ingest_once(pool, client, scopes)`` walks every scope concurrently and
   returns an ``IngestSummary``;
 - ``await run_ingest_loop(pool, client, settings, interval=60, stop=event)``
-  repeats passes until ``stop`` is set, finishing the current page transaction.
+  repeats passes until ``stop`` is set, finishing the current page transaction;
+- ``await upkeep_after(pool, summary, settings)``: the database's upkeep after a
+  pass (``mirror.store.maintenance``), which both commands run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
 from mirror.ingest.walker import PageSource, WalkOptions, walk_scope
 from mirror.model import Scope
 from mirror.settings import Settings
+from mirror.store.maintenance import after_pass
 from mirror.upstream.client import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,18 @@ async def _walk(
         error = f"database {'unavailable' if lost else 'error'}: {str(exc) or type(exc).__name__}"
         log.warning("%s: %s", scope, error)
         return ScopeResult(str(scope), WalkStatus.FAILED, errors=1, error=error)
+
+
+async def upkeep_after(pool: asyncpg.Pool, summary: IngestSummary, settings: Settings) -> None:
+    """The database's upkeep after a pass: the indexes a first mirror filled built again, the
+    embedded server's WAL released (``mirror.store.maintenance``; never raises)."""
+    await after_pass(
+        pool,
+        created=summary.created,
+        listed=summary.images,
+        changed=summary.created + summary.updated + summary.deleted,
+        embedded=settings.embedded_database,
+    )
 
 
 async def database_down(pool: asyncpg.Pool) -> str | None:

@@ -32,7 +32,7 @@ from mirror.errors import BackgroundTaskFailed
 from mirror.events.relay import run_relay
 from mirror.grpc_api.server import start_for_app
 from mirror.heap import freeze_startup_heap
-from mirror.ingest.loop import run_ingest_loop
+from mirror.ingest.loop import run_ingest_loop, upkeep_after
 from mirror.ingest.progress import WalkProgress
 from mirror.ingest.summary import IngestSummary
 from mirror.listen import start_site
@@ -40,7 +40,6 @@ from mirror.settings import Settings
 from mirror.signals import stop_on_signals
 from mirror.stats.folder import run_folder
 from mirror.store.database import open_database
-from mirror.store.maintenance import after_pass
 from mirror.store.owner import own_data_dir
 from mirror.upstream.client import UpstreamClient
 
@@ -163,13 +162,7 @@ def _after_pass(settings: Settings, pool: asyncpg.Pool, on_pass: OnPass | None) 
             maybe = on_pass(summary)
             if maybe is not None:
                 await maybe
-        await after_pass(
-            pool,
-            created=summary.created,
-            listed=summary.images,
-            changed=summary.created + summary.updated + summary.deleted,
-            embedded=settings.embedded_database,
-        )
+        await upkeep_after(pool, summary, settings)
 
     return after
 
