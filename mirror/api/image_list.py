@@ -28,10 +28,9 @@ from mirror.listing import ListRequest, SortField
 SELECT_IMAGE_DOC = "SELECT convert_to(doc::text, 'UTF8') FROM images WHERE id = $1"
 SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
 SET_GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
+RESET_PLAN_MODE = "RESET plan_cache_mode"
 # What a page's answer starts with when it has images (``page_body``).
 IMAGES_OPEN = b'{"images":['
-
-RESET_PLAN_MODE = "RESET plan_cache_mode"
 
 
 class ImageReader:

@@ -165,7 +165,7 @@ class VersionReads:
                 self._waiting = None
             result.cancel()
             raise
-        except BaseException as exc:
+        except Exception as exc:
             if self._waiting is result:
                 self._waiting = None
             result.set_exception(exc)
