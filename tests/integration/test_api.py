@@ -418,6 +418,37 @@ async def test_a_write_committed_right_after_the_page_was_read_is_never_served_s
     assert first_id not in {image["id"] for image in after_write["images"]}
 
 
+async def test_an_answer_sees_every_write_committed_before_its_request(
+    world: World, api: TestClient
+) -> None:
+    """Read-your-writes end to end: while eight clients keep listing the same page (version
+    reads in flight and shared, the page served from memory), a write commits and the next
+    request must see it. The exact race (a read sent before the write) is driven
+    deterministically in test_version_reads.py."""
+    params = {"registryId": biggest_registry(world), "pageSize": "10"}
+    stop = asyncio.Event()
+    served = 0
+
+    async def keep_listing() -> None:
+        nonlocal served
+        while not stop.is_set():
+            await raw_page(api, params)
+            served += 1
+
+    others = [asyncio.create_task(keep_listing()) for _ in range(8)]
+    hits = lookups("hit")
+    try:
+        for _ in range(25):
+            first = orjson.loads(await raw_page(api, params))["images"][0]["id"]
+            await world.pool.execute("DELETE FROM images WHERE id = $1", first)
+            page = orjson.loads(await raw_page(api, params))
+            assert first not in {image["id"] for image in page["images"]}
+    finally:
+        stop.set()
+        await asyncio.gather(*others)
+    assert served > 25 and lookups("hit") > hits  # the page was served from memory meanwhile
+
+
 async def test_with_no_page_cache_every_page_is_read(world: World) -> None:
     params = {"registryId": biggest_registry(world), "pageSize": "5"}
     counted = (lookups("hit"), lookups("miss"))
