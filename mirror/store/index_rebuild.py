@@ -17,7 +17,9 @@ key order (the outbox, the stats change log). One process rebuilds at a time (an
 advisory lock); one that waits over ``LOCK_WAIT_S`` for another transaction
 stops. A rebuild that fails or is interrupted leaves an invalid copy of its
 index, which every write would still maintain: a failed rebuild drops its own at
-once, and the next rebuild drops any left first.
+once, and the next rebuild drops any left first (any invalid ``*_ccnew`` or
+``*_ccold`` index of the mirror's schema, an operator's unfinished REINDEX
+CONCURRENTLY too: run such maintenance between passes, not across one).
 """
 
 from __future__ import annotations
