@@ -23,12 +23,12 @@ index from before sql/102 has no version: every page is read.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
 from prometheus_client import Counter
 
+from mirror.byte_lru import ByteLRU
 from mirror.listing import ListRequest
 from mirror.settings import Settings
 
@@ -71,44 +71,32 @@ class PageCache:
     """Pages by request, valid at one version of the index; pure bookkeeping, no I/O."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
         self.version: int | None = None
-        self.bytes = 0
-        self._pages: OrderedDict[Key, tuple[Page, int]] = OrderedDict()
+        self._pages: ByteLRU[Key, Page] = ByteLRU(max_bytes)
 
     def __len__(self) -> int:
         return len(self._pages)
+
+    @property
+    def bytes(self) -> int:
+        return self._pages.size
 
     def _at(self, version: int) -> bool:
         """Move to ``version`` if it is newer; whether the cache now holds that version."""
         if self.version is None or version > self.version:
             self._pages.clear()
-            self.bytes = 0
             self.version = version
         return version == self.version
 
     def get(self, key: Key, version: int) -> Page | None:
-        entry = self._pages.get(key) if self._at(version) else None
-        if entry is None:
-            LOOKUPS.labels("miss").inc()
-            return None
-        LOOKUPS.labels("hit").inc()
-        self._pages.move_to_end(key)
-        return entry[0]
+        page = self._pages.get(key) if self._at(version) else None
+        LOOKUPS.labels("hit" if page is not None else "miss").inc()
+        return page
 
     def put(self, key: Key, version: int, page: Page) -> None:
         """Keep ``page``, read at ``version`` or later (never at an older one)."""
-        size = _size(page)
-        if not self._at(version) or size > self.max_bytes:
-            return
-        old = self._pages.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        self._pages[key] = (page, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, evicted) = self._pages.popitem(last=False)
-            self.bytes -= evicted
+        if self._at(version):
+            self._pages.put(key, page, _size(page))
 
 
 def page_cache(settings: Settings) -> PageCache | None:

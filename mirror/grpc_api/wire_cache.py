@@ -10,12 +10,12 @@ Python encoder. One event loop uses it: no lock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from hashlib import blake2b
 
 from prometheus_client import Counter
 
+from mirror.byte_lru import ByteLRU
 from mirror.image_wire import doc_bytes, page_of_images
 
 # What an entry costs beyond its bytes: the key, the bytes object, the dict slot and link.
@@ -35,31 +35,26 @@ class ImageWireCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.size = 0
-        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self._entries: ByteLRU[bytes, bytes] = ByteLRU(max_bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size(self) -> int:
+        return self._entries.size
 
     def image(self, doc: bytes) -> bytes:
         if self.max_bytes <= 0:
             return doc_bytes(doc)
         key = blake2b(doc, digest_size=16).digest()
-        entries = self._entries
-        wire = entries.get(key)
+        wire = self._entries.get(key)
         if wire is not None:
-            entries.move_to_end(key)
             _HITS.inc()
             return wire
         _MISSES.inc()
         wire = doc_bytes(doc)
-        cost = len(wire) + ENTRY_OVERHEAD
-        if cost <= self.max_bytes:
-            entries[key] = wire
-            self.size += cost
-            while self.size > self.max_bytes:
-                _, old = entries.popitem(last=False)
-                self.size -= len(old) + ENTRY_OVERHEAD
+        self._entries.put(key, wire, len(wire) + ENTRY_OVERHEAD)
         return wire
 
     def page(self, docs: Sequence[bytes], next_page_token: str) -> bytes:

@@ -15,7 +15,7 @@ MIRROR = Path(__file__).resolve().parents[2] / "mirror"
 
 # Lowest first; the table in docs/ARCHITECTURE.md draws the same order.
 LAYERS: list[set[str]] = [
-    {"errors", "exit_codes", "dsn", "log_format"},
+    {"errors", "exit_codes", "dsn", "log_format", "byte_lru"},
     {"model", "grpc_status", "signals", "listen", "heap"},
     {"settings", "listing", "image_wire"},
     {"grpc_wire"},  # protobuf messages <-> the List contract, shared by the simulator and grpc_api
