@@ -8,6 +8,7 @@ postgres process of it gets SIGKILL while both walks wait, page 1 merged, for pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -92,7 +93,9 @@ def kill_postgres(server: EmbeddedPostgres) -> int:
     postmaster = psutil.Process(pid)
     processes = [postmaster, *postmaster.children(recursive=True)]
     for process in processes:
-        process.kill()
+        # a backend may exit on its own first (it sees the postmaster die): dead either way
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
     gone, alive = psutil.wait_procs(processes, timeout=30)
     assert not alive, alive
     return len(gone)
