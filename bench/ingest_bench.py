@@ -4,7 +4,8 @@ For each size, each run: a fresh database, the simulator (``mirror simulate``) i
 its own process, then ``mirror ingest --once --json`` twice in a child process
 (first mirror, then the unchanged re-sync). Figures per pass: images/s from the
 pass's own clock (the JSON summary's ``seconds``; process start-up and
-migrations excluded) and the child's peak RSS. Medians over the runs go to
+migrations excluded) and the child's peak RSS. The footprint is measured after
+the first mirror's events are recorded sent as the relay does (``mark_relayed``). Medians over the runs go to
 ``bench/RESULTS.md`` with the exact command line.
 
     python -m bench.ingest_bench                       # 100,000 x3 and 1,000,000 x1
@@ -212,12 +213,26 @@ class Footprint:
         return ", ".join(f"{name} {size / 2**20:.0f}" for name, size in self.biggest)
 
 
+async def mark_relayed(conn: asyncpg.Connection) -> None:
+    """Record every event sent, batch by batch, as ``mirror run``'s relay does once
+    Kafka has them (no broker here): the index a user has after a first mirror."""
+    from mirror.events.pending import mark_sent
+    from mirror.events.relay import RelayOptions
+
+    batch = RelayOptions().batch_size
+    last = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    for up_to in range(batch, last + batch, batch):
+        await mark_sent(conn, min(up_to, last))
+
+
 async def footprint(dsn: str, images: int) -> Footprint:
-    """Vacuum and checkpoint as ``mirror run`` does after a first mirror, then measure."""
+    """Mark the events relayed, vacuum and checkpoint as ``mirror run`` does after a
+    first mirror, then measure."""
     from mirror.store.embedded import release_wal
 
     conn = await asyncpg.connect(dsn)
     try:
+        await mark_relayed(conn)
         await release_wal(conn)
         size = await conn.fetchval(DATABASE_SIZE)
         rows = await conn.fetch(BIGGEST_RELATIONS, TOP_RELATIONS)

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
 
 from mirror.api.appkeys import POOL
+from mirror.events.pending import SENT_UP_TO
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ SCOPE_FAILING = Gauge(
     ("scope",),
 )
 
-# Both read through indexes (outbox_unsent, the primary key): no count over the outbox.
-SELECT_OUTBOX_LAG = """
-WITH oldest AS (SELECT id, time FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1)
+# Both read through primary keys (outbox_sent's, the outbox's): no count over the outbox.
+SELECT_OUTBOX_LAG = f"""
+WITH oldest AS (SELECT id, time FROM outbox WHERE id > {SENT_UP_TO} ORDER BY id LIMIT 1)
 SELECT coalesce((SELECT max(id) FROM outbox) - (SELECT id FROM oldest) + 1, 0) AS backlog,
        coalesce(extract(epoch FROM now() - (SELECT time FROM oldest)), 0)::float8 AS oldest_age
 """

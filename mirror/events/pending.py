@@ -1,4 +1,4 @@
-"""The relay's view of the outbox: unsent rows in id order, marking them sent, retention.
+"""The relay's view of the outbox: unsent rows in id order, how far it has sent, retention.
 
 Writers append in commit order (``mirror.store.outbox``), so the unsent rows read in
 ``id`` order are the events in the order their changes committed. Only the active
@@ -28,37 +28,60 @@ SELECT set_config('application_name', $2, false),
        pg_try_advisory_lock($1) AS locked
 """
 UNLOCK = "SELECT pg_advisory_unlock($1)"
+# How far the relay has sent (sql/103): the events up to it, in id order.
+SENT_UP_TO = "(SELECT coalesce(max(up_to), 0) FROM outbox_sent)"
 # payload: the stored JSON text goes to Kafka byte for byte, never parsed and re-dumped;
 # outbox_events: image.created, blob and tag payloads may be derived (sql/100, 101).
-CLAIM_BATCH = """
+CLAIM_BATCH = f"""
 SELECT id, event_id, topic, key, type, source, time, payload AS data
 FROM outbox_events
-WHERE sent_at IS NULL AND id > $2
+WHERE id > greatest($2, {SENT_UP_TO})
 ORDER BY id
 LIMIT $1
 """
-# The batch is a run of consecutive unsent ids (nothing can commit inside it later:
-# ids follow commit order), so a range marks exactly the rows that were sent.
+# The batch is a run of consecutive ids past the sent point (nothing can commit
+# inside it later: ids follow commit order), so moving the point to its last id
+# marks exactly the rows that were sent. Within the minute of the newest row, that
+# row moves (and takes the later time: an event is never deleted before its
+# retention is over); otherwise a row is added. At most one row a minute of sending.
 MARK_SENT = """
-UPDATE outbox SET sent_at = now()
-WHERE id BETWEEN $1 AND $2 AND sent_at IS NULL
+WITH newest AS (
+    SELECT up_to FROM outbox_sent ORDER BY up_to DESC LIMIT 1
+), moved AS (
+    UPDATE outbox_sent AS s SET up_to = $1, sent_at = now()
+    FROM newest
+    WHERE s.up_to = newest.up_to AND s.up_to < $1
+      AND date_trunc('minute', s.sent_at) = date_trunc('minute', now())
+    RETURNING s.up_to
+)
+INSERT INTO outbox_sent (up_to, sent_at)
+SELECT $1, now()
+WHERE NOT EXISTS (SELECT FROM moved)
+  AND $1 > coalesce((SELECT up_to FROM newest), 0)
 """
-OLDEST_UNSENT_AGE = """
+OLDEST_UNSENT_AGE = f"""
 SELECT extract(epoch FROM clock_timestamp() - time)::float8
 FROM outbox
-WHERE sent_at IS NULL
+WHERE id > {SENT_UP_TO}
 ORDER BY id
 LIMIT 1
 """
-# In slices, so a large backlog of expired rows never holds locks for long.
+# In slices, so a large backlog of expired rows never holds locks for long. The
+# events covered by a sent row older than the retention go, then such rows, except
+# the newest (the sent point itself).
 DELETE_EXPIRED = """
 DELETE FROM outbox
 WHERE id IN (
     SELECT id FROM outbox
-    WHERE sent_at IS NOT NULL AND sent_at < now() - $1::interval
-    ORDER BY sent_at
+    WHERE id <= (SELECT max(up_to) FROM outbox_sent WHERE sent_at < now() - $1::interval)
+    ORDER BY id
     LIMIT $2
 )
+"""
+DELETE_EXPIRED_MARKS = """
+DELETE FROM outbox_sent
+WHERE sent_at < now() - $1::interval
+  AND up_to < (SELECT max(up_to) FROM outbox_sent)
 """
 DELETE_SLICE = 10_000
 
@@ -82,10 +105,9 @@ async def claim_outbox_batch(
     return [OutboxEvent.from_row(row) for row in rows]
 
 
-async def mark_sent(conn: asyncpg.Connection, first_id: int, last_id: int) -> int:
-    """Mark the unsent rows ``first_id..last_id`` sent; returns how many were."""
-    status = await conn.execute(MARK_SENT, first_id, last_id)
-    return int(status.split()[-1])
+async def mark_sent(conn: asyncpg.Connection, last_id: int) -> None:
+    """Record that every event up to outbox id ``last_id`` has been sent."""
+    await conn.execute(MARK_SENT, last_id)
 
 
 async def oldest_unsent_age(conn: asyncpg.Connection) -> float:
@@ -102,4 +124,5 @@ async def delete_expired(conn: asyncpg.Connection, retention: timedelta) -> int:
         deleted = int(status.split()[-1])
         total += deleted
         if deleted < DELETE_SLICE:
+            await conn.execute(DELETE_EXPIRED_MARKS, retention)
             return total

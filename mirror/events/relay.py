@@ -168,7 +168,7 @@ class _SentMarker:
             self._pending.cancel()
 
     async def _mark(self, events: list[OutboxEvent]) -> None:
-        await mark_sent(self._conn, events[0].id, events[-1].id)
+        await mark_sent(self._conn, events[-1].id)
         self._on_marked(events)
 
 

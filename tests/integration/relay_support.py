@@ -23,6 +23,15 @@ from mirror.model import Event, EventType
 from mirror.store.outbox import append_events
 
 ROOT = Path(__file__).resolve().parents[2]
+# The relay's claim as it was before sql/100 (every payload stored in data) and
+# sql/103 (a sent mark on every row): what the upgrade tests compare with.
+CLAIM_BATCH_BEFORE_100 = """
+SELECT id, event_id, topic, key, type, source, time, data::text AS data
+FROM outbox
+WHERE sent_at IS NULL AND id > $2
+ORDER BY id
+LIMIT $1
+"""
 WAIT = 60.0  # upper bound of every wait in these tests
 RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
@@ -56,15 +65,18 @@ async def append(pool: asyncpg.Pool, events: Sequence[Event], per_transaction: i
 
 
 async def committed_events(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    return await pool.fetch("SELECT id, event_id::text, key, sent_at FROM outbox ORDER BY id")
+    """Every event with its sent time (None: not sent), from the view the relay reads."""
+    return await pool.fetch(
+        "SELECT id, event_id::text, key, sent_at FROM outbox_events ORDER BY id"
+    )
 
 
 async def unsent_count(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+    return int(await pool.fetchval("SELECT count(*) FROM outbox_events WHERE sent_at IS NULL"))
 
 
 async def sent_count(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"))
+    return int(await pool.fetchval("SELECT count(*) FROM outbox_events WHERE sent_at IS NOT NULL"))
 
 
 async def wait_until(

@@ -16,10 +16,11 @@ import pytest
 
 from mirror.api.events_feed import SELECT_EVENTS, SELECT_EVENTS_OF_SUBJECT
 from mirror.events.envelope import OutboxEvent, to_kafka_record, to_structured
-from mirror.events.pending import CLAIM_BATCH, claim_outbox_batch
+from mirror.events.pending import claim_outbox_batch
 from mirror.model import Event, EventType
 from mirror.store.migrate import SQL_DIR, apply_migrations, find_migrations
 from mirror.store.outbox import SOURCE_CODES, TYPE_CODES, append_events
+from tests.integration.relay_support import CLAIM_BATCH_BEFORE_100
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
 pytestmark = pytest.mark.synthetic_events  # hand-made events: the contract check is not the point
@@ -121,21 +122,35 @@ async def test_upgrade_keeps_every_event_byte_for_byte(old_outbox: asyncpg.Conne
         [e.source for e in events],
         [f'{{"n": {n}, "kept": "as written" }}' for n in range(len(events))],
     )
-    await old_outbox.execute("UPDATE outbox SET sent_at = now() WHERE id % 3 = 0")
+    # the relay sent the first third, in two batches, and (as no relay does) one
+    # event past the first unsent one: the upgrade must send that one again, not skip
+    # the unsent one (sql/103 keeps how far the relay has sent, not a mark a row)
+    third = len(events) // 3
+    await old_outbox.execute(
+        "UPDATE outbox SET sent_at = now() - interval '1 hour' WHERE id <= $1", third // 2
+    )
+    await old_outbox.execute(
+        "UPDATE outbox SET sent_at = now() WHERE id > $1 AND id <= $2", third // 2, third
+    )
+    stray = third + 2
+    await old_outbox.execute("UPDATE outbox SET sent_at = now() WHERE id = $1", stray)
     # the unsent ones, as the relay read them, and all of them as the feed did (the
     # table itself: outbox_events, sql/100, is not there yet)
     before = [
-        OutboxEvent.from_row(r)
-        for r in await old_outbox.fetch(_before_sql100(CLAIM_BATCH), 1000, 0)
+        OutboxEvent.from_row(r) for r in await old_outbox.fetch(CLAIM_BATCH_BEFORE_100, 1000, 0)
     ]
     feed_before = await old_outbox.fetch(_before_sql100(SELECT_EVENTS), 0, None, None, 1000)
-    sent_before = await old_outbox.fetch("SELECT id, sent_at FROM outbox ORDER BY id")
+    sent_before = await old_outbox.fetch(
+        "SELECT id, sent_at FROM outbox WHERE id <= $1 ORDER BY id", third
+    )
 
     await apply_migrations(old_outbox, SQL_DIR)
 
-    after = await claim_outbox_batch(old_outbox, 1000)
+    claimed = await claim_outbox_batch(old_outbox, 1000)
+    assert [e.id for e in claimed][:3] == [third + 1, stray, third + 3]
+    assert len(claimed) == len(events) - third
+    after = [e for e in claimed if e.id != stray]
     assert after == before
-    assert len(after) == len(events) - len(events) // 3
     feed_after = await old_outbox.fetch(SELECT_EVENTS, 0, None, None, 1000)
     assert len(feed_after) == len(events)
     assert [dict(r) for r in feed_after] == [dict(r) for r in feed_before]
@@ -143,7 +158,11 @@ async def test_upgrade_keeps_every_event_byte_for_byte(old_outbox: asyncpg.Conne
     assert [orjson.dumps(to_structured(e)) for e in after] == [
         orjson.dumps(to_structured(e)) for e in before
     ]
-    assert await old_outbox.fetch("SELECT id, sent_at FROM outbox ORDER BY id") == sent_before
+    # each sent event keeps the time its batch was marked
+    sent_after = await old_outbox.fetch(
+        "SELECT id, sent_at FROM outbox_events WHERE sent_at IS NOT NULL ORDER BY id"
+    )
+    assert sent_after == sent_before
     # the writers go on from there, in the new row format
     async with old_outbox.transaction():
         await append_events(old_outbox, events[:2])

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mirror.api.app import create_app
 from mirror.api.event_stream import STREAM_OPTIONS, StreamOptions
 from mirror.events.envelope import OutboxEvent
-from mirror.events.pending import CLAIM_BATCH, claim_outbox_batch
+from mirror.events.pending import claim_outbox_batch
 from mirror.events.relay import RelayOptions, run_relay
 from mirror.ingest import merge
 from mirror.ingest.changes import run_origin
@@ -36,7 +36,7 @@ from mirror.store.migrate import apply_migrations
 from mirror.store.outbox import append_events
 from mirror.store.pool import init_connection
 from tests.integration.legacy_index import old_schema
-from tests.integration.relay_support import read_topics
+from tests.integration.relay_support import CLAIM_BATCH_BEFORE_100, read_topics
 from tests.integration.test_ingest_merge import img
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
@@ -131,7 +131,7 @@ async def test_create_update_delete_with_the_relay_behind_publishes_the_stored_b
         assert created_row(stored, two["id"])["data_tail"] == ',"runId":"7"'  # unchanged
 
     ids = await db_pool.fetch(
-        "SELECT id, event_id::text AS event_id, sent_at FROM outbox ORDER BY id"
+        "SELECT id, event_id::text AS event_id, sent_at FROM outbox_events ORDER BY id"
     )
     assert len(ids) == len(events)
     assert all(r["sent_at"] is None for r in ids)  # the relay has not read any of it yet
@@ -356,12 +356,14 @@ async def test_upgrade_keeps_every_stored_payload(
     await writer.prepare()
     events = (await writer.apply(page_images([one, two]))).events
     monkeypatch.undo()
-    await conn.execute("UPDATE outbox SET sent_at = now() WHERE key = $1", two["id"])
+    # the relay had sent the first two events (it sends in id order)
+    await conn.execute(
+        "UPDATE outbox SET sent_at = now() WHERE id <= (SELECT min(id) + 1 FROM outbox)"
+    )
     table_before = await conn.fetch("SELECT * FROM outbox ORDER BY id")
-    old_claim = CLAIM_BATCH.replace("FROM outbox_events", "FROM outbox").replace(
-        "payload AS data", "data::text AS data"
-    )  # the relay's read before sql/100
-    claimed_before = [OutboxEvent.from_row(r) for r in await conn.fetch(old_claim, 100, 0)]
+    claimed_before = [
+        OutboxEvent.from_row(r) for r in await conn.fetch(CLAIM_BATCH_BEFORE_100, 100, 0)
+    ]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
     env.update(MIRROR_DATABASE_URL=dsn, MIRROR_LOG_LEVEL="WARNING", MIRROR_GRPC_PORT="0")
@@ -374,10 +376,14 @@ async def test_upgrade_keeps_every_stored_payload(
     assert "applied 100_outbox_derived_created\napplied 101_outbox_key_prefix" in out.decode()
 
     # every row as it was, its payload stored; the readers publish the same
-    table_after = await conn.fetch("SELECT * FROM outbox ORDER BY id")
+    # (sql/103: the sent marks are kept as how far the relay has sent)
+    table_after = await conn.fetch(
+        "SELECT o.*, e.sent_at FROM outbox AS o JOIN outbox_events AS e USING (id) ORDER BY id"
+    )
     assert [{k: v for k, v in dict(r).items() if k != "data_tail"} for r in table_after] == [
         dict(r) for r in table_before
     ]
+    assert sum(r["sent_at"] is not None for r in table_after) == 2
     assert all(r["data_tail"] is None for r in table_after)
     assert await claim_outbox_batch(conn, 100) == claimed_before
     assert [r["data"].encode() for r in await conn.fetch(ROWS)] == stored_form(events)

@@ -276,13 +276,14 @@ async def test_retention_deletes_only_sent_rows_older_than_the_setting(
     db_pool: asyncpg.Pool, relay_settings: Settings
 ) -> None:
     await append(db_pool, keyed_events(30, keys=3))
+    # the first 10 were sent 8 days ago, the next 10 six days ago (sql/103)
     await db_pool.execute(
-        "UPDATE outbox SET sent_at = now() - interval '8 days' WHERE id IN "
-        "(SELECT id FROM outbox ORDER BY id LIMIT 10)"
+        "INSERT INTO outbox_sent (up_to, sent_at) "
+        "SELECT id, now() - interval '8 days' FROM outbox ORDER BY id OFFSET 9 LIMIT 1"
     )
     await db_pool.execute(
-        "UPDATE outbox SET sent_at = now() - interval '6 days' WHERE id IN "
-        "(SELECT id FROM outbox ORDER BY id OFFSET 10 LIMIT 10)"
+        "INSERT INTO outbox_sent (up_to, sent_at) "
+        "SELECT id, now() - interval '6 days' FROM outbox ORDER BY id OFFSET 19 LIMIT 1"
     )
     old_unsent = await db_pool.fetchval(
         "UPDATE outbox SET time = now() - interval '30 days' WHERE id = "
@@ -294,3 +295,6 @@ async def test_retention_deletes_only_sent_rows_older_than_the_setting(
     assert len(rows) == 20  # the 10 sent 8 days ago are gone (default retention 7 days)
     assert old_unsent in {r["id"] for r in rows}  # never deleted before it was sent
     assert await sent_count(db_pool) == 20
+    # the sent point older than the retention went with its events; the others stay
+    marks = await db_pool.fetch("SELECT up_to, sent_at FROM outbox_sent ORDER BY up_to")
+    assert len(marks) == 2 and marks[-1]["up_to"] == rows[-1]["id"]

@@ -93,11 +93,10 @@ async def records_on_kafka(bootstrap: str, prefix: str) -> int:
         await consumer.stop()
 
 
-# The barrier of the kill test: the newest unsent row, locked by the test, so the
-# relay's UPDATE marking its batch sent waits on it (after Kafka acknowledged it).
-LOCK_NEWEST_UNSENT = """
-SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE
-"""
+# The barrier of the kill test: the relay's sent point, locked against writes by the
+# test (reads go on), so the relay's statement moving it past a batch waits on it
+# (after Kafka acknowledged the batch).
+LOCK_SENT_POINT = "LOCK TABLE outbox_sent IN EXCLUSIVE MODE"
 # Backends waiting on a lock this session holds, and what they run.
 BLOCKED_BY_ME = """
 SELECT pid, query FROM pg_stat_activity
@@ -107,19 +106,17 @@ WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))
 
 @contextlib.asynccontextmanager
 async def mark_barrier(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """Hold a row lock on an unsent outbox row the relay is about to publish.
+    """Hold the relay's sent point against writes.
 
-    The relay claims rows without locking them and publishes them; only its
-    ``UPDATE outbox SET sent_at`` (``mirror.events.pending.MARK_SENT``) needs the
-    row, so it blocks there: the batch is on Kafka and not marked sent.
+    The relay claims and publishes batches reading the point; only its statement
+    moving the point (``mirror.events.pending.MARK_SENT``) writes it, so it blocks
+    there: the batch is on Kafka and not marked sent.
     """
     conn = await asyncpg.connect(database_url)
     tx = conn.transaction()
     await tx.start()
     try:
-        await wait_until(
-            lambda: conn.fetchval(LOCK_NEWEST_UNSENT), "an unsent row was locked", limit=30
-        )
+        await conn.execute(LOCK_SENT_POINT)
         yield conn
     finally:
         await tx.rollback()
@@ -131,7 +128,7 @@ async def blocked_mark(barrier: asyncpg.Connection) -> list[asyncpg.Record]:
     deadline = time.monotonic() + 60
     while True:
         blocked = await barrier.fetch(BLOCKED_BY_ME)
-        if any("SET sent_at" in r["query"] for r in blocked):
+        if any("INSERT INTO outbox_sent" in r["query"] for r in blocked):
             return blocked
         assert time.monotonic() < deadline, "the relay's mark never waited on the barrier"
         await asyncio.sleep(0.05)

@@ -147,7 +147,9 @@ async def wait_until_sent(mirror: Mirror) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RELAY_TIMEOUT_S
     while loop.time() < deadline:
-        unsent = await mirror.pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        unsent = await mirror.pool.fetchval(
+            "SELECT count(*) FROM outbox_events WHERE sent_at IS NULL"
+        )
         if unsent == 0:
             return
         await asyncio.sleep(0.2)
