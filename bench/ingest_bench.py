@@ -80,12 +80,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def simulator(images: int, seed: int) -> Iterator[tuple[str, list[str]]]:
-    """A simulator process; yields its URL and its folder ids."""
+def simulator(images: int, seed: int, latency_ms: float = 0.0) -> Iterator[tuple[str, list[str]]]:
+    """A simulator process (``latency_ms`` added to each answer, on average); yields its
+    URL and its folder ids."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mirror", "simulate", "--port", str(port),
-         "--images", str(images), "--seed", str(seed)],
+         "--images", str(images), "--seed", str(seed), "--latency-ms", str(latency_ms)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -277,7 +278,7 @@ def bench_server(database_url: str | None) -> Iterator[str]:
 
 
 def run_size(
-    admin_dsn: str, images: int, runs: int, *, use_replay: bool = False
+    admin_dsn: str, images: int, runs: int, *, use_replay: bool = False, latency_ms: float = 0.0
 ) -> tuple[list[Pass], list[Pass], list[Footprint]]:
     firsts: list[Pass] = []
     resyncs: list[Pass] = []
@@ -286,7 +287,9 @@ def run_size(
         dsn = asyncio.run(create_database(admin_dsn))
         try:
             with contextlib.ExitStack() as stack:
-                url, folders = stack.enter_context(simulator(images, seed=run + 1))
+                url, folders = stack.enter_context(
+                    simulator(images, seed=run + 1, latency_ms=latency_ms)
+                )
                 if use_replay:
                     url = stack.enter_context(replay(url, folders[0]))
                 scopes = [f"folder:{f}" for f in folders]
@@ -360,7 +363,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="serve the simulator's pages from memory (bench/ingest_replay.py): the ingest's own bound",
     )
+    parser.add_argument(
+        "--upstream-latency-ms",
+        type=float,
+        default=0.0,
+        help="mean latency the simulator adds to each answer, as a cloud's round trip would",
+    )
     args = parser.parse_args(argv)
+    if args.replay and args.upstream_latency_ms:
+        parser.error("--replay serves pages from memory: it has no latency to add")
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = [int(r) for r in args.runs.split(",")]
     runs = runs * len(sizes) if len(runs) == 1 else runs
@@ -370,12 +381,15 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with bench_server(args.database_url) as admin_dsn:
         for size, n in zip(sizes, runs, strict=True):
-            firsts, resyncs, footprints = run_size(admin_dsn, size, n, use_replay=args.replay)
+            firsts, resyncs, footprints = run_size(
+                admin_dsn, size, n, use_replay=args.replay, latency_ms=args.upstream_latency_ms
+            )
             load = os.getloadavg()[0]
             middle = sorted(footprints, key=lambda f: f.database_bytes)[len(footprints) // 2]
             rows.append(
                 f"| {datetime.now(UTC):%Y-%m-%d} | `{command.strip()}` "
-                f"| {size:,}{' (replay)' if args.replay else ''} | {n} "
+                f"| {size:,}{' (replay)' if args.replay else ''}"
+                f"{f' ({args.upstream_latency_ms:g} ms upstream)' if args.upstream_latency_ms else ''} | {n} "
                 f"| {median(firsts, 'rate'):,.0f} | {median(firsts, 'peak_rss_mb'):.0f} "
                 f"| {median(resyncs, 'rate'):,.0f} | {median(resyncs, 'peak_rss_mb'):.0f} | {load:.1f} "
                 f"| {middle.database_bytes / 2**20:,.0f} ({middle.kb_per_image:.2f}) "

@@ -103,6 +103,15 @@ class PageMemo:
             for r in await conn.fetch(LOAD, self.walk_key)
         }
 
+    def remembered_next(self, page_token: str) -> str | None:
+        """The next page token remembered after ``page_token``, None when there is none:
+        a guess the client reads ahead on (``UpstreamClient.iter_pages``), never trusted
+        for anything else."""
+        remembered = self._pages.get(page_token)
+        if remembered is None or not remembered[1]:
+            return None
+        return remembered[1]
+
     def next_token(self, page_token: str, body: bytes) -> str | None:
         """The next page token when this answer is the one remembered, else None.
 

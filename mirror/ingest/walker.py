@@ -53,7 +53,7 @@ from mirror.ingest.staging import PageImage, page_images
 from mirror.ingest.summary import ScopeResult, WalkStatus
 from mirror.ingest.tags import settle_released
 from mirror.model import Scope, ScopeKind
-from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, parse_page
+from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, RememberedNext, parse_page
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,12 @@ class PageSource(Protocol):
     """What the walker needs from the upstream (``UpstreamClient`` is one)."""
 
     def iter_pages(
-        self, scope: Scope, page_size: int = ..., *, known: KnownPage | None = ...
+        self,
+        scope: Scope,
+        page_size: int = ...,
+        *,
+        known: KnownPage | None = ...,
+        remembered: RememberedNext | None = ...,
     ) -> AsyncIterator[Page]: ...
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None: ...
@@ -272,7 +277,9 @@ async def _walk_pages(
 ) -> None:
     name = str(scope)
     queue: asyncio.Queue[_Fetched | BaseException | None] = asyncio.Queue(maxsize=PREFETCH)
-    pages = client.iter_pages(scope, options.page_size, known=memo.next_token)
+    pages = client.iter_pages(
+        scope, options.page_size, known=memo.next_token, remembered=memo.remembered_next
+    )
     producer = asyncio.create_task(_prefetch(pages, queue))
     try:
         while (fetched := await _next_page(queue, options.stop)) is not None:

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -107,6 +107,18 @@ class Page:
 # The caller's test for a page it already holds: given the request's page token
 # and the answer's body, the next page token, or None to have the page parsed.
 KnownPage = Callable[[str, bytes], str | None]
+# The next page token the caller remembers after a page token (None: none): only a
+# guess, to ask for the pages after the one awaited early (``iter_pages``).
+RememberedNext = Callable[[str], str | None]
+# How many pages past the next one a walk asks for before they are due, on the
+# remembered tokens: an unchanged registry is then re-walked without waiting a
+# round trip per page. An answer is used only for the token the walk really
+# reaches; the others are dropped unread. Only while the upstream's answers take
+# READ_AHEAD_AFTER_S or more: an upstream that answers at once (a simulator on
+# this machine) gains nothing, and its walk paid ~10 % more CPU for the
+# concurrent reads (bench/RESULTS.md, "## Ingest", 2026-12-02 08:30).
+READ_AHEAD = 3
+READ_AHEAD_AFTER_S = 0.02
 
 
 def parse_page(body: bytes, page_token: str = "", request_id: str = "") -> Page:
@@ -195,41 +207,56 @@ class UpstreamClient:
         filter: str | None = None,
         order_by: str | None = None,
         known: KnownPage | None = None,
+        remembered: RememberedNext | None = None,
     ) -> AsyncIterator[Page]:
         """Every page of ``scope``, in order, until the upstream gives no next token.
 
         With ``known``, a page it recognises is yielded unparsed (``Page.known``)
         with the next token it gave: re-walking an unchanged registry then costs
-        no JSON parsing.
+        no JSON parsing. With ``remembered``, the next page and up to
+        ``READ_AHEAD`` pages after it (on the tokens it remembers) are asked for
+        while the walk is still on this one; a page is yielded only for the token
+        the walk reaches, as without it.
         """
+
+        def fetch(page_token: str) -> Awaitable[_Answer]:
+            return self._list_body(
+                scope, page_size=page_size, page_token=page_token, filter=filter, order_by=order_by
+            )
+
+        ahead = _ReadAhead(fetch, remembered)
         token = ""
         # Every token of the walk, as an 8-byte hash (a few MB for a million pages).
         seen_tokens: set[bytes] = {_token_key("")}
-        while True:
-            answer = await self._list_body(
-                scope, page_size=page_size, page_token=token, filter=filter, order_by=order_by
-            )
-            body = answer.body
-            next_token = known(token, body) if known is not None else None
-            if next_token is None:
-                page = parse_page(body, token, answer.request_id)
-            else:
-                page = Page(
-                    [], next_token, len(body), token, body, known=True, request_id=answer.request_id
-                )
-            key = _token_key(page.next_page_token)
-            if page.next_page_token and key in seen_tokens:
-                # A token loop would make the walk endless; the walk fails instead, before
-                # the page that closes the loop is merged.
-                raise MalformedAnswer(
-                    f"List repeated a page token already seen in this walk of {scope}",
-                    request_id=answer.request_id,
-                )
-            seen_tokens.add(key)
-            yield page
-            token = page.next_page_token
-            if not token:
-                return
+        try:
+            while True:
+                answer = await ahead.answer(token)
+                body = answer.body
+                next_token = known(token, body) if known is not None else None
+                if next_token is None:
+                    page = parse_page(body, token, answer.request_id)
+                else:
+                    page = Page(
+                        [], next_token, len(body), token, body, known=True,
+                        request_id=answer.request_id,
+                    )  # fmt: skip
+                key = _token_key(page.next_page_token)
+                if page.next_page_token and key in seen_tokens:
+                    # A token loop would make the walk endless; the walk fails instead,
+                    # before the page that closes the loop is merged.
+                    raise MalformedAnswer(
+                        f"List repeated a page token already seen in this walk of {scope}",
+                        request_id=answer.request_id,
+                    )
+                seen_tokens.add(key)
+                token = page.next_page_token
+                if token:
+                    ahead.follow(token)
+                yield page
+                if not token:
+                    return
+        finally:
+            ahead.drop()
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None:
         """The image as the upstream describes it, or None when the upstream itself said
@@ -391,6 +418,69 @@ def _json_object(answer: _Answer, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedAnswer(f"{what} body is not a JSON object", request_id=answer.request_id)
     return data
+
+
+class _ReadAhead:
+    """The pages a walk has asked for before they are due, in the order it expects them.
+
+    Without ``remembered`` it holds nothing and every page is asked for when due.
+    """
+
+    def __init__(
+        self, fetch: Callable[[str], Awaitable[_Answer]], remembered: RememberedNext | None
+    ) -> None:
+        self._fetch = fetch
+        self._remembered = remembered
+        self._tasks: list[tuple[str, asyncio.Task[_Answer]]] = []
+        self._last_answer_s = 0.0  # how long the latest answer took, asked to read
+
+    async def _timed(self, token: str) -> _Answer:
+        started = time.monotonic()
+        try:
+            return await self._fetch(token)
+        finally:
+            self._last_answer_s = time.monotonic() - started
+
+    async def answer(self, token: str) -> _Answer:
+        """The answer for ``token``: the one asked for early if it was, else asked now."""
+        if self._tasks and self._tasks[0][0] == token:
+            _, task = self._tasks.pop(0)
+            return await task
+        self.drop()
+        return await self._timed(token)
+
+    def follow(self, token: str) -> None:
+        """The walk goes on at ``token`` (known for sure): ask for it and the pages
+        remembered after it, keeping what was asked for already on that chain."""
+        if self._remembered is None:
+            return
+        kept: list[tuple[str, asyncio.Task[_Answer]]] = []
+        expected: str | None = token
+        for asked, task in self._tasks:
+            if asked == expected:
+                kept.append((asked, task))
+                expected = self._remembered(asked)
+            else:
+                _discard(task)
+        depth = READ_AHEAD if self._last_answer_s >= READ_AHEAD_AFTER_S else 0
+        while expected and len(kept) <= depth:
+            kept.append((expected, asyncio.ensure_future(self._timed(expected))))
+            expected = self._remembered(expected)
+        self._tasks = kept
+
+    def drop(self) -> None:
+        """Forget every page asked for early (the walk left the remembered chain, or ended)."""
+        if self._tasks:
+            log.debug("list read-ahead: %d page(s) asked for early dropped", len(self._tasks))
+        for _, task in self._tasks:
+            _discard(task)
+        self._tasks = []
+
+
+def _discard(task: asyncio.Task[_Answer]) -> None:
+    """Cancel a request nobody will read; its failure, if it had one, is not news."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _token_key(token: str) -> bytes:

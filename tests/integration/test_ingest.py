@@ -18,7 +18,7 @@ from mirror.ingest.summary import WalkStatus
 from mirror.ingest.walker import PREFETCH
 from mirror.model import Scope
 from mirror.settings import Settings
-from mirror.upstream.client import KnownPage, Page, UpstreamClient
+from mirror.upstream.client import KnownPage, Page, RememberedNext, UpstreamClient
 from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.throttle import Throttle
 from tests.integration.ingest_fake_upstream import FakeUpstream, error, make_image, serving
@@ -351,7 +351,12 @@ class CountingSource:
         self.max_lead = 0
 
     async def iter_pages(
-        self, scope: Scope, page_size: int = 1000, *, known: KnownPage | None = None
+        self,
+        scope: Scope,
+        page_size: int = 1000,
+        *,
+        known: KnownPage | None = None,
+        remembered: RememberedNext | None = None,
     ) -> AsyncIterator[Page]:
         for p in range(self.pages):
             images = [make_image(p * self.page_size + i) for i in range(self.page_size)]

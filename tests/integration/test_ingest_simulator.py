@@ -16,7 +16,7 @@ from mirror.ingest.merge import delete_images
 from mirror.ingest.summary import WalkStatus
 from mirror.model import Scope
 from mirror.settings import Settings
-from mirror.upstream.client import KnownPage, Page, UpstreamClient
+from mirror.upstream.client import KnownPage, Page, RememberedNext, UpstreamClient
 from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.simulator.config import SimulatorConfig
 from mirror.upstream.simulator.server import RunningSimulator, serve_simulator
@@ -97,9 +97,16 @@ class AfterPages:
         self.client, self.n, self.action, self.pages = client, n, action, 0
 
     async def iter_pages(
-        self, scope: Scope, page_size: int = 1000, *, known: KnownPage | None = None
+        self,
+        scope: Scope,
+        page_size: int = 1000,
+        *,
+        known: KnownPage | None = None,
+        remembered: RememberedNext | None = None,
     ) -> AsyncIterator[Page]:
-        async for page in self.client.iter_pages(scope, page_size, known=known):
+        async for page in self.client.iter_pages(
+            scope, page_size, known=known, remembered=remembered
+        ):
             yield page
             self.pages += 1
             if self.pages == self.n:
@@ -155,9 +162,16 @@ class RecordingPages:
         self.known: list[bool] = []
 
     async def iter_pages(
-        self, scope: Scope, page_size: int = 1000, *, known: KnownPage | None = None
+        self,
+        scope: Scope,
+        page_size: int = 1000,
+        *,
+        known: KnownPage | None = None,
+        remembered: RememberedNext | None = None,
     ) -> AsyncIterator[Page]:
-        async for page in self.client.iter_pages(scope, page_size, known=known):
+        async for page in self.client.iter_pages(
+            scope, page_size, known=known, remembered=remembered
+        ):
             self.known.append(page.known)
             yield page
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +22,7 @@ from mirror.errors import (
 )
 from mirror.model import Scope
 from mirror.settings import Secret, Settings
-from mirror.upstream.client import UpstreamClient
+from mirror.upstream.client import READ_AHEAD_AFTER_S, UpstreamClient
 from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.throttle import Throttle
 
@@ -136,6 +137,109 @@ async def test_iter_pages_yields_known_pages_unparsed_with_their_remembered_toke
     assert first.body == bodies[""] and first.page_token == ""
     assert not second.known and second.images == [image(1)] and second.page_token == "p2"
     assert second.next_page_token == ""
+
+
+def chain_server(
+    next_of: dict[str, str], *, delay: float, refuse: frozenset[str] = frozenset()
+) -> tuple[web.Application, dict[str, Any]]:
+    """A List endpoint answering each page token after ``delay`` s: one image a page, the
+    next token from ``next_of`` ('' ends the walk); a token in ``refuse`` gets a 400.
+    The dict it returns counts the requests per token and the most in flight at once."""
+    seen: dict[str, Any] = {"asked": [], "in_flight": 0, "most": 0}
+
+    async def list_images(request: web.Request) -> web.Response:
+        token = request.query.get("pageToken", "")
+        seen["asked"].append(token)
+        seen["in_flight"] += 1
+        seen["most"] = max(seen["most"], seen["in_flight"])
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            seen["in_flight"] -= 1
+        if token in refuse:
+            return web.Response(
+                status=400,
+                body=error_body(3, "invalid page token"),
+                content_type="application/json",
+            )
+        body: dict[str, Any] = {"images": [image(len(token))]}
+        if next_of[token]:
+            body["nextPageToken"] = next_of[token]
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/container-registry/v1/images", list_images)
+    return app, seen
+
+
+async def test_read_ahead_asks_for_remembered_pages_while_the_walk_waits(serve, session) -> None:  # type: ignore[no-untyped-def]
+    # An unchanged registry whose answers take longer than READ_AHEAD_AFTER_S: the
+    # pages after the awaited one are asked for on the remembered tokens.
+    next_of = {"": "p1", "p1": "p2", "p2": "p3", "p3": "p4", "p4": "p5", "p5": ""}
+    app, seen = chain_server(next_of, delay=max(0.04, 2 * READ_AHEAD_AFTER_S))
+    client = make_client(session, await serve(app))
+    bodies: dict[str, bytes] = {}
+
+    def known(token: str, body: bytes) -> str | None:
+        bodies[token] = body
+        return next_of[token]  # every page is the one remembered
+
+    pages = [
+        p
+        async for p in client.iter_pages(
+            Scope.parse("folder:f1"), known=known, remembered=lambda t: next_of[t] or None
+        )
+    ]
+    assert [p.page_token for p in pages] == ["", "p1", "p2", "p3", "p4", "p5"]
+    assert [p.next_page_token for p in pages] == ["p1", "p2", "p3", "p4", "p5", ""]
+    assert all(p.known and p.body == bodies[p.page_token] for p in pages)
+    assert sorted(seen["asked"]) == sorted(next_of)  # each page asked for once
+    assert seen["most"] > 1  # and several at once
+
+
+async def test_read_ahead_drops_the_guesses_of_a_page_that_changed(serve, session) -> None:  # type: ignore[no-untyped-def]
+    # The memo remembers "" -> p1 -> p2 -> p3, but p1 changed: it now leads to q2. The
+    # pages asked for on the stale tokens are never yielded, and the upstream's
+    # refusal of a stale token is not the walk's error.
+    remembered = {"": "p1", "p1": "p2", "p2": "p3", "p3": ""}
+    next_of = {"": "p1", "p1": "q2", "q2": "", "p2": "p3", "p3": ""}
+    app, seen = chain_server(
+        next_of, delay=max(0.04, 2 * READ_AHEAD_AFTER_S), refuse=frozenset({"p3"})
+    )
+    client = make_client(session, await serve(app))
+
+    def known(token: str, body: bytes) -> str | None:
+        return next_of[token] if token == "" else None  # only the first page is unchanged
+
+    pages = [
+        p
+        async for p in client.iter_pages(
+            Scope.parse("folder:f1"), known=known, remembered=lambda t: remembered.get(t) or None
+        )
+    ]
+    assert [p.page_token for p in pages] == ["", "p1", "q2"]
+    assert [p.images for p in pages[1:]] == [[image(2)], [image(2)]]
+    assert pages[-1].next_page_token == ""
+    assert "p2" in seen["asked"]  # a guess went out, and was dropped
+
+
+async def test_a_read_ahead_answer_the_walk_reaches_fails_the_walk_as_before(
+    serve, session
+) -> None:  # type: ignore[no-untyped-def]
+    next_of = {"": "p1", "p1": "p2", "p2": ""}
+    app, _ = chain_server(
+        next_of, delay=max(0.04, 2 * READ_AHEAD_AFTER_S), refuse=frozenset({"p2"})
+    )
+    client = make_client(session, await serve(app))
+    walked: list[str] = []
+    with pytest.raises(UpstreamStatusError, match="invalid page token"):
+        async for page in client.iter_pages(
+            Scope.parse("folder:f1"),
+            known=lambda t, b: next_of[t],
+            remembered=lambda t: next_of[t] or None,
+        ):
+            walked.append(page.page_token)
+    assert walked == ["", "p1"]
 
 
 async def test_empty_list_answer_is_one_empty_page(serve, session) -> None:  # type: ignore[no-untyped-def]
