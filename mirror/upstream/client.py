@@ -113,12 +113,13 @@ RememberedNext = Callable[[str], str | None]
 # How many pages past the next one a walk asks for before they are due, on the
 # remembered tokens: an unchanged registry is then re-walked without waiting a
 # round trip per page. An answer is used only for the token the walk really
-# reaches; the others are dropped unread. Only while the upstream's answers take
-# READ_AHEAD_AFTER_S or more: an upstream that answers at once (a simulator on
-# this machine) gains nothing, and its walk paid ~10 % more CPU for the
-# concurrent reads (bench/RESULTS.md, "## Ingest", 2026-12-02 08:30).
+# reaches; the others are dropped unread. Only while the walk waits
+# READ_AHEAD_AFTER_S or more for its pages: a walk whose pages are there when it
+# wants them (a simulator on this machine, or a merge slower than the upstream)
+# gains nothing, and paid up to ~10 % more CPU for the concurrent reads
+# (bench/RESULTS.md, "## Ingest", 2026-12-02 08:30-08:55).
 READ_AHEAD = 3
-READ_AHEAD_AFTER_S = 0.02
+READ_AHEAD_AFTER_S = 0.01
 
 
 def parse_page(body: bytes, page_token: str = "", request_id: str = "") -> Page:
@@ -213,10 +214,10 @@ class UpstreamClient:
 
         With ``known``, a page it recognises is yielded unparsed (``Page.known``)
         with the next token it gave: re-walking an unchanged registry then costs
-        no JSON parsing. With ``remembered``, the next page and up to
-        ``READ_AHEAD`` pages after it (on the tokens it remembers) are asked for
-        while the walk is still on this one; a page is yielded only for the token
-        the walk reaches, as without it.
+        no JSON parsing. With ``remembered``, the next page is asked for before
+        this one is yielded and, while the walk waits for its pages, up to
+        ``READ_AHEAD`` pages after it on the tokens it remembers; a page is yielded
+        only for the token the walk reaches, as without it.
         """
 
         def fetch(page_token: str) -> Awaitable[_Answer]:
@@ -432,22 +433,19 @@ class _ReadAhead:
         self._fetch = fetch
         self._remembered = remembered
         self._tasks: list[tuple[str, asyncio.Task[_Answer]]] = []
-        self._last_answer_s = 0.0  # how long the latest answer took, asked to read
-
-    async def _timed(self, token: str) -> _Answer:
-        started = time.monotonic()
-        try:
-            return await self._fetch(token)
-        finally:
-            self._last_answer_s = time.monotonic() - started
+        self._waited_s = 0.0  # how long the walk waited for its latest page
 
     async def answer(self, token: str) -> _Answer:
         """The answer for ``token``: the one asked for early if it was, else asked now."""
-        if self._tasks and self._tasks[0][0] == token:
-            _, task = self._tasks.pop(0)
-            return await task
-        self.drop()
-        return await self._timed(token)
+        started = time.monotonic()
+        try:
+            if self._tasks and self._tasks[0][0] == token:
+                _, task = self._tasks.pop(0)
+                return await task
+            self.drop()
+            return await self._fetch(token)
+        finally:
+            self._waited_s = time.monotonic() - started
 
     def follow(self, token: str) -> None:
         """The walk goes on at ``token`` (known for sure): ask for it and the pages
@@ -462,9 +460,9 @@ class _ReadAhead:
                 expected = self._remembered(asked)
             else:
                 _discard(task)
-        depth = READ_AHEAD if self._last_answer_s >= READ_AHEAD_AFTER_S else 0
+        depth = READ_AHEAD if self._waited_s >= READ_AHEAD_AFTER_S else 0
         while expected and len(kept) <= depth:
-            kept.append((expected, asyncio.ensure_future(self._timed(expected))))
+            kept.append((expected, asyncio.ensure_future(self._fetch(expected))))
             expected = self._remembered(expected)
         self._tasks = kept
 

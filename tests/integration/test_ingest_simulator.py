@@ -160,6 +160,9 @@ class RecordingPages:
     def __init__(self, client: UpstreamClient) -> None:
         self.client = client
         self.known: list[bool] = []
+        # per page: the next token it gave, and the one the walk remembered for it
+        # (what the client reads ahead on)
+        self.chain: list[tuple[str, str | None]] = []
 
     async def iter_pages(
         self,
@@ -173,6 +176,8 @@ class RecordingPages:
             scope, page_size, known=known, remembered=remembered
         ):
             self.known.append(page.known)
+            guess = remembered(page.page_token) if remembered is not None else None
+            self.chain.append((page.next_page_token, guess))
             yield page
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None:
@@ -190,6 +195,10 @@ async def test_unchanged_resync_is_served_from_the_page_memo(
     summary = await ingest_once(db_pool, second, scopes, page_size=500)
     assert (summary.images, summary.created, summary.updated, summary.deleted) == (3000, 0, 0, 0)
     assert second.known == [True] * len(first.known)
+    # the walk handed the client the memo's chain: every remembered next token is the
+    # one the page gave (the first walk remembered none)
+    assert all(guess is None for _, guess in first.chain)
+    assert [guess for _, guess in second.chain] == [t or None for t, _ in second.chain]
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM ingest_page_memo") == len(first.known)
 
