@@ -76,16 +76,22 @@ async def test_a_new_minute_of_sending_adds_a_row_and_keeps_the_earlier_times(
     ] * 5
 
 
+async def sent_thirty(pool: asyncpg.Pool, *days_ago: int) -> list[int]:
+    """30 events; the first 10, then the next 10, recorded sent ``days_ago`` days ago."""
+    await append(pool, keyed_events(30, keys=3))
+    every = await ids(pool)
+    await pool.executemany(
+        "INSERT INTO outbox_sent VALUES ($1, now() - $2::interval)",
+        [(every[10 * n + 9], timedelta(days=d)) for n, d in enumerate(days_ago)],
+    )
+    return every
+
+
 async def test_retention_deletes_what_older_points_cover_and_keeps_the_newest_point(
     db_pool: asyncpg.Pool,
 ) -> None:
-    await append(db_pool, keyed_events(30, keys=3))
-    every = await ids(db_pool)
     # sent 9 and 8 days ago, the relay idle since: every sent event has expired
-    await db_pool.executemany(
-        "INSERT INTO outbox_sent VALUES ($1, now() - $2::interval)",
-        [(every[9], timedelta(days=9)), (every[19], timedelta(days=8))],
-    )
+    every = await sent_thirty(db_pool, 9, 8)
     async with db_pool.acquire() as conn:
         assert await delete_expired(conn, WEEK) == 20
         # the point stays where it was: the unsent events are neither lost nor resent
@@ -96,12 +102,7 @@ async def test_retention_deletes_what_older_points_cover_and_keeps_the_newest_po
 
 
 async def test_retention_spares_events_sent_within_it(db_pool: asyncpg.Pool) -> None:
-    await append(db_pool, keyed_events(30, keys=3))
-    every = await ids(db_pool)
-    await db_pool.executemany(
-        "INSERT INTO outbox_sent VALUES ($1, now() - $2::interval)",
-        [(every[9], timedelta(days=8)), (every[19], timedelta(days=6))],
-    )
+    every = await sent_thirty(db_pool, 8, 6)
     async with db_pool.acquire() as conn:
         assert await delete_expired(conn, WEEK) == 10
     assert await ids(db_pool) == every[10:]
