@@ -124,6 +124,13 @@ async def _prefetch(
         raise
     except BaseException as exc:  # handed to the consumer, which raises it
         await queue.put(exc)
+    finally:
+        # A walk that stops early closes the pages now: the client cancels the pages
+        # it asked for ahead (UpstreamClient.iter_pages) instead of leaving them to
+        # the garbage collector.
+        aclose = getattr(pages, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _next_page(

@@ -4,7 +4,7 @@ of ARCHITECTURE.md (1, 2, 4, 6, 7) and the behaviours issue 4 lists."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -349,8 +349,10 @@ class CountingSource:
         self.produced = 0
         self.consumed = 0
         self.max_lead = 0
+        self.closed = False  # the walk closed the pages (their generator's finally ran)
+        self.handed_out: list[AsyncGenerator[Page, None]] = []
 
-    async def iter_pages(
+    def iter_pages(
         self,
         scope: Scope,
         page_size: int = 1000,
@@ -358,25 +360,37 @@ class CountingSource:
         known: KnownPage | None = None,
         remembered: RememberedNext | None = None,
     ) -> AsyncIterator[Page]:
-        for p in range(self.pages):
-            images = [make_image(p * self.page_size + i) for i in range(self.page_size)]
-            self.produced += 1
-            self.max_lead = max(self.max_lead, self.produced - self.consumed)
-            yield Page(images, "" if p == self.pages - 1 else str(p + 1), 0)
+        pages = self._pages()
+        self.handed_out.append(pages)  # held: only an explicit close ends it early
+        return pages
+
+    async def _pages(self) -> AsyncGenerator[Page, None]:
+        try:
+            for p in range(self.pages):
+                images = [make_image(p * self.page_size + i) for i in range(self.page_size)]
+                self.produced += 1
+                self.max_lead = max(self.max_lead, self.produced - self.consumed)
+                yield Page(images, "" if p == self.pages - 1 else str(p + 1), 0)
+        finally:
+            self.closed = True
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None:
         return None
 
 
 class CountingProgress:
-    def __init__(self, source: CountingSource) -> None:
+    def __init__(self, source: CountingSource, stop_after: int = 0) -> None:
         self.source = source
+        self.stop_after = stop_after
+        self.stop = asyncio.Event()
 
     def start(self, scope: str, expected: int | None) -> None:
         pass
 
     def advance(self, scope: str, images: int) -> None:
         self.source.consumed += 1
+        if self.source.consumed == self.stop_after:
+            self.stop.set()
 
     def finish(self, scope: str, status: str) -> None:
         pass
@@ -390,6 +404,19 @@ async def test_invariant_7_bounded_memory_walk_streams_pages(db_pool) -> None:  
     assert summary.images == 2000 and source.consumed == 40
     # never more than the prefetch queue, the page being merged and the one being produced
     assert source.max_lead <= PREFETCH + 2
+    assert source.closed
+
+
+async def test_a_walk_stopped_midway_closes_its_pages(db_pool) -> None:  # type: ignore[no-untyped-def]
+    # The client's pages asked for ahead are cancelled when the pages are closed
+    # (UpstreamClient.iter_pages): a walk that stops closes them before it returns.
+    source = CountingSource(pages=40, page_size=50)
+    progress = CountingProgress(source, stop_after=5)
+    summary = await ingest_once(
+        db_pool, source, [REG1], page_size=50, progress=progress, stop=progress.stop
+    )
+    assert summary.scopes[0].status is WalkStatus.CANCELLED
+    assert source.produced < 40 and source.closed
 
 
 async def test_two_concurrent_ingests_on_the_same_scopes_write_each_event_once(
