@@ -210,15 +210,19 @@ $$;
 CREATE OR REPLACE FUNCTION stats_fold() RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    folded bigint;
+    folded bigint := 0;
 BEGIN
-    IF to_regclass('pg_temp.stats_batch') IS NULL THEN
-        CREATE TEMP TABLE stats_batch (LIKE stats_changes) ON COMMIT DELETE ROWS;
+    -- an empty log (an idle mirror folds every second) touches no table, not even
+    -- the batch's temporary one: its TRUNCATE rewrites a catalog row each time
+    IF EXISTS (SELECT FROM stats_changes) THEN
+        IF to_regclass('pg_temp.stats_batch') IS NULL THEN
+            CREATE TEMP TABLE stats_batch (LIKE stats_changes) ON COMMIT DELETE ROWS;
+        END IF;
+        TRUNCATE stats_batch;
+        WITH claimed AS (DELETE FROM stats_changes RETURNING *)
+        INSERT INTO stats_batch SELECT * FROM claimed;
+        GET DIAGNOSTICS folded = ROW_COUNT;
     END IF;
-    TRUNCATE stats_batch;
-    WITH claimed AS (DELETE FROM stats_changes RETURNING *)
-    INSERT INTO stats_batch SELECT * FROM claimed;
-    GET DIAGNOSTICS folded = ROW_COUNT;
 
     IF folded > 0 THEN
         -- the planner's row counts for the batch (a fresh temporary table has none:

@@ -7,10 +7,11 @@ import asyncio
 
 import asyncpg
 
-from mirror.model import Scope
+from mirror.model import Event, EventType, Scope
 from mirror.stats.folder import fold_once
 from mirror.stats.queries import fetch_stats
 from mirror.stats.reference import ReferenceIndex
+from mirror.store.outbox import append_events
 from tests.integration.stats_world import IndexWriter, make_image
 from tests.integration.test_stats_property import assert_served_equals_reference, settle
 
@@ -87,3 +88,35 @@ async def test_concurrent_pages_in_one_folder_count_a_shared_digest_once(
         ).stats(Scope.parse("folder:b1gfolder"))
         assert folder.images == 12
         await assert_served_equals_reference(conn, reference)
+
+
+async def test_an_idle_fold_touches_no_table_and_still_moves_the_mark(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """An idle mirror folds every second: with nothing in the change log a pass writes
+    nothing, not even its session's temporary batch table (whose TRUNCATE would rewrite
+    a catalog row each time); an event that changed no figure still moves the mark."""
+    async with db_pool.acquire() as conn:
+        writer = IndexWriter(conn)
+        await writer.set_folder("crpreg1", "b1gfolder")
+        await writer.push([image(1, "crpreg1")])  # type: ignore[list-item]
+        assert await fold_once(conn)  # folds what the push wrote
+    async with db_pool.acquire() as conn:
+        await conn.execute("DISCARD TEMP")  # a session that has not folded yet
+        mark = await conn.fetchrow("SELECT event_id, batches FROM stats_folded")
+        assert await fold_once(conn) == 0
+        assert await conn.fetchval("SELECT to_regclass('pg_temp.stats_batch')") is None
+        assert await conn.fetchrow("SELECT event_id, batches FROM stats_folded") == mark
+        # an event with no figure behind it (as a re-tag writes) moves the mark alone
+        async with conn.transaction():
+            tag = {
+                "repository": "crpreg1/app",
+                "tag": "v2",
+                "imageId": f"crp{1:017d}",
+                "digest": "sha256:" + f"{1:064x}",
+            }
+            await append_events(conn, [Event(EventType.TAG_ADDED, "crpreg1/app:v2", tag)])
+        assert await fold_once(conn) == 0
+        moved = await conn.fetchrow("SELECT event_id, batches FROM stats_folded")
+        assert moved["event_id"] > mark["event_id"] and moved["batches"] == mark["batches"] + 1
+        assert await conn.fetchval("SELECT to_regclass('pg_temp.stats_batch')") is None
