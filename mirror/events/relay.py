@@ -10,9 +10,10 @@ How it keeps ARCHITECTURE.md's invariants 2 and 3:
 * **Acknowledged, then marked.** A batch is the oldest unsent rows in ``id``
   (= commit) order, sent through one idempotent producer (``acks=all``). Only
   when Kafka has acknowledged records is the acknowledged *prefix* of the batch
-  marked sent, in one UPDATE. A failure stops the prefix at the first
-  unacknowledged row and the next round starts there: nothing is skipped, and a
-  row sent twice carries the same ``ce_id``.
+  marked sent, in one statement that moves the relay's sent point past it
+  (``outbox_sent``, sql/103; no outbox row is written). A failure stops the
+  prefix at the first unacknowledged row and the next round starts there:
+  nothing is skipped, and a row sent twice carries the same ``ce_id``.
 * **Order per key.** One producer sends in ``id`` order and the key (image id or
   digest) picks the partition, so one key's events are appended to one partition
   in commit order.
