@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,7 +73,7 @@ class PageSource(Protocol):
         *,
         known: KnownPage | None = ...,
         remembered: RememberedNext | None = ...,
-    ) -> AsyncIterator[Page]: ...
+    ) -> AsyncGenerator[Page, None]: ...
 
     async def get_image(self, image_id: str) -> dict[str, Any] | None: ...
 
@@ -114,23 +114,19 @@ _Fetched = tuple[Page, list[PageImage] | None]
 
 
 async def _prefetch(
-    pages: AsyncIterator[Page], queue: asyncio.Queue[_Fetched | BaseException | None]
+    pages: AsyncGenerator[Page, None], queue: asyncio.Queue[_Fetched | BaseException | None]
 ) -> None:
-    try:
-        async for page in pages:
-            await queue.put((page, None if page.known else page_images(page.images)))
-        await queue.put(None)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:  # handed to the consumer, which raises it
-        await queue.put(exc)
-    finally:
-        # A walk that stops early closes the pages now: the client cancels the pages
-        # it asked for ahead (UpstreamClient.iter_pages) instead of leaving them to
-        # the garbage collector.
-        aclose = getattr(pages, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    # Closed on the way out, so a walk that stops early has the client cancel the
+    # pages it asked for ahead (UpstreamClient.iter_pages) at once.
+    async with contextlib.aclosing(pages):
+        try:
+            async for page in pages:
+                await queue.put((page, None if page.known else page_images(page.images)))
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which raises it
+            await queue.put(exc)
 
 
 async def _next_page(

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -209,7 +209,7 @@ class UpstreamClient:
         order_by: str | None = None,
         known: KnownPage | None = None,
         remembered: RememberedNext | None = None,
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         """Every page of ``scope``, in order, until the upstream gives no next token.
 
         With ``known``, a page it recognises is yielded unparsed (``Page.known``)

@@ -359,7 +359,7 @@ class CountingSource:
         *,
         known: KnownPage | None = None,
         remembered: RememberedNext | None = None,
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         pages = self._pages()
         self.handed_out.append(pages)  # held: only an explicit close ends it early
         return pages

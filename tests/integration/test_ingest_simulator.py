@@ -3,7 +3,7 @@ faults and changes go through the simulator's admin API."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -103,7 +103,7 @@ class AfterPages:
         *,
         known: KnownPage | None = None,
         remembered: RememberedNext | None = None,
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         async for page in self.client.iter_pages(
             scope, page_size, known=known, remembered=remembered
         ):
@@ -171,7 +171,7 @@ class RecordingPages:
         *,
         known: KnownPage | None = None,
         remembered: RememberedNext | None = None,
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         async for page in self.client.iter_pages(
             scope, page_size, known=known, remembered=remembered
         ):
