@@ -41,27 +41,30 @@ ON CONFLICT (walk_key, page_token) DO UPDATE SET
 # $1 walk key, $2 page token, $3 body hash; $4 the folder of a folder walk (else NULL).
 # When the memo row matches and the index holds every image as remembered, records
 # the ids as seen (ingest_walk_seen, as COMPARE_PAGE does) and answers ok.
+#
+# The memo keeps a page's ids sorted and distinct, its hashes in their order, so the
+# check is one index scan for all the ids at once (``= ANY``, which walks the index's
+# leaves forward instead of descending from the root for each id) whose hashes, in id
+# order, must equal the remembered ones: a missing image makes the array shorter, a
+# changed one or one in another folder (left out by the folder condition) makes it
+# differ.
 CHECK_AND_SEE = """
 WITH memo AS (
     SELECT m.ids, m.hashes, m.registries FROM ingest_page_memo AS m
     WHERE m.walk_key = $1 AND m.page_token = $2 AND m.body_hash = $3
-), page AS (
-    SELECT p.id, p.content_hash FROM memo, unnest(memo.ids, memo.hashes) AS p (id, content_hash)
-), stale AS (
-    SELECT 1 FROM page AS p LEFT JOIN images AS i ON i.id = p.id
-    WHERE i.id IS NULL
-       OR i.content_hash <> p.content_hash
-       OR ($4::text IS NOT NULL AND i.folder_id IS DISTINCT FROM $4::text)
-    LIMIT 1
 ), ok AS (
-    SELECT EXISTS (SELECT 1 FROM memo) AND NOT EXISTS (SELECT 1 FROM stale) AS ok
+    SELECT coalesce((
+        SELECT coalesce(array_agg(i.content_hash ORDER BY i.id), '{}') FROM memo, images AS i
+        WHERE i.id = ANY (memo.ids) AND ($4::text IS NULL OR i.folder_id = $4::text)
+    ) = (SELECT memo.hashes FROM memo), false) AS ok
 ), seen AS (
-    INSERT INTO ingest_walk_seen (id) SELECT id FROM page WHERE (SELECT ok FROM ok)
+    INSERT INTO ingest_walk_seen (id) SELECT unnest(memo.ids) FROM memo WHERE (SELECT ok FROM ok)
     RETURNING 1
 )
 SELECT (SELECT ok FROM ok) AS ok, (SELECT count(*) FROM seen) AS images,
        (SELECT registries FROM memo) AS registries,
-       (SELECT min(id) FROM page) AS first_id, (SELECT max(id) FROM page) AS last_id
+       (SELECT ids[1] FROM memo) AS first_id,
+       (SELECT ids[cardinality(ids)] FROM memo) AS last_id
 """
 
 PRUNE = "DELETE FROM ingest_page_memo WHERE walk_key = $1 AND page_token <> ALL($2::text[])"
@@ -149,7 +152,10 @@ class PageMemo:
         next_token: str,
         items: Sequence[PageImage],
     ) -> None:
-        """Remember a page the walk merged (its images are now in the index as listed)."""
+        """Remember a page the walk merged (its images are now in the index as listed).
+
+        ``items`` come from ``page_images``: distinct ids in Python's order, which is
+        the "C" collation of ``images.id`` that ``CHECK_AND_SEE`` compares in."""
         registries = sorted({registry_of(i.image) for i in items} - {""})
         await conn.execute(
             RECORD,

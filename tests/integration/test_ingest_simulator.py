@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from mirror.ingest.loop import ingest_once
-from mirror.ingest.merge import delete_images
+from mirror.ingest.memo import CHECK_AND_SEE
+from mirror.ingest.merge import CREATE_WALK_TABLES, delete_images
 from mirror.ingest.summary import WalkStatus
 from mirror.model import Scope
 from mirror.settings import Settings
@@ -222,6 +223,55 @@ async def test_page_memo_never_hides_an_index_that_changed(
         again = RecordingPages(client)
         await ingest_once(db_pool, again, scopes, page_size=500)
         assert (await indexed(conn)) == expected
+
+
+# What the memo's check is given to doubt, each applied to the first image of a
+# remembered page inside a transaction that is rolled back.
+MEMO_DOUBTS = {
+    "unchanged": None,
+    "deleted": "DELETE FROM images WHERE id = $1",
+    "content changed": "UPDATE images SET content_hash = sha256(content_hash) WHERE id = $1",
+    "in another folder": "UPDATE images SET folder_id = 'elsewhere' WHERE id = $1",
+}
+
+
+@pytest.mark.parametrize("doubt", list(MEMO_DOUBTS))
+async def test_the_memo_check_trusts_a_page_only_while_the_index_holds_it_all(
+    db_pool, upstream, session, client, doubt
+) -> None:  # type: ignore[no-untyped-def]
+    """``CHECK_AND_SEE`` against the real index: ok (and every id recorded as seen)
+    only when every remembered image is there, with its content hash, in the folder."""
+    scopes = await folder_scopes(session, upstream)
+    await ingest_once(db_pool, client, scopes, page_size=500)
+    folder = scopes[0].id
+    async with db_pool.acquire() as conn:
+        memo = await conn.fetchrow(
+            "SELECT walk_key, page_token, body_hash, ids FROM ingest_page_memo"
+            " WHERE walk_key LIKE $1 AND cardinality(ids) > 1 ORDER BY page_token LIMIT 1",
+            f"folder:{folder}?%",
+        )
+        assert memo is not None and memo["ids"] == sorted(memo["ids"])
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(CREATE_WALK_TABLES)
+            if MEMO_DOUBTS[doubt] is not None:
+                assert await conn.execute(MEMO_DOUBTS[doubt], memo["ids"][0]) != "UPDATE 0"
+            row = await conn.fetchrow(
+                CHECK_AND_SEE, memo["walk_key"], memo["page_token"], memo["body_hash"], folder
+            )
+            seen = await conn.fetchval("SELECT array_agg(id ORDER BY id) FROM ingest_walk_seen")
+            other_body = await conn.fetchrow(
+                CHECK_AND_SEE, memo["walk_key"], memo["page_token"], b"other", folder
+            )
+        finally:
+            await tx.rollback()
+    assert not other_body["ok"]
+    if doubt == "unchanged":
+        assert row["ok"] and row["images"] == len(memo["ids"]) and seen == memo["ids"]
+        assert (row["first_id"], row["last_id"]) == (memo["ids"][0], memo["ids"][-1])
+    else:
+        assert not row["ok"] and row["images"] == 0 and seen is None
 
 
 async def test_a_changed_page_is_parsed_and_its_memo_rewritten(
