@@ -264,9 +264,14 @@ async def test_the_memo_check_trusts_a_page_only_while_the_index_holds_it_all(
             other_body = await conn.fetchrow(
                 CHECK_AND_SEE, memo["walk_key"], memo["page_token"], b"other", folder
             )
+            # a registry walk's check (no folder) does not look at the folder
+            any_folder = await conn.fetchrow(
+                CHECK_AND_SEE, memo["walk_key"], memo["page_token"], memo["body_hash"], None
+            )
         finally:
             await tx.rollback()
     assert not other_body["ok"]
+    assert any_folder["ok"] is (doubt in ("unchanged", "in another folder"))
     if doubt == "unchanged":
         assert row["ok"] and row["images"] == len(memo["ids"]) and seen == memo["ids"]
         assert (row["first_id"], row["last_id"]) == (memo["ids"][0], memo["ids"][-1])
