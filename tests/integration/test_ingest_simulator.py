@@ -260,7 +260,9 @@ async def test_the_memo_check_trusts_a_page_only_while_the_index_holds_it_all(
             row = await conn.fetchrow(
                 CHECK_AND_SEE, memo["walk_key"], memo["page_token"], memo["body_hash"], folder
             )
-            seen = await conn.fetchval("SELECT array_agg(id ORDER BY id) FROM ingest_walk_seen")
+            seen = await conn.fetchval(
+                'SELECT array_agg(id ORDER BY id COLLATE "C") FROM ingest_walk_seen'
+            )
             other_body = await conn.fetchrow(
                 CHECK_AND_SEE, memo["walk_key"], memo["page_token"], b"other", folder
             )
