@@ -1,17 +1,27 @@
 -- The mixed load of bench/load_bench.py for wrk (run with one connection a thread:
--- `wrk -t N -c N`), so that each thread's request() and response() alternate and
--- the time between them is that request's latency, per kind of request.
+-- `wrk -t N -c N`), so that each thread's calls of request() follow its answers one by
+-- one and the time from one call to the next is that request's latency, per kind.
 --
 --   LOAD_MIX_OUT=OUT wrk -t50 -c50 -d30s -s bench/load_mix.lua http://127.0.0.1:PORT -- TARGETS SEED
 --
+-- There is no response() callback: with one, wrk buffers every answer and copies it into
+-- Lua (a List page is ~137 KB), which cost more CPU than PostgreSQL's share of a request.
+-- wrk calls request() once an answer is complete (when the connection can be written
+-- again), so the time between two calls is the first one's latency; it counts answers of
+-- status 400 and above itself, without their kind.
+--
 -- TARGETS (written by load_bench.py), one line each, tab-separated:
---   weight <kind> <percent>         how often each kind is picked
---   <kind> <path> [<page token>]    the paths of a kind (get, first, deep, blob, stats)
--- The kind "next" has no paths: it follows the nextPageToken of the thread's last
--- List answer (a client paging on), or is a first page when there is none.
--- OUT (an environment variable: wrk's done() has no script arguments) receives one line per request, "<kind> <microseconds> <status>" (status 0:
--- the connection failed before an answer), then "wrk <requests> <duration us>
--- <connect> <read> <write> <timeout>" from wrk's own summary.
+--   weight <kind> <percent>          how often each kind is picked
+--   <kind> <path>                    the paths of get, blob and stats
+--   page <n> <path> <after>          List page n (numbered from 1): its path with its page
+--                                    token, and the number of the page after it (0: none known)
+--   pick <kind> <n>                  List page n is one of kind first or deep
+-- The kind "next" has no picks: it is the page after the thread's last List page (a
+-- client paging on, the token its answer gave), or a first page when there is none.
+-- OUT (an environment variable: wrk's done() has no script arguments) receives one line
+-- per request, "<kind> <microseconds>" (the last of each thread is not timed; one whose
+-- connection failed is timed to its reconnection, and counted among the errors), then "wrk <requests> <duration us> <connect> <read> <write> <timeout> <status>"
+-- from wrk's own summary (the errors: socket errors, and answers of status >= 400).
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -27,16 +37,9 @@ local function now_us()
 end
 
 local LISTS = { first = true, next = true, deep = true }
-local TOKEN_TAIL = 1024
-
-local function encode(text)
-  return (string.gsub(text, "[^%w%-%._~]", function(c)
-    return string.format("%%%02X", string.byte(c))
-  end))
-end
 
 local function read_targets(file)
-  local targets, weights = {}, {}
+  local paths, pages, weights = {}, {}, {}
   for line in io.lines(file) do
     local fields = {}
     for field in string.gmatch(line, "[^\t]+") do
@@ -44,13 +47,20 @@ local function read_targets(file)
     end
     if fields[1] == "weight" then
       weights[#weights + 1] = { fields[2], tonumber(fields[3]) }
+    elseif fields[1] == "page" then
+      local after = tonumber(fields[4])
+      pages[tonumber(fields[2])] = { fields[3], after > 0 and after or nil }
+    elseif fields[1] == "pick" then
+      local list = paths[fields[2]] or {}
+      list[#list + 1] = tonumber(fields[3])
+      paths[fields[2]] = list
     elseif #fields >= 2 then
-      local list = targets[fields[1]] or {}
-      list[#list + 1] = { fields[2], fields[3] }
-      targets[fields[1]] = list
+      local list = paths[fields[1]] or {}
+      list[#list + 1] = fields[2]
+      paths[fields[1]] = list
     end
   end
-  return targets, weights
+  return paths, pages, weights
 end
 
 -- main state: number the threads so each seeds its own random sequence
@@ -61,9 +71,10 @@ function setup(thread)
 end
 
 -- thread states
-local targets, weights, total_weight
-local pending_kind, pending_base, started, next_base, next_token
-samples = {} -- read by done() through thread:get
+local paths, pages, weights, total_weight
+local pending_kind, started, following
+-- read by done() through thread:get: the kind and the microseconds of each answer
+kinds, micros = {}, {}
 
 -- wrk calls request() once more on its first thread, before any connection, to check
 -- the request it builds: that one is never sent, and no answer to it is due.
@@ -71,7 +82,7 @@ local checking
 
 function init(args)
   checking = thread_id == 1
-  targets, weights = read_targets(args[1])
+  paths, pages, weights = read_targets(args[1])
   total_weight = 0
   for _, w in ipairs(weights) do
     total_weight = total_weight + w[2]
@@ -90,64 +101,56 @@ local function pick()
   return weights[#weights][1]
 end
 
-local function record(kind, status, micros)
-  samples[#samples + 1] = kind .. " " .. string.format("%.0f", micros) .. " " .. status
-end
-
 function request()
-  if pending_kind then -- no answer came: the connection failed and wrk reconnected
-    record(pending_kind, 0, now_us() - started)
+  local now = now_us()
+  if pending_kind then -- the answer to the last request is complete
+    kinds[#kinds + 1] = pending_kind
+    micros[#micros + 1] = now - started
   end
   local kind = pick()
-  local base, token
-  if kind == "next" and next_base then
-    base, token = next_base, next_token
-  else
-    if kind == "next" then
-      kind = "first"
+  local path, after
+  if LISTS[kind] then
+    local n
+    if kind == "next" and following then
+      n = following
+    else
+      if kind == "next" then
+        kind = "first"
+      end
+      local list = paths[kind]
+      n = list[math.random(#list)]
     end
-    local list = targets[kind]
-    local target = list[math.random(#list)]
-    base, token = target[1], target[2]
+    path, after = pages[n][1], pages[n][2]
+  else
+    local list = paths[kind]
+    path = list[math.random(#list)]
   end
   if checking then
     checking = false
   else
-    pending_kind, pending_base = kind, base
-  end
-  local path = base
-  if token then
-    path = base .. "&pageToken=" .. encode(token)
+    pending_kind = kind
+    if LISTS[kind] then
+      following = after
+    end
   end
   started = now_us()
   return wrk.format("GET", path)
 end
 
-function response(status, headers, body)
-  local micros = now_us() - started
-  record(pending_kind, status, micros)
-  if LISTS[pending_kind] and status == 200 then
-    -- the token ends the answer (the API writes it last): scan the tail, not 100 images
-    local token = string.match(string.sub(body, -TOKEN_TAIL), '"nextPageToken"%s*:%s*"([^"]+)"')
-    if token then
-      next_base, next_token = pending_base, token
-    else
-      next_base, next_token = nil, nil
-    end
-  end
-  pending_kind = nil
-end
-
 function done(summary, latency, requests)
   local out = assert(io.open(assert(os.getenv("LOAD_MIX_OUT"), "LOAD_MIX_OUT is not set"), "w"))
   for _, thread in ipairs(threads) do
-    local lines = thread:get("samples")
-    if lines and #lines > 0 then
+    local k, m = thread:get("kinds"), thread:get("micros")
+    local lines = {}
+    for i = 1, #k do
+      lines[i] = string.format("%s %.0f", k[i], m[i])
+    end
+    if #lines > 0 then
       out:write(table.concat(lines, "\n"), "\n")
     end
   end
   local e = summary.errors
-  out:write(string.format("wrk %d %d %d %d %d %d\n", summary.requests, summary.duration,
-    e.connect, e.read, e.write, e.timeout))
+  out:write(string.format("wrk %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.connect, e.read, e.write, e.timeout, e.status))
   out:close()
 end
