@@ -493,6 +493,10 @@ class Run:
         )
 
 
+def server_processes(workers: int) -> str:
+    return "one server process" if workers == 1 else f"{workers} server processes (--workers)"
+
+
 def page_cache(args: argparse.Namespace) -> str:
     if args.page_cache_mb is None:
         return "the default (64 MB)"
@@ -522,7 +526,8 @@ def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -
         f"| {'yes' if met else 'no'} "
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
         f"PostgreSQL CPU {run.database_share}; CPU a request: {run.cpu_per_request}; "
-        f"one server process; List page cache {page_cache(args)}; Python {sys.version.split()[0]} |"
+        f"{server_processes(args.workers)}; List page cache {page_cache(args)}; "
+        f"Python {sys.version.split()[0]} |"
     )
 
 
@@ -563,6 +568,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=5.0, help="an unmeasured run first")
     parser.add_argument("--deep-pages", type=int, default=100, help="how deep to save tokens")
     parser.add_argument(
+        "--workers", type=int, default=1, help="mirror serve --workers: server processes"
+    )
+    parser.add_argument(
         "--client",
         choices=("wrk", "python"),
         default="wrk",
@@ -595,6 +603,7 @@ def main(argv: list[str]) -> int:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             serve = ["serve", "--port", str(port), "--database-url", dsn, "--log-level", "WARNING"]
+            serve += ["--workers", str(args.workers)]
             env = child_env()
             if args.page_cache_mb is not None:
                 env["MIRROR_API_PAGE_CACHE_MB"] = str(args.page_cache_mb)

@@ -15,13 +15,20 @@ def host_for_url(host: str) -> str:
 
 
 async def start_site(
-    runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    runner: web.BaseRunner,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> str:
     """Listen on ``host:port`` (0: any free port) with a set-up ``runner``; the site's URL.
 
-    A port that cannot be bound (in use, not permitted) is a ConfigError naming --port.
+    ``reuse_port``: with ``SO_REUSEPORT``, so that other processes of this user listening
+    the same way share the port (``mirror serve --workers``). A port that cannot be bound
+    (in use, not permitted) is a ConfigError naming --port.
     """
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:

@@ -1,0 +1,141 @@
+"""``mirror serve --workers N``: N processes answering on one port, stopped together.
+
+The kernel spreads connections over the processes (``SO_REUSEPORT``): the tests look
+at which process holds each accepted connection (``/proc``), not at timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from tests.integration.test_api_cli import announced, child_env, run_serve
+
+ANNOUNCED = r"2 processes answer on (http://\S+)"
+
+
+def children_of(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def established_on(pid: int, port: int) -> int:
+    """How many TCP connections accepted on ``port`` the process ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def gone(pid: int) -> bool:
+    """Exited (reaped, or a zombie its new parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def wait_until_gone(pid: int) -> None:
+    for _ in range(300):  # 30 s
+        if gone(pid):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"process {pid} still runs")
+
+
+async def both_answer(url: str, pids: list[int]) -> dict[int, int]:
+    """Open 20 connections at a time until each process holds some (a worker listens a
+    moment after the first process announces the port); the connections each holds."""
+    port = int(url.rsplit(":", 1)[1])
+    async with asyncio.timeout(60):
+        while True:
+            connector = aiohttp.TCPConnector(limit=20)
+            async with aiohttp.ClientSession(connector=connector) as session:
+
+                async def list_page() -> int:
+                    async with session.get(f"{url}/container-registry/v1/images?folderId=f") as r:
+                        await r.read()
+                        return r.status
+
+                statuses = await asyncio.gather(*(list_page() for _ in range(20)))
+                assert set(statuses) == {200}, statuses
+                held = {pid: established_on(pid, port) for pid in pids}
+            if all(held.values()):
+                return held
+            await asyncio.sleep(0.2)
+
+
+async def start_two(database_url: str) -> tuple[asyncio.subprocess.Process, str, int]:
+    process = await run_serve(
+        "--port", "0", "--workers", "2", "--database-url", database_url, env=child_env()
+    )  # fmt: skip
+    url = await announced(process, ANNOUNCED)
+    (worker,) = children_of(process.pid)
+    return process, url, worker
+
+
+async def test_two_processes_answer_on_one_port_and_stop_on_sigterm(database_url: str) -> None:
+    process, url, worker = await start_two(database_url)
+    try:
+        held = await both_answer(url, [process.pid, worker])
+        assert sum(held.values()) >= 2
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+        assert gone(worker)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_worker_that_dies_stops_the_others_and_fails_the_command(
+    database_url: str,
+) -> None:
+    process, url, worker = await start_two(database_url)
+    try:
+        await both_answer(url, [process.pid, worker])
+
+        os.kill(worker, signal.SIGKILL)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 1
+        assert f"mirror serve: worker {worker} exited with status -9: stopping" in stderr.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_worker_stops_when_its_first_process_is_killed(database_url: str) -> None:
+    process, url, worker = await start_two(database_url)
+    try:
+        await both_answer(url, [process.pid, worker])
+
+        process.kill()  # SIGKILL: no chance to stop its workers
+        await wait_until_gone(worker)
+    finally:
+        # the worker shares the process's output pipes: waiting for the process waits
+        # for them to close, so the worker goes first
+        if not gone(worker):
+            os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # killed above, perhaps reaped
+            process.kill()
+        await asyncio.wait_for(process.wait(), timeout=30)
