@@ -6,7 +6,8 @@ List p99 <= 50 ms, on an index of 1,000,000 images.
 Setup: the database of ``bench/api_bench.py`` (the simulator's registry loaded
 by COPY with the ingest's own record builders, ``bench/api_dataset.py``; the
 stats aggregates rebuilt by ``stats_rebuild()`` so the stats and blob routes
-read what an ingested index holds), then ``mirror serve`` in its own process.
+read what an ingested index holds), then ``mirror serve --workers 2`` (two
+processes on the port; ``--workers`` sets how many) apart from this process.
 
 The mix, each request picked at random by weight:
 
@@ -568,7 +569,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=5.0, help="an unmeasured run first")
     parser.add_argument("--deep-pages", type=int, default=100, help="how deep to save tokens")
     parser.add_argument(
-        "--workers", type=int, default=1, help="mirror serve --workers: server processes"
+        "--workers",
+        type=int,
+        default=2,
+        help="mirror serve --workers: server processes (2: one process answers at most a "
+        "core's worth, and the two cores are then full)",
     )
     parser.add_argument(
         "--client",
