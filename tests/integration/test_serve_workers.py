@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -83,59 +84,52 @@ async def both_answer(url: str, pids: list[int]) -> dict[int, int]:
             await asyncio.sleep(0.2)
 
 
-async def start_two(database_url: str) -> tuple[asyncio.subprocess.Process, str, int]:
+@contextlib.asynccontextmanager
+async def two_processes(
+    database_url: str,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, dict[int, int]]]:
+    """``mirror serve --workers 2`` once both processes answer: the first process, the
+    worker's pid and the connections each holds (``both_answer``)."""
     process = await run_serve(
         "--port", "0", "--workers", "2", "--database-url", database_url, env=child_env()
     )  # fmt: skip
-    url = await announced(process, ANNOUNCED)
-    (worker,) = children_of(process.pid)
-    return process, url, worker
+    worker = None
+    try:
+        url = await announced(process, ANNOUNCED)
+        (worker,) = children_of(process.pid)
+        held = await both_answer(url, [process.pid, worker])
+        yield process, worker, held
+    finally:
+        # the worker shares the process's output pipes, and waiting for the process waits
+        # for them to close: the worker goes first
+        if worker is not None and not gone(worker):
+            os.kill(worker, signal.SIGKILL)
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it may have exited meanwhile
+                process.kill()
+        await asyncio.wait_for(process.wait(), timeout=30)
 
 
 async def test_two_processes_answer_on_one_port_and_stop_on_sigterm(database_url: str) -> None:
-    process, url, worker = await start_two(database_url)
-    try:
-        held = await both_answer(url, [process.pid, worker])
+    async with two_processes(database_url) as (process, worker, held):
         assert sum(held.values()) >= 2
 
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
         assert gone(worker)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_a_worker_that_dies_stops_the_others_and_fails_the_command(
     database_url: str,
 ) -> None:
-    process, url, worker = await start_two(database_url)
-    try:
-        await both_answer(url, [process.pid, worker])
-
+    async with two_processes(database_url) as (process, worker, _):
         os.kill(worker, signal.SIGKILL)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         assert process.returncode == 1
         assert f"mirror serve: worker {worker} exited with status -9: stopping" in stderr.decode()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_a_worker_stops_when_its_first_process_is_killed(database_url: str) -> None:
-    process, url, worker = await start_two(database_url)
-    try:
-        await both_answer(url, [process.pid, worker])
-
+    async with two_processes(database_url) as (process, worker, _):
         process.kill()  # SIGKILL: no chance to stop its workers
         await wait_until_gone(worker)
-    finally:
-        # the worker shares the process's output pipes: waiting for the process waits
-        # for them to close, so the worker goes first
-        if not gone(worker):
-            os.kill(worker, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):  # killed above, perhaps reaped
-            process.kill()
-        await asyncio.wait_for(process.wait(), timeout=30)
