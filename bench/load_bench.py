@@ -27,17 +27,17 @@ so it is kept lean: the script has no ``response()`` callback, for which wrk
 would buffer every answer (a List page is ~137 KB) and copy it into Lua (that
 took ~0.27 ms of CPU a request, more than PostgreSQL's share). A client's
 ``next`` page is instead looked up in a table of each List page's next page,
-made beforehand by walking the listings (``ListPages``): page tokens are a
+made beforehand by walking the listings (``listing_targets``): page tokens are a
 function of the page (``mirror.api.page_tokens``, no nonce) and the index does
 not change during a run, so the requests are the ones a client following its
 answers would send. Without the callback wrk does not tell which kind an error
-answer was of: errors are counted in all (non-2xx answers, socket errors). Each
+answer was of: errors are counted in all (answers of status 400 and above, socket errors). Each
 row gives the generator's CPU share. Install it with ``apt-get install wrk``
 (Debian/Ubuntu). ``--client python`` is an aiohttp fallback in this process,
 following its answers' tokens, for the smoke run where wrk is missing: it is
 itself a bound at these rates, its figures are not the benchmark's.
 
-    python -m bench.load_bench                           # 1,000,000 images, 30 s
+    python -m bench.load_bench                           # 1,000,000 images, 3 runs of 30 s
     python -m bench.load_bench --images 100000 --seconds 20 --no-record
     python -m bench.load_bench --database-url postgresql://postgres@/postgres?host=/tmp/pg --keep
 
@@ -504,7 +504,19 @@ def page_cache(args: argparse.Namespace) -> str:
     return f"{args.page_cache_mb} MB" if args.page_cache_mb else "off"
 
 
-def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -> str:
+def median_run(runs: Sequence[Run]) -> Run:
+    """The run of the median rate (of an even count, the lower middle one)."""
+    ranked = sorted(runs, key=lambda r: r.outcome.requests / r.outcome.seconds)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def rates(runs: Sequence[Run]) -> str:
+    return " / ".join(f"{r.outcome.requests / r.outcome.seconds:,.0f}" for r in runs)
+
+
+def record(
+    command: str, run: Run, args: argparse.Namespace, load_before: str, runs: Sequence[Run]
+) -> str:
     o = run.outcome
     errors = o.error_count
     get_p99 = percentile(o.of(["get"]), 99) if o.of(["get"]) else float("inf")
@@ -526,6 +538,7 @@ def record(command: str, run: Run, args: argparse.Namespace, load_before: str) -
         f"| {run.server_share} / {o.client_cpu / o.seconds:.0%} "
         f"| {'yes' if met else 'no'} "
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
+        f"the median of {len(runs)} run(s) (requests/s {rates(runs)}); "
         f"PostgreSQL CPU {run.database_share}; CPU a request: {run.cpu_per_request}; "
         f"{server_processes(args.workers)}; List page cache {page_cache(args)}; "
         f"Python {sys.version.split()[0]} |"
@@ -565,7 +578,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=30.0, help="the measured run")
+    parser.add_argument("--seconds", type=float, default=30.0, help="each measured run")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="measured runs (one after the other on the same server); the row is the "
+        "median's, the note gives each run's rate",
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="an unmeasured run first")
     parser.add_argument("--deep-pages", type=int, default=100, help="how deep to save tokens")
     parser.add_argument(
@@ -628,22 +648,32 @@ def main(argv: list[str]) -> int:
                 database = asyncio.run(postmaster_pid(dsn))
                 if args.warmup > 0:
                     measure(args.warmup)
-                user, system = cpu_seconds(server.pid)
-                db_before = cpu_seconds(database) if database else (0.0, 0.0)
-                outcome = measure(args.seconds)
-                user_after, system_after = cpu_seconds(server.pid)
-                db_after = cpu_seconds(database) if database else (0.0, 0.0)
-                run = Run(
-                    outcome,
-                    rss_mb(server.pid),
-                    (user_after - user, system_after - system),
-                    (db_after[0] - db_before[0], db_after[1] - db_before[1]) if database else None,
-                )
+                runs: list[Run] = []
+                for number in range(args.runs):
+                    user, system = cpu_seconds(server.pid)
+                    db_before = cpu_seconds(database) if database else (0.0, 0.0)
+                    outcome = measure(args.seconds)
+                    user_after, system_after = cpu_seconds(server.pid)
+                    db_after = cpu_seconds(database) if database else (0.0, 0.0)
+                    runs.append(
+                        Run(
+                            outcome,
+                            rss_mb(server.pid),
+                            (user_after - user, system_after - system),
+                            (db_after[0] - db_before[0], db_after[1] - db_before[1])
+                            if database
+                            else None,
+                        )
+                    )
+                    print(
+                        f"load bench: run {number + 1}/{args.runs}: {runs[-1].line()}", flush=True
+                    )
         finally:
             if not args.keep:
                 asyncio.run(drop_database(admin_dsn, args.images, args.seed))
+    run = median_run(runs)
     print(f"load bench: {run.line()}", flush=True)
-    row = record(command, run, args, load_before)
+    row = record(command, run, args, load_before, runs)
     print(row)
     if not args.no_record:
         write_row(row)

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.load_bench import NEXT_DEPTH, Targets, listing_targets, request_path
+from bench.load_bench import (
+    NEXT_DEPTH,
+    Outcome,
+    Run,
+    Targets,
+    listing_targets,
+    median_run,
+    rates,
+    request_path,
+)
 
 LISTING = "/container-registry/v1/images?folderId=f1&pageSize=100"
 
@@ -86,3 +95,16 @@ def test_the_file_lets_a_client_page_on_as_its_answers_would_lead(tmp_path: Path
         ]
         assert walked == expected
     assert request_path((LISTING, "tok/2+=")) == LISTING + "&pageToken=tok%2F2%2B%3D"
+
+
+def test_the_row_is_the_run_of_the_median_rate() -> None:
+    def run(requests: int) -> Run:
+        outcome = Outcome(seconds=10.0)
+        outcome.latencies["get"] = [1.0] * requests
+        return Run(outcome, (0.0, 0.0), (0.0, 0.0), None)
+
+    three = [run(30_000), run(10_000), run(20_000)]
+    assert median_run(three) is three[2]
+    assert rates(three) == "3,000 / 1,000 / 2,000"
+    two = [run(20_000), run(10_000)]
+    assert median_run(two) is two[1]  # the lower middle: no run is made up
