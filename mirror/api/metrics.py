@@ -4,17 +4,34 @@
 ingest and the relay register there (``mirror run`` keeps them in the same
 process) appear next to the API's own. The lag gauges come from the database
 at each scrape, so a standalone ``mirror serve`` reports them too.
+
+Under ``mirror serve --workers N`` every process keeps its metrics in files of one
+directory (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``,
+set by ``mirror.runner.workers`` before the metrics exist), and ``/metrics``
+answers their sum over the processes, whichever process takes the scrape. The
+lag gauges are set by the scraping process: the most recent value counts. The
+process collectors (``process_*``, ``python_gc_*``) are left out there: they
+would describe only the process that answered.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from mirror.api.appkeys import POOL
 from mirror.events.pending import SENT_UP_TO
@@ -33,20 +50,24 @@ REQUEST_SECONDS = Histogram(
 OUTBOX_BACKLOG = Gauge(
     "mirror_db_outbox_unsent_events",
     "Outbox events not yet published to Kafka (upper bound: id span of the unsent rows).",
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_OLDEST_AGE = Gauge(
     "mirror_db_outbox_oldest_unsent_age_seconds",
     "Age of the oldest outbox event not yet published (0 when none).",
+    multiprocess_mode="mostrecent",
 )
 SCOPE_SYNC_AGE = Gauge(
     "mirror_db_scope_last_complete_age_seconds",
     "Seconds since each scope's last complete walk.",
     ("scope",),
+    multiprocess_mode="mostrecent",
 )
 SCOPE_FAILING = Gauge(
     "mirror_db_scope_last_walk_failed",
     "1 when the scope's latest walk failed after its last complete one.",
     ("scope",),
+    multiprocess_mode="mostrecent",
 )
 
 # Both read through primary keys (outbox_sent's, the outbox's): no count over the outbox.
@@ -103,9 +124,20 @@ async def metrics_handler(request: web.Request) -> web.Response:
     except (OSError, asyncpg.PostgresError) as exc:
         # Metrics must still answer when the database does not: the gauges keep their last values.
         log.warning("metrics: cannot read lag from the database: %s", type(exc).__name__)
-    response = web.Response(body=generate_latest(REGISTRY))
+    response = web.Response(body=generate_latest(exposition_registry()))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The default registry; with ``PROMETHEUS_MULTIPROC_DIR`` set (``mirror serve
+    --workers``), one that sums the metrics of every process writing there."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return registry
 
 
 async def refresh_database_gauges(pool: asyncpg.Pool) -> None:

@@ -41,10 +41,10 @@ from mirror.store.database import database_dsn
     show_default=True,
     help="Processes answering the HTTP API on the port, for more than one core's worth of "
     "requests (each with its own pool of up to 10 database connections and its own List "
-    "page cache; gRPC is answered by the first, and /metrics by the one that takes the "
-    "connection).",
+    "page cache; gRPC is answered by the first; /metrics sums them all).",
 )
 @click.option("--worker-pipe", type=int, hidden=True)  # a worker started by --workers
+@click.option(pool_of.OWNED_METRICS_DIR_FLAG, "owned_metrics_dir", is_flag=True, hidden=True)
 @database_options
 @async_command
 async def serve_command(
@@ -53,6 +53,7 @@ async def serve_command(
     insecure: bool,
     workers: int,
     worker_pipe: int | None,
+    owned_metrics_dir: bool,
 ) -> None:
     """Serve the local API: the upstream's List/Get/Delete, blobs, sync status, events, stats.
 
@@ -62,12 +63,16 @@ async def serve_command(
     without them only a loopback address is allowed unless --insecure is given.
     Runs until SIGINT or SIGTERM.
     """
-    settings = load_settings()
-    check_bind(settings, host, insecure)
-    ssl_context = server_ssl_context(settings)
-    shared = workers > 1 or worker_pipe is not None  # the port is shared (SO_REUSEPORT)
+    if workers > 1 and worker_pipe is None:
+        pool_of.restart_with_metrics_dir(sys.argv)  # returns once the metrics are shared
     failed: str | None = None  # why the workers stopped, when one exited on its own
     async with contextlib.AsyncExitStack() as stack:
+        if owned_metrics_dir:
+            stack.callback(pool_of.remove_metrics_dir)  # the last thing done, whatever happens
+        settings = load_settings()
+        check_bind(settings, host, insecure)
+        ssl_context = server_ssl_context(settings)
+        shared = workers > 1 or worker_pipe is not None  # the port is shared (SO_REUSEPORT)
         dsn = None
         if workers > 1:
             # resolved once (the embedded server started here, if it is the one) for all

@@ -12,6 +12,14 @@ connections and its own List page cache. The API keeps no state in a process
 (page tokens are signed with a key in the database, Delete operations are rows),
 so any of them answers any request.
 
+Metrics: a process's metrics live in its memory, so each would answer
+``/metrics`` with its own share. Before anything else the first process makes a
+directory for prometheus_client's multiprocess mode and starts itself again
+(``os.execv``, the same pid) with ``PROMETHEUS_MULTIPROC_DIR`` naming it, so that
+its metrics, and those of the workers that inherit the variable, are kept in
+files from their start and ``/metrics`` sums them (``mirror.api.metrics``). The
+first process removes the directory when it stops (not one the user gave).
+
 Workers run in their own session, so a Ctrl-C in a terminal reaches only the
 first process, which stops them with SIGTERM and waits. A worker whose first
 process is gone (even by SIGKILL) stops by itself: it holds the read end of a pipe
@@ -25,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from mirror.settings import Settings
@@ -34,6 +44,8 @@ from mirror.settings import Settings
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+OWNED_METRICS_DIR_FLAG = "--owned-metrics-dir"  # hidden: this process made the directory
 
 Worker = asyncio.subprocess.Process
 
@@ -122,3 +134,26 @@ async def stop_when_orphaned(pipe: int, stop: asyncio.Event) -> None:
         loop.remove_reader(pipe)
     log.warning("the first mirror serve process is gone: stopping")
     stop.set()
+
+
+def restart_with_metrics_dir(argv: Sequence[str]) -> None:
+    """Start this ``mirror serve`` again (same pid) with a fresh multiprocess metrics
+    directory, unless one is set already; returns only then. ``argv`` is the command's
+    (``sys.argv``), which must run ``serve``."""
+    if os.environ.get(METRICS_DIR):
+        return
+    if list(argv[1:2]) != ["serve"]:
+        log.warning("mirror serve not started from its command line: /metrics per process")
+        return
+    directory = tempfile.mkdtemp(prefix="mirror-serve-metrics-")
+    os.environ[METRICS_DIR] = directory
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "mirror", *argv[1:], OWNED_METRICS_DIR_FLAG])
+
+
+def remove_metrics_dir() -> None:
+    """Remove the multiprocess metrics directory this process made."""
+    directory = os.environ.get(METRICS_DIR)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
