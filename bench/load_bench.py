@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import resource
 import shlex
 import shutil
@@ -58,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -455,6 +457,12 @@ class Run:
     server_rss: tuple[float, float]
     server_cpu: tuple[float, float]  # user, system CPU seconds during the measure
     database_cpu: tuple[float, float] | None  # the same for PostgreSQL (None: not on this machine)
+    page_cache: tuple[float, float] = (0.0, 0.0)  # List page cache hits, misses during the measure
+
+    @property
+    def page_cache_hits(self) -> str:
+        hits, misses = self.page_cache
+        return f"{hits / (hits + misses):.0%}" if hits + misses else "-"
 
     @property
     def server_share(self) -> str:
@@ -490,8 +498,22 @@ class Run:
             f"errors {errors} {dict(o.errors)}; server RSS {self.server_rss[0]:.0f} MB (peak {self.server_rss[1]:.0f}), "
             f"server CPU {self.server_share} of a core, "
             f"PostgreSQL CPU {self.database_share}, "
-            f"client CPU {o.client_cpu / o.seconds:.0%}; CPU a request: {self.cpu_per_request}"
+            f"client CPU {o.client_cpu / o.seconds:.0%}; CPU a request: {self.cpu_per_request}; "
+            f"List pages from the page cache {self.page_cache_hits}"
         )
+
+
+PAGE_CACHE_LOOKUPS = re.compile(
+    r'^mirror_api_list_page_cache_lookups_total\{result="(hit|miss)"\} (\S+)$', re.MULTILINE
+)
+
+
+def page_cache_lookups(base: str) -> tuple[float, float]:
+    """The server's List page cache hits and misses so far (its /metrics, summed over the
+    processes of ``--workers``)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=30) as response:
+        found = dict(PAGE_CACHE_LOOKUPS.findall(response.read().decode()))
+    return float(found.get("hit", 0)), float(found.get("miss", 0))
 
 
 def server_processes(workers: int) -> str:
@@ -540,7 +562,8 @@ def record(
         f"| {os.cpu_count()} cores, load average {load_before} before / {load_average()} after; "
         f"the median of {len(runs)} run(s) (requests/s {rates(runs)}); "
         f"PostgreSQL CPU {run.database_share}; CPU a request: {run.cpu_per_request}; "
-        f"{server_processes(args.workers)}; List page cache {page_cache(args)}; "
+        f"{server_processes(args.workers)}; List page cache {page_cache(args)} "
+        f"({run.page_cache_hits} of the pages from it); "
         f"Python {sys.version.split()[0]} |"
     )
 
@@ -652,9 +675,11 @@ def main(argv: list[str]) -> int:
                 for number in range(args.runs):
                     user, system = cpu_seconds(server.pid)
                     db_before = cpu_seconds(database) if database else (0.0, 0.0)
+                    cache_before = page_cache_lookups(base)
                     outcome = measure(args.seconds)
                     user_after, system_after = cpu_seconds(server.pid)
                     db_after = cpu_seconds(database) if database else (0.0, 0.0)
+                    cache_after = page_cache_lookups(base)
                     runs.append(
                         Run(
                             outcome,
@@ -663,6 +688,10 @@ def main(argv: list[str]) -> int:
                             (db_after[0] - db_before[0], db_after[1] - db_before[1])
                             if database
                             else None,
+                            (
+                                cache_after[0] - cache_before[0],
+                                cache_after[1] - cache_before[1],
+                            ),
                         )
                     )
                     print(
