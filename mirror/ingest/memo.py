@@ -4,11 +4,11 @@ The upstream answers an unchanged List page with the same bytes. For each page
 of a walk the memo keeps (``ingest_page_memo``, keyed by the scope, the page
 size and the request's page token) a 128-bit hash of the body (XXH3, see
 ``body_hash``), the next page token it gave, and the ids and content hashes of
-its images. A later walk that
-receives a body with the same hash for the same request skips the JSON parse,
-the per-image serialisation and hashing: one statement checks that the index
-still holds every one of those images with that content hash (and, on a folder
-walk, in that folder) and records them as seen for deletion detection.
+its images. A later walk that receives a body with the same hash for the same
+request skips the JSON parse, the per-image serialisation and hashing: one
+statement checks that the index still holds every one of those images with that
+content hash (and, on a folder walk, in that folder) and records them as seen
+for deletion detection.
 
 A memo can only save work, never change an outcome: a body that differs, or an
 index that changed since (another scope's walk, a Delete through the local
