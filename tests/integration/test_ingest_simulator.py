@@ -425,7 +425,11 @@ async def test_churn_during_walks_never_reports_a_live_image_deleted(
     await admin(session, upstream, "PUT", "/churn", {"rate": 400})
     for _ in range(3):
         summary = await ingest_once(db_pool, client, scopes, page_size=100)
-        assert not summary.failed
+        # A walk may end on an empty page when deletions shift the offset tokens under it:
+        # the guard then calls it suspect and deletes nothing (its failure by design).
+        # Any other failure is one.
+        for result in summary.scopes:
+            assert result.status is WalkStatus.COMPLETE or result.suspect is not None, result
     await admin(session, upstream, "PUT", "/churn", {"rate": 0})
     await ingest_once(db_pool, client, scopes, page_size=100)
     await ingest_once(db_pool, client, scopes, page_size=100)

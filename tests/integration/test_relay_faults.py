@@ -123,14 +123,31 @@ async def mark_barrier(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def blocked_mark(barrier: asyncpg.Connection) -> list[asyncpg.Record]:
+# What every backend of the database is doing, for a failure's message.
+ACTIVITY = """
+SELECT pid, state, wait_event_type, wait_event, left(query, 120) AS query
+FROM pg_stat_activity WHERE datname = current_database()
+"""
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else "(no relay log)"
+
+
+async def blocked_mark(barrier: asyncpg.Connection, log: Path) -> list[asyncpg.Record]:
     """The backends waiting on the barrier, once the relay's mark is one of them."""
     deadline = time.monotonic() + 60
     while True:
         blocked = await barrier.fetch(BLOCKED_BY_ME)
         if any("INSERT INTO outbox_sent" in r["query"] for r in blocked):
             return blocked
-        assert time.monotonic() < deadline, "the relay's mark never waited on the barrier"
+        if time.monotonic() >= deadline:
+            activity = "\n".join(str(dict(r)) for r in await barrier.fetch(ACTIVITY))
+            tail = log_tail(log)
+            raise AssertionError(
+                "the relay's mark never waited on the barrier\n"
+                f"backends:\n{activity}\nrelay log (tail):\n{tail}"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -149,7 +166,7 @@ async def test_relay_killed_mid_batch_loses_nothing(
             try:
                 await wait_sent_above(db_pool, await sent_count(db_pool) + 300)
                 async with mark_barrier(database_url) as barrier:
-                    blocked = await blocked_mark(barrier)
+                    blocked = await blocked_mark(barrier, log)
                     # Kafka holds the waiting batch; its rows are not marked sent.
                     sent = await sent_count(db_pool)
                     assert await records_on_kafka(kafka_bootstrap, topic_prefix) > sent
