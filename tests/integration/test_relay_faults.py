@@ -141,7 +141,8 @@ MARK = "INSERT INTO outbox_sent"
 
 async def waiting_on(barrier: asyncpg.Connection, log: Path) -> list[asyncpg.Record]:
     """The backends waiting on the barrier, once there is one: the relay's mark, or its
-    expiry of old sent marks (``DELETE_EXPIRED_MARKS``, which it also runs now and then)."""
+    expiry of old events and sent marks (``delete_expired``, after its first drain and
+    every ``retention_interval``)."""
     deadline = time.monotonic() + 60
     while True:
         blocked = await barrier.fetch(BLOCKED_BY_ME)
@@ -166,8 +167,8 @@ async def kill_at_the_mark(
     topic_prefix: str,
 ) -> int:
     """SIGKILL the relay while its mark waits on the barrier, with a batch on Kafka that is
-    not marked sent; how many events were marked sent then. When its expiry of old marks
-    is what waits instead, the barrier is let go for it and set again."""
+    not marked sent; how many events were marked sent then. When its expiry is what waits
+    instead, the barrier is let go for it and set again."""
     for _ in range(10):
         async with mark_barrier(database_url) as barrier:
             blocked = await waiting_on(barrier, log)
