@@ -102,10 +102,6 @@ class PageMemo:
         self.walk_key = walk_key
         self._pages: dict[str, tuple[bytes, str]] = {}
         self._used: list[str] = []
-        # body hashes of remembered pages, computed when the page arrived and kept
-        # until its check hits or its new memo row is recorded (at most the prefetch
-        # queue's few pages)
-        self._hashed: dict[str, bytes] = {}
 
     async def load(self, conn: asyncpg.Connection) -> None:
         self._pages = {
@@ -132,18 +128,17 @@ class PageMemo:
         remembered = self._pages.get(page_token)
         if remembered is None:
             return None
-        digest = self._hashed[page_token] = body_hash(body)
-        return remembered[1] if remembered[0] == digest else None
+        return remembered[1] if remembered[0] == body_hash(body) else None
 
     async def check(
         self, conn: asyncpg.Connection, page_token: str, body: bytes, folder_id: str | None
     ) -> MemoHit | None:
         """Record the remembered images as seen if the index still holds them; else None."""
-        digest = self._hashed.get(page_token) or body_hash(body)
-        row = await conn.fetchrow(CHECK_AND_SEE, self.walk_key, page_token, digest, folder_id)
+        row = await conn.fetchrow(
+            CHECK_AND_SEE, self.walk_key, page_token, body_hash(body), folder_id
+        )
         if row is None or not row["ok"]:
-            return None  # the page is merged, and ``record`` takes the hash
-        self._hashed.pop(page_token, None)
+            return None  # the page is merged, and ``record`` remembers it anew
         return MemoHit(
             row["images"],
             list(row["registries"] or ()),
@@ -168,7 +163,7 @@ class PageMemo:
             RECORD,
             self.walk_key,
             page_token,
-            self._hashed.pop(page_token, None) or body_hash(body),
+            body_hash(body),
             next_token,
             [i.id for i in items],
             [i.content_hash for i in items],

@@ -103,8 +103,9 @@ async def stop_workers(workers: Sequence[Worker]) -> None:
 
 
 async def supervise(workers: Sequence[Worker], stop: asyncio.Event) -> str | None:
-    """Until ``stop`` or a worker's exit; then every worker is stopped. Why the command
-    failed (a worker exited), or None when it was asked to stop."""
+    """Until ``stop`` or a worker's exit (the caller then stops them all with
+    ``stop_workers``). Why the command failed (a worker exited), or None when it was
+    asked to stop."""
     waits = {asyncio.ensure_future(w.wait()): w for w in workers}
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -118,7 +119,6 @@ async def supervise(workers: Sequence[Worker], stop: asyncio.Event) -> str | Non
         worker = exited[0]
         failed = f"worker {worker.pid} exited with status {worker.returncode}: stopping"
         log.error("%s", failed)
-    await stop_workers(workers)
     return failed
 
 
