@@ -58,6 +58,10 @@ class ChaosProxy:
         self.landed: Counter[str] = Counter()  # fault -> answers it changed
         self.requests: Counter[str] = Counter()  # "list" / "get" / "other" -> requests seen
         self.dropped: list[str] = []  # ids of the images DROP_IMAGES took out
+        # listings (query without page token) whose pages EMPTY_PAGE emptied: a walk
+        # that reads ahead asks for more than one page after the first, so the count
+        # of emptied answers is one or more per walk
+        self.emptied: set[str] = set()
         self.url = ""
         self._session: aiohttp.ClientSession | None = None
         self._last_image: dict[str, Any] = {}  # per listing (query without page token)
@@ -136,6 +140,7 @@ class ChaosProxy:
         if fault is ListFault.EMPTY_PAGE and token and images:
             # every page after the first ends the walk: an empty answer, no next token
             self.landed[fault.value] += 1
+            self.emptied.add(request.query.get("folderId") or request.query.get("registryId", ""))
             return b"{}"
         if fault is ListFault.TOKEN_LOOP and token and "nextPageToken" in data:
             data["nextPageToken"] = token  # the walk asked for this one already
