@@ -334,10 +334,12 @@ class PageWriter:
         replaced: list[tuple[str, Sequence[bytes], Sequence[int]]] = []  # their old references
         claims: list[TagRef] = []
         releases: list[TagRef] = []
+        inserted: dict[str, bytes] = {}  # the docs of the images this transaction inserted
         for row in await conn.fetch(UPSERT_IMAGES):
             item = by_id[row["id"]]
             if row["created"]:
                 events.append(image_created(item.image))
+                inserted[item.id] = item.doc
                 claims += tag_diff(None, item.image)[0]
                 gained.append(item.id)
                 result.created += 1
@@ -360,6 +362,6 @@ class PageWriter:
             result.blobs_orphaned = len(transitions) - result.blobs_added
         events += await tag_changes(conn, claims, releases, SOURCE)
         events = with_origin(events, self.origin)
-        await append_events(conn, events)
+        await append_events(conn, events, inserted=inserted)
         result.events = events
         return result

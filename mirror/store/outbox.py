@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 import orjson
@@ -43,21 +43,24 @@ def _array(values: Iterable[str]) -> str:
 # array as one quoted, escaped literal for the server to parse back.
 #
 # Some payloads are stored as a tail only (data NULL), each only when the reader's
-# reconstruction is the payload byte for byte (each join's WHERE says when):
-# * registry.image.created: the image's doc as this transaction sees it (the row
-#   share-locked: nobody changes it before we commit; the ingest writes this event
-#   in the transaction that inserted the image, so it holds the row already), with
-#   the tail before its last brace (the origin, e.g. ',"runId":"N"'); sql/100:
-#   outbox_events derives it, and the images triggers write it out before the doc
-#   changes or goes;
+# reconstruction is the payload byte for byte:
+# * registry.image.created: the image's doc with the tail before its last brace (the
+#   origin, e.g. ',"runId":"N"'); sql/100: outbox_events derives it, and the images
+#   triggers write it out before the doc changes or goes. Proven one of two ways:
+#   - by the writer, for an image it inserted in this transaction (``inserted``: the
+#     doc's bytes as it wrote them): the tail comes as $5, and nobody else can change
+#     the row before we commit;
+#   - here (the d join's WHERE), against the image's doc as this transaction sees
+#     it, the row share-locked so that nobody changes it before we commit;
 # * blob and tag events: outbox_key_prefix(type, key) (sql/101: '{"digest":"<key>"'
 #   or '{"repository":"<r>","tag":"<t>"'), then the tail; nothing to write out later.
 INSERT_EVENTS = f"""
 INSERT INTO outbox (key, type_code, source_code, other_source, data, data_tail)
 SELECT e.key, t.code, s.code, CASE WHEN s.code IS NULL THEN e.source END,
-       CASE WHEN coalesce(d.tail, k.tail) IS NULL THEN e.data::json END,
-       coalesce(d.tail, k.tail)
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e (key, type, source, data)
+       CASE WHEN coalesce(e.tail, d.tail, k.tail) IS NULL THEN e.data::json END,
+       coalesce(e.tail, d.tail, k.tail)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+     AS e (key, type, source, data, tail)
 CROSS JOIN LATERAL (SELECT array_position({_array(TYPE_CODES)}, e.type) AS code) AS t
 CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS code) AS s
 LEFT JOIN LATERAL (
@@ -67,31 +70,62 @@ LEFT JOIN LATERAL (
         SELECT substr(e.data, length(i.doc::text),
                       greatest(0, length(e.data) - length(i.doc::text))) AS tail
     ) AS x
-    WHERE t.code = {DERIVED_TYPE_CODE} AND i.id = e.key
+    WHERE t.code = {DERIVED_TYPE_CODE} AND e.tail IS NULL AND i.id = e.key
       AND left(i.doc::text, -1) || x.tail || '}}' = e.data
     FOR SHARE OF i
 ) AS d ON true
 LEFT JOIN LATERAL (
     SELECT substr(e.data, length(p.prefix) + 1) AS tail
     FROM (SELECT outbox_key_prefix(t.code::smallint, e.key) AS prefix) AS p
-    WHERE starts_with(e.data, p.prefix)  -- then prefix || tail is e.data, by construction
+    WHERE e.tail IS NULL
+      AND starts_with(e.data, p.prefix)  -- then prefix || tail is e.data, by construction
 ) AS k ON true
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
 
 
-async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
-    """Add events to the outbox in the current transaction (and wake the relay on commit)."""
+def _derived_tail(event: Event, payload: bytes, inserted: Mapping[str, bytes]) -> str | None:
+    """The tail of a registry.image.created payload that is, byte for byte, the doc this
+    transaction inserted for its image with the tail before the doc's last brace."""
+    doc = inserted.get(event.subject) if event.type is EventType.IMAGE_CREATED else None
+    if (
+        doc is None
+        or not doc.endswith(b"}")
+        or not payload.endswith(b"}")
+        or len(payload) < len(doc)
+        or not payload.startswith(doc[:-1])
+    ):
+        return None
+    return payload[len(doc) - 1 : -1].decode()
+
+
+async def append_events(
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    inserted: Mapping[str, bytes] | None = None,
+) -> None:
+    """Add events to the outbox in the current transaction (and wake the relay on commit).
+
+    ``inserted``: image id -> the doc's bytes, for the images this transaction inserted;
+    their registry.image.created payloads are stored as a tail after the doc without
+    being compared with it again here."""
     if not events:
         return
     if not conn.is_in_transaction():
         raise RuntimeError("append_events must run inside the transaction of the change")
+    payloads = [orjson.dumps(e.data) for e in events]
+    tails = [
+        _derived_tail(e, p, inserted) if inserted else None
+        for e, p in zip(events, payloads, strict=True)
+    ]
     await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
     await conn.execute(
         INSERT_EVENTS,
         [e.subject for e in events],
         [e.type.value for e in events],
         [e.source for e in events],
-        [orjson.dumps(e.data).decode() for e in events],
+        [None if t is not None else p.decode() for p, t in zip(payloads, tails, strict=True)],
+        tails,
     )
     await conn.execute(NOTIFY_OUTBOX)

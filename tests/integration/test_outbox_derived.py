@@ -198,6 +198,39 @@ async def test_a_payload_that_is_not_the_doc_and_a_tail_is_stored_whole(
     assert [e.data.encode() for e in published] == expected
 
 
+@pytest.mark.synthetic_events  # hand-made payloads, some not the doc
+async def test_the_writer_proves_the_payloads_of_the_images_it_inserted(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """``inserted`` (what the ingest passes for the images its transaction inserted): a
+    payload that is the doc with a tail is stored as the tail without the images join;
+    any other payload, and any event of another type or image, is stored as before."""
+    one, two = img(21), img(22)
+    docs = {i.id: i.doc for i in page_images([one, two])}
+    async with db_pool.acquire() as conn:
+        writer = PageWriter(conn)
+        await writer.prepare()
+        await writer.apply(page_images([one, two]))
+        await conn.execute("DELETE FROM outbox")
+        hand_made = [
+            Event(EventType.IMAGE_CREATED, one["id"], {**one, "runId": "7"}),
+            Event(EventType.IMAGE_CREATED, two["id"], two),  # the doc itself: an empty tail
+            Event(EventType.IMAGE_CREATED, two["id"], {**two, "tags": ["not", "as", "inserted"]}),
+            Event(EventType.IMAGE_CREATED, one["id"], dict(reversed(list(one.items())))),
+            Event(EventType.IMAGE_CREATED, one["id"], {"id": one["id"]}),  # shorter than the doc
+            Event(EventType.IMAGE_UPDATED, one["id"], {**one, "runId": "7"}),
+            Event(EventType.IMAGE_CREATED, "crp-not-inserted", {"id": "crp-not-inserted"}),
+        ]
+        async with conn.transaction():
+            await append_events(conn, hand_made, inserted=docs)
+        stored = await conn.fetch(ROWS)
+    expected = stored_form(hand_made)
+    assert [r["data_tail"] for r in stored] == [',"runId":"7"', "", *[None] * 5]
+    assert [r["data"] for r in stored] == [None, None, *[e.decode() for e in expected[2:]]]
+    published = await claim_outbox_batch(db_pool, 100)
+    assert [e.data.encode() for e in published] == expected
+
+
 @pytest.mark.synthetic_events  # hand-made payloads
 async def test_blob_and_tag_payloads_are_stored_after_their_key(db_pool: asyncpg.Pool) -> None:
     digest = f"sha256:{7:064x}"
@@ -314,7 +347,11 @@ CROSS JOIN LATERAL (SELECT array_position(ARRAY['/registry-mirror/ingest',
 """
 
 
-async def append_events_096(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+async def append_events_096(
+    conn: asyncpg.Connection, events: Sequence[Event], *, inserted: object = None
+) -> None:
+    """The writer at schema 096, which stored every payload whole (``inserted``, the
+    docs the current ingest proves its payloads against, is not needed)."""
     if events:
         await conn.execute(
             INSERT_EVENTS_096,
