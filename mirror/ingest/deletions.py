@@ -72,6 +72,18 @@ SELECT i.id FROM images AS i
 WHERE i.registry_id = split_part($1, '/', 1) AND i.name = $1 AND {_NOT_SEEN}
 """,
 }
+# Whether the index holds any image of the scope, as FIND_MISSING would find them.
+HOLDS_ANY: dict[ScopeKind, str] = {
+    ScopeKind.FOLDER: """
+SELECT EXISTS (SELECT 1 FROM images WHERE folder_id = $1)
+    OR EXISTS (SELECT 1 FROM images
+               WHERE registry_id IN (SELECT registry_id FROM registries WHERE folder_id = $1))
+""",
+    ScopeKind.REGISTRY: "SELECT EXISTS (SELECT 1 FROM images WHERE registry_id = $1)",
+    ScopeKind.REPOSITORY: """
+SELECT EXISTS (SELECT 1 FROM images WHERE registry_id = split_part($1, '/', 1) AND name = $1)
+""",
+}
 NEXT_MISSING = "SELECT id FROM ingest_missing WHERE id > $1 ORDER BY id LIMIT $2"
 # How many ids the walk recorded as seen, and how many distinct: the difference is
 # images listed twice on different pages of the walk.
@@ -113,6 +125,15 @@ def suspect_reason(facts: WalkFacts, candidates: int, guard: float) -> str | Non
     if facts.ended_empty:
         return f"the walk ended on an empty page with {candidates} indexed images not listed"
     return None
+
+
+async def holds_images(conn: asyncpg.Connection, scope: Scope) -> bool:
+    """Whether the index holds any image of ``scope`` (a few index probes).
+
+    A walk that started on a scope holding none (its first mirror) has nothing to
+    sweep: every image of the scope in the index at its end is one it listed, or one
+    another writer added meanwhile, which the next walk's sweep checks."""
+    return bool(await conn.fetchval(HOLDS_ANY[scope.kind], scope.id))
 
 
 async def walk_seen_counts(conn: asyncpg.Connection) -> tuple[int, int]:

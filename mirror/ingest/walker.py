@@ -38,6 +38,7 @@ from mirror.ingest.deletions import (
     DeletionOutcome,
     WalkFacts,
     confirm_and_delete,
+    holds_images,
     walk_seen_counts,
 )
 from mirror.ingest.leases import (
@@ -177,6 +178,7 @@ async def walk_scope(
         try:
             await writer.prepare()
             await memo.load(conn)
+            held = await holds_images(conn, scope)
             await _walk_pages(client, scope, writer, memo, lease, options, counts)
             await memo.prune(conn)
             total = distinct = counts.images
@@ -190,17 +192,20 @@ async def walk_scope(
                     total - distinct,
                 )
             counts.images = distinct
-            deletions = await confirm_and_delete(
-                conn,
-                scope,
-                client.get_image,
-                facts=WalkFacts(listed=distinct, ended_empty=counts.last_empty),
-                guard=options.delete_guard,
-                confirm_max=options.confirm_max,
-                keep_lease=lease.keep,
-                stop=options.stop,
-                origin=run_origin(lease.run_id),
-            )
+            if not held:
+                log.debug("%s: the scope held no image before this walk: nothing to sweep", name)
+            else:
+                deletions = await confirm_and_delete(
+                    conn,
+                    scope,
+                    client.get_image,
+                    facts=WalkFacts(listed=distinct, ended_empty=counts.last_empty),
+                    guard=options.delete_guard,
+                    confirm_max=options.confirm_max,
+                    keep_lease=lease.keep,
+                    stop=options.stop,
+                    origin=run_origin(lease.run_id),
+                )
             if deletions.suspect is None:
                 # Every page seen: tags let go and claimed by no image are removed. Not
                 # after a suspect walk: the image that took a tag over may be one it lost

@@ -14,6 +14,8 @@ import pytest
 
 from mirror.ingest.leases import RunOutcome, ScopeLease, lease_holder
 from mirror.ingest.loop import ingest_once
+from mirror.ingest.merge import PageWriter
+from mirror.ingest.staging import page_images
 from mirror.ingest.summary import WalkStatus
 from mirror.ingest.walker import PREFETCH
 from mirror.model import Scope
@@ -405,6 +407,49 @@ async def test_invariant_7_bounded_memory_walk_streams_pages(db_pool) -> None:  
     # never more than the prefetch queue, the page being merged and the one being produced
     assert source.max_lead <= PREFETCH + 2
     assert source.closed
+
+
+class AddingSource(CountingSource):
+    """reg1's pages; before the second page of its first walk, another writer indexes an
+    image of reg1 that the source never lists and whose Get says NOT_FOUND."""
+
+    def __init__(self, pool: asyncpg.Pool, pages: int, page_size: int) -> None:
+        super().__init__(pages, page_size)
+        self.pool = pool
+        self.extra = make_image(10**6)
+        self.gets: list[str] = []
+
+    async def _pages(self) -> AsyncGenerator[Page, None]:
+        async for page in super()._pages():
+            if self.produced == 2 and not self.gets and self.walks == 1:
+                async with self.pool.acquire() as conn:
+                    other = PageWriter(conn)
+                    await other.prepare()
+                    await other.apply(page_images([self.extra]))
+            yield page
+
+    def iter_pages(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Page, None]:
+        self.walks = getattr(self, "walks", 0) + 1
+        self.produced = self.consumed = 0
+        return super().iter_pages(*args, **kwargs)
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None:
+        self.gets.append(image_id)
+        return None
+
+
+async def test_the_first_walk_of_an_empty_scope_sweeps_nothing(db_pool) -> None:  # type: ignore[no-untyped-def]
+    # Its first mirror: every image of the scope the index holds at its end is one it
+    # listed, or one another writer added meanwhile; the next walk checks those.
+    source = AddingSource(db_pool, pages=4, page_size=50)
+    first = await ingest_once(db_pool, source, [REG1], page_size=50)
+    extra = source.extra["id"]
+    assert first.scopes[0].status is WalkStatus.COMPLETE and first.images == 200
+    assert source.gets == [] and first.deleted == 0
+    assert await db_pool.fetchval("SELECT count(*) FROM images WHERE id = $1", extra) == 1
+    second = await ingest_once(db_pool, source, [REG1], page_size=50)
+    assert source.walks == 2 and source.gets == [extra] and second.deleted == 1
+    assert await db_pool.fetchval("SELECT count(*) FROM images WHERE id = $1", extra) == 0
 
 
 async def test_a_walk_stopped_midway_closes_its_pages(db_pool) -> None:  # type: ignore[no-untyped-def]
