@@ -4,13 +4,14 @@ The server lives in ``<data dir>/pgdata``, is reused across runs (started when
 not running) and stopped when the last handle in this process closes.
 
 PostgreSQL's stock memory and checkpoint settings are sized for a small
-machine's shared use; an index of millions of images writes ~15 KB of WAL per
-image on its first mirror. A new cluster gets ``server_settings()`` (a shared
-buffer pool of an eighth of the machine's memory, 128 MB to 1 GB; checkpoints
-at most every 2 GB of WAL or 15 minutes, which the first mirror's speed depends
-on) and is restarted once so they apply; a cluster made before them gets the
-missing ones at its next start (reloaded at once, ``shared_buffers`` at the
-restart after).
+machine's shared use; an index of millions of images writes ~13 KB of WAL per
+image on its first mirror (twice that with checkpoints every 2 GB). A new
+cluster gets ``server_settings()`` (a shared buffer pool of an eighth of the
+machine's memory, 128 MB to 1 GB; checkpoints at most every 15 minutes or every
+2-16 GB of WAL, a quarter of the disk's free space, which the first mirror's
+speed depends on) and is restarted once so they apply; a cluster made before
+them gets the missing ones at its next start (reloaded at once,
+``shared_buffers`` at the restart after).
 
 The WAL those settings let grow must not stay: PostgreSQL renames the segments
 a checkpoint frees into future ones (up to twice the last checkpoint's
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,10 +53,36 @@ def _shared_buffers_mb() -> int:
     return max(128, min(1024, memory // 8 // MIB))
 
 
-def server_settings() -> dict[str, str]:
+# Checkpoints during a first mirror cost more than the rows: after each, the first
+# change of every index page writes the whole page to the WAL again, and a first
+# mirror changes index pages all over. Measured at 1,000,000 images (bench/RESULTS.md,
+# "## Ingest", 2026-12-02 16:55-17:16): 2 GB -> 24 checkpoints, 25 GB of WAL, 3,304
+# images/s; 16 GB -> 2 checkpoints, 13 GB of WAL, 3,722 images/s. The WAL stays on disk
+# until the checkpoint after the pass removes it, so the size is a quarter of the
+# disk's free space when the cluster is made, 2 to 16 GB.
+MIN_WAL_GB, MAX_WAL_GB = 2, 16
+GIB = 1024 * MIB
+
+
+def _max_wal_size_gb(data_dir: Path | None) -> int:
+    if data_dir is None:
+        return MIN_WAL_GB
+    try:
+        free = _free_disk_bytes(data_dir)
+    except OSError:
+        return MIN_WAL_GB
+    return max(MIN_WAL_GB, min(MAX_WAL_GB, free // 4 // GIB))
+
+
+def _free_disk_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def server_settings(data_dir: Path | None = None) -> dict[str, str]:
+    """The sizing a new cluster gets; ``data_dir`` (where its files go) sizes the WAL."""
     return {
         "shared_buffers": f"{_shared_buffers_mb()}MB",
-        "max_wal_size": "2GB",
+        "max_wal_size": f"{_max_wal_size_gb(data_dir)}GB",
         "checkpoint_timeout": "15min",
         "wal_recycle": "off",
     }
@@ -124,7 +152,7 @@ class EmbeddedPostgres:
         auto = self.pgdata / "postgresql.auto.conf"
         written = auto.read_text() if auto.exists() else ""
         names = {line.split("=", 1)[0].strip() for line in written.splitlines() if "=" in line}
-        return {k: v for k, v in server_settings().items() if k not in names}
+        return {k: v for k, v in server_settings(self.pgdata.parent).items() if k not in names}
 
     def _apply_settings(self, settings: dict[str, str]) -> None:
         statements = "".join(

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+import mirror.store.embedded as embedded_module
 from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
 from mirror.runner.app import _after_pass
 from mirror.settings import Settings
@@ -39,9 +40,33 @@ async def shown(dsn: str) -> dict[str, str]:
         await conn.close()
 
 
+FREE_DISK = 40 * 1024 * MB  # what the tests' clusters see as the disk's free space
+
+
+@pytest.fixture(autouse=True)
+def fixed_free_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded_module, "_free_disk_bytes", lambda path: FREE_DISK)
+
+
 def expected() -> dict[str, str]:
     # PostgreSQL shows 1024MB as 1GB
-    return {k: v.replace("1024MB", "1GB") for k, v in server_settings().items()}
+    return {k: v.replace("1024MB", "1GB") for k, v in server_settings(Path(".")).items()}
+
+
+@pytest.mark.parametrize(
+    ("free_gb", "wal"), [(1, "2GB"), (8, "2GB"), (40, "10GB"), (100, "16GB"), (None, "2GB")]
+)
+def test_the_wal_between_checkpoints_is_a_quarter_of_the_free_disk(
+    monkeypatch: pytest.MonkeyPatch, free_gb: int | None, wal: str
+) -> None:
+    def free(path: Path) -> int:
+        if free_gb is None:
+            raise OSError("no such disk")
+        return free_gb * 1024 * MB
+
+    monkeypatch.setattr(embedded_module, "_free_disk_bytes", free)
+    assert server_settings(Path("."))["max_wal_size"] == wal
+    assert server_settings()["max_wal_size"] == "2GB"  # no folder: the floor
 
 
 async def test_a_new_cluster_starts_with_the_sizing(tmp_path: Path) -> None:
