@@ -231,16 +231,22 @@ BEGIN
         -- 1a. images folded before: their blob rows and lineage key (from the batch
         --    when it brings all of an image's references at once, else read again
         --    from the image's row); images new in the batch are written whole below
-        WITH per AS (
+        --    The lookup of each image's row is a scalar subquery, one index probe an
+        --    image: as a join, a big batch had stats_images read whole (at 1,000,000
+        --    images, a scan of all its rows a batch, for a first mirror's images, none
+        --    of which is there yet).
+        WITH per AS MATERIALIZED (
             SELECT image_id, sum(delta * cardinality(digests)) AS n, count(*) AS parts,
-                   bool_and(delta > 0) AS only_added, min(id) AS first_id
-            FROM stats_batch WHERE digests IS NOT NULL GROUP BY image_id
+                   bool_and(delta > 0) AS only_added, min(id) AS first_id,
+                   (SELECT s.blob_rows FROM stats_images s WHERE s.image_id = x.image_id)
+                       AS rows_before
+            FROM stats_batch x WHERE digests IS NOT NULL GROUP BY image_id
         ),
         touched AS (
-            SELECT p.image_id, p.n, p.parts, p.only_added, b.digests, b.config, s.blob_rows AS rows_before
+            SELECT p.image_id, p.n, p.parts, p.only_added, b.digests, b.config, p.rows_before
             FROM per p
             JOIN stats_batch b ON b.id = p.first_id
-            CROSS JOIN LATERAL (SELECT s.blob_rows FROM stats_images s WHERE s.image_id = p.image_id) s
+            WHERE p.rows_before IS NOT NULL  -- folded before
         ),
         k AS (
             SELECT t.image_id, t.n,
