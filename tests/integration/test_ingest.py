@@ -418,10 +418,11 @@ class AddingSource(CountingSource):
         self.pool = pool
         self.extra = make_image(10**6)
         self.gets: list[str] = []
+        self.walks = 0
 
     async def _pages(self) -> AsyncGenerator[Page, None]:
         async for page in super()._pages():
-            if self.produced == 2 and not self.gets and self.walks == 1:
+            if self.walks == 1 and self.produced == 2:
                 async with self.pool.acquire() as conn:
                     other = PageWriter(conn)
                     await other.prepare()
@@ -429,7 +430,7 @@ class AddingSource(CountingSource):
             yield page
 
     def iter_pages(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Page, None]:
-        self.walks = getattr(self, "walks", 0) + 1
+        self.walks += 1
         self.produced = self.consumed = 0
         return super().iter_pages(*args, **kwargs)
 
