@@ -23,6 +23,7 @@ from aiohttp import web
 from mirror.api.appkeys import PAGE_KEYS, POOL
 from mirror.api.image_list import page_body
 from mirror.api.jsonbody import raw_json_response
+from mirror.api.list_query import IMAGE_DOC
 from mirror.api.page_tokens import query_fingerprint
 from mirror.api.query_params import single_value
 from mirror.errors import InvalidArgument, NotFound
@@ -55,12 +56,14 @@ FEW_REFS = 100
 # A rare digest: the GIN index (images_blob_digests) finds its images, then a sort
 # by id; a common one: the planner walks the primary key in id order and checks
 # each image's array (it knows common digests from the array's statistics).
-SELECT_IMAGES = """
-SELECT i.id, convert_to(i.doc::text, 'UTF8') AS doc
-FROM images AS i
-WHERE i.blob_digests @> ARRAY[$1::bytea] AND i.id > $2
-ORDER BY i.id
-LIMIT $3
+SELECT_IMAGES = f"""
+SELECT id, convert_to({IMAGE_DOC}, 'UTF8') AS doc FROM (
+    SELECT i.id, i.doc, i.doc_template, i.digest, i.blob_digests
+    FROM images AS i
+    WHERE i.blob_digests @> ARRAY[$1::bytea] AND i.id > $2
+    ORDER BY i.id
+    LIMIT $3
+) AS page_rows
 """
 
 

@@ -1,8 +1,8 @@
 """List and Get from the index, answered with the upstream's exact JSON.
 
-Each image's JSON is the stored ``images.doc`` text, byte for byte as the
-upstream sent it: a page is built by joining those texts, never by parsing and
-re-serialising them. The page token is this service's own (keyset, signed; see
+Each image's JSON is the stored ``images.doc`` text (or its template filled in,
+sql/104), byte for byte as the upstream sent it: a page is built by joining those
+texts, never by parsing and re-serialising them. The page token is this service's own (keyset, signed; see
 ``page_tokens`` and ``page_keys``): reading a page writes nothing; everything else about a page is the upstream's: its order,
 its size, and a ``nextPageToken`` exactly when more images follow. A page read
 again before the index changes comes from memory (``page_cache``).
@@ -16,7 +16,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from mirror.api.list_query import generic_plan, list_params, list_sql, shape_of, sort_values
+from mirror.api.list_query import (
+    IMAGE_DOC,
+    generic_plan,
+    list_params,
+    list_sql,
+    shape_of,
+    sort_values,
+)
 from mirror.api.page_cache import Page, PageCache, VersionReads, page_key
 from mirror.api.page_keys import PageKeys
 from mirror.api.page_tokens import Value, query_fingerprint
@@ -25,7 +32,7 @@ from mirror.listing import ListRequest, SortField
 
 # convert_to: the stored text as UTF-8 bytes, handed to the client without a decode
 # and re-encode in Python.
-SELECT_IMAGE_DOC = "SELECT convert_to(doc::text, 'UTF8') FROM images WHERE id = $1"
+SELECT_IMAGE_DOC = f"SELECT convert_to({IMAGE_DOC}, 'UTF8') FROM images WHERE id = $1"
 SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
 SET_GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
 RESET_PLAN_MODE = "RESET plan_cache_mode"

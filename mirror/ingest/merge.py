@@ -63,7 +63,7 @@ CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
-    created_at text, created_ns bigint, tags text[], doc text, content_hash bytea,
+    created_at text, created_ns bigint, tags text[], doc_template text, content_hash bytea,
     blob_digests bytea[], blob_sizes bigint[], blob_config boolean
 ) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
@@ -91,11 +91,11 @@ WHERE i.id IS NULL
 # and new images inherit their registry's folder when it is known.
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
-    id, name, registry_id, folder_id, digest, compressed_size, created_at, created_ns, tags, doc,
-    content_hash, blob_digests, blob_sizes, blob_config
+    id, name, registry_id, folder_id, digest, compressed_size, created_at, created_ns, tags,
+    doc_template, content_hash, blob_digests, blob_sizes, blob_config
 )
 SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
-       s.compressed_size, s.created_at::timestamptz, s.created_ns, s.tags, s.doc::json,
+       s.compressed_size, s.created_at::timestamptz, s.created_ns, s.tags, s.doc_template,
        s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config
 FROM ingest_stage_images AS s
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
@@ -109,7 +109,8 @@ ON CONFLICT (id) DO UPDATE SET
     created_at = EXCLUDED.created_at,
     created_ns = EXCLUDED.created_ns,
     tags = EXCLUDED.tags,
-    doc = EXCLUDED.doc,
+    doc = NULL,
+    doc_template = EXCLUDED.doc_template,
     content_hash = EXCLUDED.content_hash,
     blob_digests = EXCLUDED.blob_digests,
     blob_sizes = EXCLUDED.blob_sizes,
@@ -120,7 +121,7 @@ WHERE i.content_hash <> EXCLUDED.content_hash
 RETURNING new.id,
           old.id IS NULL AS created,
           old.id IS NOT NULL AND old.content_hash <> new.content_hash AS changed,
-          CASE WHEN old.content_hash <> new.content_hash THEN old.doc END AS old_doc,
+          CASE WHEN old.content_hash <> new.content_hash THEN image_doc(old)::json END AS old_doc,
           -- the replaced references, only where they changed (the arrays are NOT NULL)
           CASE WHEN (old.blob_digests, old.blob_sizes) IS DISTINCT FROM (new.blob_digests, new.blob_sizes)
                THEN old.blob_digests END AS old_digests,
@@ -180,7 +181,7 @@ WITH refs AS (
 )
 
 LOCK_IMAGES_FOR_DELETE = """
-SELECT id, doc FROM images WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+SELECT id, image_doc(images)::json AS doc FROM images WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 """
 DELETE_IMAGES = """
 DELETE FROM images WHERE id = ANY($1::text[])

@@ -6,7 +6,9 @@ compactly with its key order kept (orjson), so the local API serves the same
 JSON; ``content_hash`` (BLAKE2b-128 of those bytes) tells an unchanged image
 without comparing documents. An image's blob references travel on its own row
 (sql/090): the digests as 32-byte keys (``mirror.model.digest_key``), config
-first when it has a digest, then the layers in order, and their sizes.
+first when it has a digest, then the layers in order, and their sizes. The doc goes
+as its template (``mirror.model.doc_template``): without the digests those arrays and
+the ``digest`` column hold.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 
 from mirror.errors import MalformedImage
 from mirror.listing import created_at_ns
-from mirror.model import digest_key
+from mirror.model import digest_key, doc_template
 
 CONTENT_HASH_BYTES = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -35,7 +37,7 @@ IMAGE_COLUMNS = (
     "created_at",
     "created_ns",
     "tags",
-    "doc",
+    "doc_template",
     "content_hash",
     "blob_digests",
     "blob_sizes",
@@ -116,17 +118,18 @@ def _created_ns(value: Any, image_id: str) -> int:
 def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
     image = item.image
     digests, sizes, config = blob_arrays(item)
+    digest = str(image.get("digest", ""))
     return (
         item.id,
         str(image.get("name", "")),
         registry_of(image),
         folder_id,
-        str(image.get("digest", "")),
+        digest,
         _size(image.get("compressedSize"), item.id),
         image.get("createdAt") or None,
         _created_ns(image.get("createdAt"), item.id),
         [str(t) for t in image.get("tags", ())],
-        item.doc.decode(),
+        doc_template(item.doc.decode(), digest, digests),
         item.content_hash,
         digests,
         sizes,

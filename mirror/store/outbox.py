@@ -66,12 +66,13 @@ CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS c
 LEFT JOIN LATERAL (
     SELECT x.tail
     FROM images AS i
+    CROSS JOIN LATERAL (SELECT image_doc(i) AS text) AS doc
     CROSS JOIN LATERAL (
-        SELECT substr(e.data, length(i.doc::text),
-                      greatest(0, length(e.data) - length(i.doc::text))) AS tail
+        SELECT substr(e.data, length(doc.text),
+                      greatest(0, length(e.data) - length(doc.text))) AS tail
     ) AS x
     WHERE t.code = {DERIVED_TYPE_CODE} AND e.tail IS NULL AND i.id = e.key
-      AND left(i.doc::text, -1) || x.tail || '}}' = e.data
+      AND left(doc.text, -1) || x.tail || '}}' = e.data
     FOR SHARE OF i
 ) AS d ON true
 LEFT JOIN LATERAL (

@@ -20,7 +20,7 @@ BEGIN
             RETURN NULL;
         END IF;
         WITH target AS (
-            SELECT e.id, left(o.doc::text, -1) || e.data_tail || '}' AS data
+            SELECT e.id, left(image_doc(o), -1) || e.data_tail || '}' AS data
             FROM old_images AS o
             CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
                                 WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
@@ -29,7 +29,7 @@ BEGIN
             JOIN outbox AS e ON e.id = d.id
             WHERE e.data_tail IS NOT NULL  -- rechecked once locked
               AND NOT EXISTS (SELECT FROM new_images AS n
-                              WHERE n.id = o.id AND n.doc::text = o.doc::text)
+                              WHERE n.id = o.id AND image_doc(n) = image_doc(o))
             ORDER BY e.id
             FOR UPDATE OF e
         )
@@ -40,7 +40,7 @@ BEGIN
             RETURN NULL;
         END IF;
         WITH target AS (
-            SELECT e.id, left(o.doc::text, -1) || e.data_tail || '}' AS data
+            SELECT e.id, left(image_doc(o), -1) || e.data_tail || '}' AS data
             FROM old_images AS o
             CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
                                 WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
@@ -55,7 +55,7 @@ BEGIN
         FROM target AS t WHERE e.id = t.id;
     ELSE  -- TRUNCATE, before it: every derived payload, from the images still there
         WITH target AS (
-            SELECT e.id, left(i.doc::text, -1) || e.data_tail || '}' AS data
+            SELECT e.id, left(image_doc(i), -1) || e.data_tail || '}' AS data
             FROM outbox AS e
             JOIN images AS i ON i.id = e.key
             WHERE e.data_tail IS NOT NULL AND e.type_code = 1

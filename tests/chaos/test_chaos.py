@@ -115,7 +115,7 @@ async def mark(pool: asyncpg.Pool) -> int:
 
 
 async def indexed(pool: asyncpg.Pool) -> dict[str, Any]:
-    rows = await pool.fetch("SELECT id, doc::text AS doc FROM images")
+    rows = await pool.fetch("SELECT id, image_doc(images) AS doc FROM images")
     return {r["id"]: orjson.loads(r["doc"]) for r in rows}
 
 

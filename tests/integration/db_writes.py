@@ -16,7 +16,7 @@ import asyncpg
 
 TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
 NEXT_XID = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-DOCS = "SELECT md5(string_agg(id || ':' || md5(doc::text), ',' ORDER BY id)) FROM images"
+DOCS = "SELECT md5(string_agg(id || ':' || md5(image_doc(images)), ',' ORDER BY id)) FROM images"
 
 
 async def settle(pool: asyncpg.Pool) -> None:

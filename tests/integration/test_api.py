@@ -534,7 +534,9 @@ async def test_delete_end_to_end(world: World, api: TestClient) -> None:
     """Delete -> Operation -> done -> the image leaves the index with its events, once."""
     truth = world.upstream.registry
     victim = next(truth.ids(world.scopes[0]))
-    last_known = await world.pool.fetchval("SELECT doc::text FROM images WHERE id = $1", victim)
+    last_known = await world.pool.fetchval(
+        "SELECT image_doc(images) FROM images WHERE id = $1", victim
+    )
     unique_digests = {
         r["digest"]
         for r in await world.pool.fetch(

@@ -58,7 +58,7 @@ def in_folder(fake: FakeUpstream, folder: str) -> dict[str, dict[str, Any]]:
 async def indexed(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
     return {
         r["id"]: orjson.loads(r["doc"])
-        for r in await conn.fetch("SELECT id, doc::text AS doc FROM images")
+        for r in await conn.fetch("SELECT id, image_doc(images) AS doc FROM images")
     }
 
 
@@ -110,7 +110,7 @@ async def test_first_sync_equals_upstream_exactly(db_pool, fake, client) -> None
     assert (summary.images, summary.created, summary.pages) == (len(expected), len(expected), 2)
     async with db_pool.acquire() as conn:
         assert await indexed(conn) == expected
-        raw = await conn.fetchval("SELECT doc::text FROM images ORDER BY id LIMIT 1")
+        raw = await conn.fetchval("SELECT image_doc(images) FROM images ORDER BY id LIMIT 1")
         first = min(expected)
         assert raw.encode() == orjson.dumps(expected[first])  # the upstream's JSON, byte for byte
         assert await conn.fetchval("SELECT count(*) FROM images WHERE folder_id = 'f1'") == len(

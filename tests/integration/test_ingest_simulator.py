@@ -80,7 +80,7 @@ async def upstream_images(client: UpstreamClient, scopes: list[Scope]) -> dict[s
 async def indexed(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
     return {
         r["id"]: orjson.loads(r["doc"])
-        for r in await conn.fetch("SELECT id, doc::text AS doc FROM images")
+        for r in await conn.fetch("SELECT id, image_doc(images) AS doc FROM images")
     }
 
 
@@ -133,7 +133,7 @@ async def test_first_sync_equals_the_simulator_exactly(db_pool, upstream, sessio
         assert mismatch == 0
         # created_ns (the API's createdAt order) comes from the ingest: the SQL definition agrees
         sort_mismatch = await conn.fetchval(
-            "SELECT count(*) FROM images WHERE created_ns <> mirror_rfc3339_ns(doc ->> 'createdAt')"
+            "SELECT count(*) FROM images WHERE created_ns <> mirror_rfc3339_ns(image_doc(images)::json ->> 'createdAt')"
         )
         assert sort_mismatch == 0
 

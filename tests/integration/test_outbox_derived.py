@@ -26,7 +26,7 @@ from mirror.api.event_stream import STREAM_OPTIONS, StreamOptions
 from mirror.events.envelope import OutboxEvent
 from mirror.events.pending import claim_outbox_batch
 from mirror.events.relay import RelayOptions, run_relay
-from mirror.ingest import merge
+from mirror.ingest import merge, staging
 from mirror.ingest.changes import run_origin
 from mirror.ingest.merge import PageWriter, delete_images
 from mirror.ingest.staging import page_images
@@ -268,7 +268,7 @@ async def test_blob_and_tag_payloads_are_stored_after_their_key(db_pool: asyncpg
 @pytest.mark.parametrize(
     "change",
     [
-        'UPDATE images SET doc = \'{"id": "x"}\' WHERE id = $1',
+        'UPDATE images SET doc = \'{"id": "x"}\', doc_template = NULL WHERE id = $1',
         "DELETE FROM images WHERE id = $1",
         "TRUNCATE images",
     ],
@@ -312,8 +312,12 @@ async def test_the_writer_holds_the_image_until_it_commits(db_pool: asyncpg.Pool
             await append_events(writing, [event])
             await changing.execute("SET lock_timeout = '100ms'")
             with pytest.raises(asyncpg.LockNotAvailableError):
-                await changing.execute("UPDATE images SET doc = '{}' WHERE id = $1", one["id"])
-        await changing.execute("UPDATE images SET doc = '{}' WHERE id = $1", one["id"])
+                await changing.execute(
+                    "UPDATE images SET doc = '{}', doc_template = NULL WHERE id = $1", one["id"]
+                )
+        await changing.execute(
+            "UPDATE images SET doc = '{}', doc_template = NULL WHERE id = $1", one["id"]
+        )
     [row] = await db_pool.fetch(ROWS)
     assert (row["data"], row["data_tail"]) == (orjson.dumps(event.data).decode(), None)
 
@@ -345,6 +349,30 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e (key, type, sou
 CROSS JOIN LATERAL (SELECT array_position(ARRAY['/registry-mirror/ingest',
            '/registry-mirror/api']::text[], e.source) AS code) AS s
 """
+
+
+def _at_096(sql: str, *replacements: tuple[str, str]) -> str:
+    for new, old in replacements:
+        assert new in sql, new
+        sql = sql.replace(new, old)
+    return sql
+
+
+# The ingest's upsert at schema 096: each image's doc stored whole (no template, sql/104).
+UPSERT_IMAGES_096 = _at_096(
+    merge.UPSERT_IMAGES,
+    ("doc_template, content_hash", "doc, content_hash"),
+    ("s.doc_template,", "s.doc_template::json,"),
+    ("doc = NULL,\n    doc_template = EXCLUDED.doc_template,", "doc = EXCLUDED.doc,"),
+    ("image_doc(old)::json", "old.doc"),
+)
+
+
+def ingest_at_096(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The current ingest writing as it did at schema 096: docs whole, payloads stored."""
+    monkeypatch.setattr(merge, "append_events", append_events_096)
+    monkeypatch.setattr(merge, "UPSERT_IMAGES", UPSERT_IMAGES_096)
+    monkeypatch.setattr(staging, "doc_template", lambda doc, digest, keys: doc)
 
 
 async def append_events_096(
@@ -388,7 +416,7 @@ async def test_upgrade_keeps_every_stored_payload(
 ) -> None:
     dsn, conn = index_096
     one, two = img(51), img(52)
-    monkeypatch.setattr(merge, "append_events", append_events_096)
+    ingest_at_096(monkeypatch)
     writer = PageWriter(conn, origin=run_origin(4))
     await writer.prepare()
     events = (await writer.apply(page_images([one, two]))).events

@@ -146,5 +146,5 @@ async def test_figures_after_real_ingest_equal_brute_force(
 
 
 async def indexed_images(pool: asyncpg.Pool) -> dict[str, Image]:
-    rows = await pool.fetch("SELECT doc::text AS doc FROM images")
+    rows = await pool.fetch("SELECT image_doc(images) AS doc FROM images")
     return {i.id: i for i in (Image.from_json(orjson.loads(r["doc"])) for r in rows)}

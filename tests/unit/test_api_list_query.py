@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from mirror.api.image_list import page_body
-from mirror.api.list_query import list_params, list_sql, shape_of
+from mirror.api.list_query import SELECT_LIST, list_params, list_sql, shape_of
 from mirror.listing import parse_list_request
 
 SCOPES = [
@@ -58,7 +58,7 @@ def test_parameters_match_the_sql(
     assert "crpregistry" not in sql and "b1gfolder" not in sql and "crpid" not in sql
     if after:
         # one keyset branch per sort key, and one for the cursor's own tie group (by id)
-        assert sql.count("SELECT id, registry_id") == len(request.order) + 1
+        assert sql.count(f"SELECT {SELECT_LIST} FROM images") == len(request.order) + 1
 
 
 def test_repository_scope_uses_the_registry_of_its_name() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from mirror.errors import MalformedImage
 from mirror.ingest.staging import blob_arrays, content_hash, image_record, page_images
-from mirror.model import digest_key, digest_text
+from mirror.model import digest_key, digest_text, doc_template_values, render_doc_template
 
 IMAGE = {
     "id": "crpb",
@@ -65,7 +65,24 @@ def test_image_record_columns() -> None:
         1_704_067_200_123_456_789,  # created_ns: exact nanoseconds, as the API sorts
         ["latest"],
     )
-    assert record[9] == item.doc.decode() and record[10] == item.content_hash
+    assert render_doc_template(record[9], doc_template_values(record[4], record[11])) == (
+        item.doc.decode()
+    )
+    assert record[10] == item.content_hash
+    real = IMAGE | {
+        "digest": "sha256:" + "ab" * 32,
+        "config": {"id": "c1", "digest": "sha256:" + "0c" * 32, "size": "10"},
+        "tags": ["100%"],
+    }
+    [item] = page_images([real])
+    record = image_record(item, None)
+    values = doc_template_values(record[4], record[11])
+    assert record[9] == '{"id":"crpb","name":"reg1/team/app%1$s%4$s",' + (
+        '"compressedSize":"300","config":{"id":"c1%1$s%5$s%3$s10"},'
+        '"layers":[{"id":"l1%1$s1%3$s100"},{"digest":"sha256:2%3$s200"}],'
+        '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
+    )
+    assert render_doc_template(record[9], values) == item.doc.decode()
     [bare] = page_images([{"id": "crpc", "name": "reg2/x"}])
     assert image_record(bare, None)[5:9] == (0, None, 0, [])
 

@@ -1,0 +1,79 @@
+"""An image's JSON stored as a template (sql/104): PostgreSQL's ``image_doc`` gives back
+what the ingest was given, byte for byte, for templates and for rows that still hold
+their doc."""
+
+from __future__ import annotations
+
+import string
+
+import asyncpg
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mirror.api.list_query import IMAGE_DOC
+from mirror.ingest.staging import image_record, page_images
+from mirror.model import digest_key, doc_template
+
+HEX = "0123456789abcdef"
+hex64 = st.text(HEX, min_size=64, max_size=64)
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=12
+) | st.sampled_from(["%", "%%", "%1$s", "$s", "100%", "é", string.printable])
+
+INSERT = """
+INSERT INTO images (id, name, registry_id, digest, doc, doc_template, content_hash, created_ns,
+                    blob_digests)
+VALUES ($1, 'crp1/app', 'crp1', $2, $3::json, $4, '\\x00', 0, $5)
+"""
+# the function, and the same expression as the List pages spell it
+SELECT_DOC = f"SELECT image_doc(images), {IMAGE_DOC} AS inline FROM images WHERE id = $1"
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    image_digest=hex64,
+    layer_digests=st.lists(hex64, max_size=5),
+    tags=st.lists(text | hex64, max_size=4),
+    name=text,
+)
+async def test_the_server_fills_a_template_as_the_ingest_made_it(
+    db_pool: asyncpg.Pool,
+    image_digest: str,
+    layer_digests: list[str],
+    tags: list[str],
+    name: str,
+) -> None:
+    upstream = {
+        "id": "crpdoc",
+        "name": f"crp1/{name}",
+        "digest": f"sha256:{image_digest}",
+        "layers": [{"id": f"l{n}", "digest": f"sha256:{d}"} for n, d in enumerate(layer_digests)],
+        "tags": tags,
+    }
+    [item] = page_images([upstream])
+    record = image_record(item, None)
+    await db_pool.execute(INSERT, item.id, record[4], None, record[9], record[11])
+    try:
+        assert tuple(await db_pool.fetchrow(SELECT_DOC, item.id)) == (item.doc.decode(),) * 2
+    finally:
+        await db_pool.execute("DELETE FROM images WHERE id = $1", item.id)
+
+
+async def test_a_row_written_before_keeps_its_doc_and_a_row_holds_one_form(
+    db_pool: asyncpg.Pool,
+) -> None:
+    digest = "sha256:" + "ab" * 32
+    doc = orjson.dumps({"id": "crpold", "digest": digest}).decode()
+    await db_pool.execute(INSERT, "crpold", digest, doc, None, [])
+    assert tuple(await db_pool.fetchrow(SELECT_DOC, "crpold")) == (doc, doc)
+    template = doc_template(doc, digest, [digest_key(digest)])
+    assert "%1$s" in template
+    await db_pool.execute(INSERT, "crpnew", digest, None, template, [])
+    assert tuple(await db_pool.fetchrow(SELECT_DOC, "crpnew")) == (doc, doc)
+    for both_or_neither in ((doc, template), (None, None)):
+        with pytest.raises(asyncpg.CheckViolationError, match="images_doc_or_template"):
+            await db_pool.execute(INSERT, "crpbad", digest, *both_or_neither, [])
