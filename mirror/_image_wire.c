@@ -879,10 +879,126 @@ static PyObject *page(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* An image's JSON from its stored template (sql/104; mirror/model.py, doc_template):
+ * "%%" is "%", "%N$s" the N-th value: 1-3 the fragments, 4 the digest after its
+ * first 7 characters, 5 on the hex of each blob key. The same as PostgreSQL's
+ * format(template, VARIADIC values), which image_doc runs; tests/unit/test_image_wire.py
+ * holds it equal to mirror/model.py's render_doc_template. */
+static const char *const FRAGMENTS[] = {"\",\"digest\":\"sha256:", "\"},{\"id\":\"", "\",\"size\":\""};
+#define N_FRAGMENTS 3
+
+PyDoc_STRVAR(fill_doc,
+             "fill(template, digest, keys, /)\n--\n\n"
+             "An image's JSON (bytes) from its template (UTF-8 bytes), its digest and its\n"
+             "blob keys, or None for a placeholder that names no value (the caller then\n"
+             "takes mirror.model.render_doc_template, which raises).");
+
+static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1]) ||
+        !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "fill(bytes, str, list[bytes])");
+        return NULL;
+    }
+    const char *t = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), digest_size;
+    const char *digest = PyUnicode_AsUTF8AndSize(args[1], &digest_size);
+    if (digest == NULL) {
+        return NULL;
+    }
+    /* the digest after its first 7 characters (code points, as substr and str slicing) */
+    Py_ssize_t skip = 0;
+    for (int chars = 0; chars < 7 && skip < digest_size; chars++) {
+        skip++;
+        while (skip < digest_size && ((unsigned char)digest[skip] & 0xC0) == 0x80) {
+            skip++;
+        }
+    }
+    PyObject *keys = args[2];
+    Py_ssize_t key_count = PyList_GET_SIZE(keys);
+    for (Py_ssize_t k = 0; k < key_count; k++) {
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(keys, k))) {
+            PyErr_SetString(PyExc_TypeError, "fill(bytes, str, list[bytes])");
+            return NULL;
+        }
+    }
+    static const char hex[] = "0123456789abcdef";
+    Buf b;
+    buf_init(&b);
+    PyObject *out = NULL;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        const char *percent = memchr(t + i, '%', (size_t)(n - i));
+        Py_ssize_t plain = (percent == NULL ? n : percent - t) - i;
+        if (buf_reserve(&b, plain) != OK) {
+            goto done;
+        }
+        memcpy(b.data + b.len, t + i, (size_t)plain);
+        b.len += plain;
+        i += plain;
+        if (i >= n) {
+            break;
+        }
+        i++; /* the '%' */
+        if (i < n && t[i] == '%') {
+            if (buf_reserve(&b, 1) != OK) {
+                goto done;
+            }
+            b.data[b.len++] = '%';
+            i++;
+            continue;
+        }
+        Py_ssize_t number = 0;
+        Py_ssize_t digits = 0;
+        while (i < n && t[i] >= '0' && t[i] <= '9' && digits < 9) {
+            number = number * 10 + (t[i] - '0');
+            i++;
+            digits++;
+        }
+        if (digits == 0 || number == 0 || i + 1 >= n || t[i] != '$' || t[i + 1] != 's') {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        i += 2;
+        if (number <= N_FRAGMENTS) {
+            Py_ssize_t size = (Py_ssize_t)strlen(FRAGMENTS[number - 1]);
+            if (buf_reserve(&b, size) != OK) {
+                goto done;
+            }
+            memcpy(b.data + b.len, FRAGMENTS[number - 1], (size_t)size);
+            b.len += size;
+        } else if (number == N_FRAGMENTS + 1) {
+            if (buf_reserve(&b, digest_size - skip) != OK) {
+                goto done;
+            }
+            memcpy(b.data + b.len, digest + skip, (size_t)(digest_size - skip));
+            b.len += digest_size - skip;
+        } else if (number - N_FRAGMENTS - 2 < key_count) {
+            PyObject *key = PyList_GET_ITEM(keys, number - N_FRAGMENTS - 2);
+            const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(key);
+            Py_ssize_t size = PyBytes_GET_SIZE(key);
+            if (buf_reserve(&b, 2 * size) != OK) {
+                goto done;
+            }
+            for (Py_ssize_t k = 0; k < size; k++) {
+                b.data[b.len++] = hex[raw[k] >> 4];
+                b.data[b.len++] = hex[raw[k] & 0x0F];
+            }
+        } else {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(b.data, b.len);
+done:
+    buf_free(&b);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"image", (PyCFunction)image, METH_O, image_doc},
     {"doc", (PyCFunction)doc, METH_O, doc_doc},
     {"page", (PyCFunction)(void (*)(void))page, METH_FASTCALL, page_doc},
+    {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, fill_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -21,9 +21,9 @@ import orjson
 from aiohttp import web
 
 from mirror.api.appkeys import PAGE_KEYS, POOL
-from mirror.api.image_list import page_body
+from mirror.api.image_list import page_body, row_json
 from mirror.api.jsonbody import raw_json_response
-from mirror.api.list_query import IMAGE_DOC
+from mirror.api.list_query import IMAGE_PARTS
 from mirror.api.page_tokens import query_fingerprint
 from mirror.api.query_params import single_value
 from mirror.errors import InvalidArgument, NotFound
@@ -57,13 +57,11 @@ FEW_REFS = 100
 # by id; a common one: the planner walks the primary key in id order and checks
 # each image's array (it knows common digests from the array's statistics).
 SELECT_IMAGES = f"""
-SELECT id, convert_to({IMAGE_DOC}, 'UTF8') AS doc FROM (
-    SELECT i.id, i.doc, i.doc_template, i.digest, i.blob_digests
-    FROM images AS i
-    WHERE i.blob_digests @> ARRAY[$1::bytea] AND i.id > $2
-    ORDER BY i.id
-    LIMIT $3
-) AS page_rows
+SELECT i.id, i.digest, {IMAGE_PARTS}
+FROM images AS i
+WHERE i.blob_digests @> ARRAY[$1::bytea] AND i.id > $2
+ORDER BY i.id
+LIMIT $3
 """
 
 
@@ -107,7 +105,7 @@ async def get_blob(request: web.Request) -> web.Response:
         head["repositories"] = list(repositories["names"])
     head["repositoryCount"] = str(repositories["total"])
     # {head..., "images": [...], "nextPageToken": ...}: the page part is List's own.
-    page = page_body([row["doc"] for row in rows], token)
+    page = page_body([row_json(row) for row in rows], token)
     body = orjson.dumps(head)
     if len(page) > 2:
         body = body[:-1] + b"," + page[1:]

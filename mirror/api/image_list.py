@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from mirror.api.list_query import (
-    IMAGE_DOC,
+    IMAGE_PARTS,
     generic_plan,
     list_params,
     list_sql,
@@ -28,11 +28,12 @@ from mirror.api.page_cache import Page, PageCache, VersionReads, page_key
 from mirror.api.page_keys import PageKeys
 from mirror.api.page_tokens import Value, query_fingerprint
 from mirror.errors import InvalidArgument
+from mirror.image_wire import filled_doc
 from mirror.listing import ListRequest, SortField
 
 # convert_to: the stored text as UTF-8 bytes, handed to the client without a decode
 # and re-encode in Python.
-SELECT_IMAGE_DOC = f"SELECT convert_to({IMAGE_DOC}, 'UTF8') FROM images WHERE id = $1"
+SELECT_IMAGE_DOC = f"SELECT digest, {IMAGE_PARTS} FROM images WHERE id = $1"
 SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
 SET_GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
 RESET_PLAN_MODE = "RESET plan_cache_mode"
@@ -54,8 +55,8 @@ class ImageReader:
     async def get(self, image_id: str) -> bytes | None:
         """The image's upstream JSON, or None when the index does not hold it."""
         async with self._pool.acquire() as conn:
-            doc: bytes | None = await conn.fetchval(SELECT_IMAGE_DOC, image_id)
-        return doc
+            row = await conn.fetchrow(SELECT_IMAGE_DOC, image_id)
+        return None if row is None else row_json(row)
 
     async def holds(self, image_id: str) -> bool:
         """Whether the index holds the image."""
@@ -106,7 +107,15 @@ class ImageReader:
             rows = rows[: request.page_size]
             last = sort_values(request.order, rows[-1])
             token = self._page_keys.encode(fingerprint, last, [row["id"] for row in rows])
-        return make_page([row["doc"] for row in rows], token)
+        return make_page([row_json(row) for row in rows], token)
+
+
+def row_json(row: asyncpg.Record) -> bytes:
+    """An image's JSON from a row of ``IMAGE_PARTS`` and its ``digest``."""
+    doc: bytes | None = row["doc"]
+    if doc is not None:
+        return doc
+    return filled_doc(row["doc_template"], row["digest"], row["blob_digests"])
 
 
 def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:

@@ -34,28 +34,18 @@ from functools import lru_cache
 from typing import Any
 
 from mirror.listing import FilterOp, ListRequest, NameFilter, SortField, SortKey
-from mirror.model import DOC_TEMPLATE_FRAGMENTS, ScopeKind
+from mirror.model import ScopeKind
 
 COLUMNS = {SortField.NAME: "name", SortField.DIGEST: "digest", SortField.CREATED_AT: "created_ns"}
-# An image's JSON from the columns of its row: the body of the SQL function
-# ``image_doc`` (sql/104), spelt out because a call of that function (not inlined: it
-# holds a subquery) costs ~3 µs more a row, +0.3 ms a page of 100 (bench/RESULTS.md).
-# tests/integration/test_doc_template_sql.py holds the two equal.
-IMAGE_DOC = (
-    "coalesce(doc::text, format(doc_template, VARIADIC ARRAY["
-    + "".join(f"'{fragment}', " for fragment in DOC_TEMPLATE_FRAGMENTS)
-    + "substr(digest, 8)] || ARRAY(SELECT encode(k, 'hex') FROM unnest(blob_digests) AS k)))"
+# What an image's JSON is made of (``mirror.api.image_list.row_json``): the doc of a
+# row written before sql/104, else its template, filled in by this process with the
+# row's digest and blob keys (~1 µs an image in C; in PostgreSQL, format() in
+# ``image_doc``, ~4-7 µs, and the whole JSON to send: bench/RESULTS.md, 2026-12-03).
+IMAGE_PARTS = (
+    "convert_to(doc::text, 'UTF8') AS doc, convert_to(doc_template, 'UTF8') AS doc_template,"
+    " blob_digests"
 )
-# Each scan reads what the JSON is made from; only the page's own rows are made into
-# JSON, by the outer query of ``list_sql``: a cursor page's branches and a folder's
-# registries each read up to a page of rows, most of them discarded.
-SELECT_LIST = (
-    "id, registry_id, folder_id, name, digest, created_ns, doc, doc_template, blob_digests"
-)
-PAGE_JSON = (
-    f"SELECT id, registry_id, folder_id, name, digest, created_ns, convert_to({IMAGE_DOC}, 'UTF8')"
-    " AS doc FROM (\n"
-)
+SELECT_LIST = f"id, registry_id, folder_id, name, digest, created_ns, {IMAGE_PARTS}"
 
 # The distinct registries of a folder, one index descent each (images_folder_registry).
 FOLDER_REGISTRIES = """
@@ -129,16 +119,7 @@ def list_params(
 
 @lru_cache(maxsize=512)
 def list_sql(shape: ListShape) -> str:
-    """The SQL of a page of this shape (cached: there are a few hundred shapes at most).
-
-    Its rows come in the page's order: the outer query only makes their JSON, over a
-    subquery whose LIMIT keeps it a scan of its ordered rows.
-    """
-    return f"{PAGE_JSON}{_page_rows(shape)}\n) AS page_rows"
-
-
-def _page_rows(shape: ListShape) -> str:
-    """The page's rows in order, with what their JSON is made from (``SELECT_LIST``)."""
+    """The SQL of a page of this shape (cached: there are a few hundred shapes at most)."""
     params = _Params()
     if shape.scope is ScopeKind.REPOSITORY:
         registry, name = params.next(), params.next()

@@ -155,18 +155,13 @@ async def api_answers(
     return answers
 
 
-# This code's List and Get read an image's JSON through image_doc (sql/104) and select
-# the columns it is made from; on the schema of 080 every row holds its doc, so what
-# they answer there comes from the stored doc alone. Dropped before the migrations.
+# This code's List and Get read the columns an image's JSON is made of (sql/104); on
+# the schema of 080 every row holds its doc, so what they answer there comes from the
+# stored doc alone. Dropped before the migrations.
 READERS_ON_080 = """
 ALTER TABLE images ADD COLUMN doc_template text, ADD COLUMN blob_digests bytea[];
-CREATE FUNCTION image_doc(doc json, doc_template text, digest text, blob_digests bytea[])
-RETURNS text LANGUAGE sql RETURN doc::text;
-CREATE FUNCTION image_doc(i images) RETURNS text LANGUAGE sql RETURN i.doc::text;
 """
 READERS_ON_080_DROPPED = """
-DROP FUNCTION image_doc(images);
-DROP FUNCTION image_doc(json, text, text, bytea[]);
 ALTER TABLE images DROP COLUMN doc_template, DROP COLUMN blob_digests;
 """
 

@@ -32,6 +32,7 @@ from mirror.image_wire import (
     python_page_of_images,
     varint,
 )
+from mirror.model import doc_template_values, render_doc_template
 
 Encoder = Callable[[Any], bytes]
 
@@ -606,3 +607,40 @@ async def test_mutated_texts_are_declined_or_encoded_as_orjson_and_json_format_w
             assert wire == text_reference(bytes(text)), bytes(text)
         assert doc_encoded(bytes(text)) == text_reference(bytes(text)), bytes(text)
     assert accepted > 100  # the edits that keep a text of the usual shape are read in C
+
+
+# The C module's filling in of a stored template (``filled_doc``) against mirror/model.py:
+# text without "%", and the placeholders and "%%" a template holds.
+_TEMPLATE_PIECES_OK = ["%%", "%1$s", "%2$s", "%3$s", "%4$s", "%5$s", "%6$s", "%12$s"]
+_TEMPLATE_PIECES = st.one_of(
+    st.text(st.characters(blacklist_characters="%"), max_size=6),
+    st.sampled_from([*_TEMPLATE_PIECES_OK, "é", "\U0001f600"]),
+)
+
+
+@given(
+    pieces=st.lists(_TEMPLATE_PIECES, max_size=20),
+    digest=st.text(max_size=80),
+    keys=st.lists(st.binary(max_size=40), max_size=8),
+)
+def test_the_c_module_fills_a_template_as_the_reference_does(
+    pieces: list[str], digest: str, keys: list[bytes]
+) -> None:
+    if image_wire.NATIVE is None:
+        pytest.skip("mirror._image_wire is not built")
+    template = "".join(pieces)
+    values = doc_template_values(digest, keys)
+    try:
+        expected: bytes | None = render_doc_template(template, values).encode()
+    except IndexError:  # a placeholder that names no value
+        expected = None
+    assert image_wire.NATIVE.fill(template.encode(), digest, keys) == expected
+    if expected is not None:
+        assert image_wire.filled_doc(template.encode(), digest, keys) == expected
+
+
+def test_the_c_module_refuses_what_is_no_template() -> None:
+    if image_wire.NATIVE is None:
+        pytest.skip("mirror._image_wire is not built")
+    for broken in (b"%", b"a%b", b"%0$s", b"%1$", b"%1s", b"%x$s", b"%9$s"):
+        assert image_wire.NATIVE.fill(broken, "sha256:", []) is None, broken
