@@ -890,13 +890,22 @@ static const char *const FRAGMENTS[] = {"\",\"digest\":\"sha256:", "\"},{\"id\":
 PyDoc_STRVAR(fill_doc,
              "fill(template, digest, keys, /)\n--\n\n"
              "An image's JSON (bytes) from its template (UTF-8 bytes), its digest and its\n"
-             "blob keys, or None for a placeholder that names no value (the caller then\n"
-             "takes mirror.model.render_doc_template, which raises).");
+             "blob keys as PostgreSQL's array_send gives a bytea[] (one bytes object: no\n"
+             "Python object an element), or None for a placeholder that names no value or\n"
+             "keys that are no such array (the caller then takes the Python reference).");
+
+/* A big-endian int32 of PostgreSQL's binary formats. */
+static int32_t be32(const unsigned char *p) {
+    return (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+                     (uint32_t)p[3]);
+}
+
+#define MAX_KEYS 4096
 
 static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1]) ||
-        !PyList_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "fill(bytes, str, list[bytes])");
+        !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "fill(bytes, str, bytes)");
         return NULL;
     }
     const char *t = PyBytes_AS_STRING(args[0]);
@@ -913,13 +922,41 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             skip++;
         }
     }
-    PyObject *keys = args[2];
-    Py_ssize_t key_count = PyList_GET_SIZE(keys);
-    for (Py_ssize_t k = 0; k < key_count; k++) {
-        if (!PyBytes_CheckExact(PyList_GET_ITEM(keys, k))) {
-            PyErr_SetString(PyExc_TypeError, "fill(bytes, str, list[bytes])");
-            return NULL;
+    /* array_send: ndim, has-nulls flag, element type; per dimension its size and lower
+     * bound; then each element as its length and bytes (-1: NULL, never in blob_digests) */
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[2]);
+    Py_ssize_t a_size = PyBytes_GET_SIZE(args[2]);
+    const unsigned char *key_at[MAX_KEYS];
+    Py_ssize_t key_len[MAX_KEYS];
+    Py_ssize_t key_count = 0;
+    if (a_size < 12) {
+        Py_RETURN_NONE;
+    }
+    int32_t ndim = be32(a);
+    if (ndim == 1) {
+        if (a_size < 20) {
+            Py_RETURN_NONE;
         }
+        int32_t count = be32(a + 12);
+        if (count < 0 || count > MAX_KEYS) {
+            Py_RETURN_NONE;
+        }
+        Py_ssize_t at = 20;
+        for (int32_t k = 0; k < count; k++) {
+            if (at + 4 > a_size) {
+                Py_RETURN_NONE;
+            }
+            int32_t len = be32(a + at);
+            at += 4;
+            if (len < 0 || at + len > a_size) {
+                Py_RETURN_NONE;
+            }
+            key_at[key_count] = a + at;
+            key_len[key_count++] = len;
+            at += len;
+        }
+    } else if (ndim != 0) {
+        Py_RETURN_NONE;
     }
     static const char hex[] = "0123456789abcdef";
     Buf b;
@@ -973,9 +1010,8 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             memcpy(b.data + b.len, digest + skip, (size_t)(digest_size - skip));
             b.len += digest_size - skip;
         } else if (number - N_FRAGMENTS - 2 < key_count) {
-            PyObject *key = PyList_GET_ITEM(keys, number - N_FRAGMENTS - 2);
-            const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(key);
-            Py_ssize_t size = PyBytes_GET_SIZE(key);
+            const unsigned char *raw = key_at[number - N_FRAGMENTS - 2];
+            Py_ssize_t size = key_len[number - N_FRAGMENTS - 2];
             if (buf_reserve(&b, 2 * size) != OK) {
                 goto done;
             }

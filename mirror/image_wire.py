@@ -36,6 +36,7 @@ stored JSON template back in (``filled_doc``), for the API's pages and Gets.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -164,17 +165,38 @@ _native_page = NATIVE.page if NATIVE is not None else None
 _native_fill = NATIVE.fill if NATIVE is not None else None
 
 
-def filled_doc(template: bytes, digest: str, keys: list[bytes]) -> bytes:
+def filled_doc(template: bytes, digest: str, keys: bytes) -> bytes:
     """An image's JSON from its stored template (sql/104; ``mirror.model.doc_template``).
 
-    The C module fills it (~1 µs an image); without it, or for a template it does not
-    read, ``render_doc_template`` (which raises on a placeholder that names no value).
+    ``keys``: the row's blob keys as PostgreSQL's ``array_send`` gives them (one bytes
+    object, not a Python object a key). The C module fills it in (~1 µs an image);
+    without it, or for a template it does not read, ``render_doc_template`` (which
+    raises on a placeholder that names no value).
     """
     if _native_fill is not None:
         doc = _native_fill(template, digest, keys)
         if doc is not None:
             return doc
-    return render_doc_template(template.decode(), doc_template_values(digest, keys)).encode()
+    values = doc_template_values(digest, array_elements(keys))
+    return render_doc_template(template.decode(), values).encode()
+
+
+def array_elements(sent: bytes) -> list[bytes]:
+    """The elements of a one-dimensional ``bytea[]`` in PostgreSQL's binary format."""
+    ndim, _flags, _type = struct.unpack_from(">iiI", sent)
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise ValueError(f"a {ndim}-dimensional array")
+    (count, _lower) = struct.unpack_from(">ii", sent, 12)
+    elements, at = [], 20
+    for _ in range(count):
+        (size,) = struct.unpack_from(">i", sent, at)
+        if size < 0:
+            raise ValueError("a NULL element")
+        elements.append(sent[at + 4 : at + 4 + size])
+        at += 4 + size
+    return elements
 
 
 def python_image_bytes(image: Any) -> bytes:

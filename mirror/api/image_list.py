@@ -115,7 +115,7 @@ def row_json(row: asyncpg.Record) -> bytes:
     doc: bytes | None = row["doc"]
     if doc is not None:
         return doc
-    return filled_doc(row["doc_template"], row["digest"], row["blob_digests"])
+    return filled_doc(row["doc_template"], row["digest"], row["blob_keys"])
 
 
 def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:

@@ -11,6 +11,7 @@ strings and numbers of every size, and RFC 3339 timestamps right and wrong.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -610,12 +611,22 @@ async def test_mutated_texts_are_declined_or_encoded_as_orjson_and_json_format_w
 
 
 # The C module's filling in of a stored template (``filled_doc``) against mirror/model.py:
-# text without "%", and the placeholders and "%%" a template holds.
+# text without "%", and the placeholders and "%%" a template holds; the keys as
+# PostgreSQL's array_send writes a bytea[] (tests/integration/test_doc_template_sql.py
+# reads real ones).
 _TEMPLATE_PIECES_OK = ["%%", "%1$s", "%2$s", "%3$s", "%4$s", "%5$s", "%6$s", "%12$s"]
 _TEMPLATE_PIECES = st.one_of(
     st.text(st.characters(blacklist_characters="%"), max_size=6),
     st.sampled_from([*_TEMPLATE_PIECES_OK, "é", "\U0001f600"]),
 )
+BYTEA_OID = 17
+
+
+def array_sent(elements: list[bytes]) -> bytes:
+    if not elements:
+        return struct.pack(">iiI", 0, 0, BYTEA_OID)
+    head = struct.pack(">iiIii", 1, 0, BYTEA_OID, len(elements), 1)
+    return head + b"".join(struct.pack(">i", len(e)) + e for e in elements)
 
 
 @given(
@@ -626,21 +637,27 @@ _TEMPLATE_PIECES = st.one_of(
 def test_the_c_module_fills_a_template_as_the_reference_does(
     pieces: list[str], digest: str, keys: list[bytes]
 ) -> None:
-    if image_wire.NATIVE is None:
-        pytest.skip("mirror._image_wire is not built")
     template = "".join(pieces)
+    sent = array_sent(keys)
+    assert image_wire.array_elements(sent) == keys
     values = doc_template_values(digest, keys)
     try:
         expected: bytes | None = render_doc_template(template, values).encode()
     except IndexError:  # a placeholder that names no value
         expected = None
-    assert image_wire.NATIVE.fill(template.encode(), digest, keys) == expected
     if expected is not None:
-        assert image_wire.filled_doc(template.encode(), digest, keys) == expected
+        assert image_wire.filled_doc(template.encode(), digest, sent) == expected
+    if image_wire.NATIVE is None:
+        pytest.skip("mirror._image_wire is not built")
+    assert image_wire.NATIVE.fill(template.encode(), digest, sent) == expected
 
 
 def test_the_c_module_refuses_what_is_no_template() -> None:
     if image_wire.NATIVE is None:
         pytest.skip("mirror._image_wire is not built")
+    keys = array_sent([b"\x01" * 32])
     for broken in (b"%", b"a%b", b"%0$s", b"%1$", b"%1s", b"%x$s", b"%9$s"):
-        assert image_wire.NATIVE.fill(broken, "sha256:", []) is None, broken
+        assert image_wire.NATIVE.fill(broken, "sha256:", keys) is None, broken
+    assert image_wire.NATIVE.fill(b"%5$s", "", keys) == b"01" * 32
+    for not_sent in (b"", keys[:-1], struct.pack(">iiI", 2, 0, BYTEA_OID) + keys[12:]):
+        assert image_wire.NATIVE.fill(b"%5$s", "", not_sent) is None, not_sent
