@@ -10,8 +10,9 @@
 -- which format() fills back, byte for byte. The fragments are part of every stored
 -- template: they never change (a new list would need a new column).
 --
--- Rows written before keep `doc` (exactly one of the two is set); every reader takes
--- `image_doc(images)`, whichever the row holds. A row gets a template when the ingest
+-- Rows written before keep `doc` (exactly one of the two is set); readers in SQL take
+-- `image_doc(images)`, whichever the row holds; the API reads the parts and fills the
+-- template itself, in C (mirror/api/image_list.py, row_json). A row gets a template when the ingest
 -- next writes it. A row's JSON is then made of `doc_template`, `digest` and
 -- `blob_digests` together: whatever changes one of them writes all three (the ingest's
 -- upsert does), and the outbox's triggers compare image_doc before and after.
