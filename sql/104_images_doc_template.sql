@@ -21,10 +21,10 @@ ALTER TABLE images
     ADD COLUMN doc_template text,
     ADD CONSTRAINT images_doc_or_template CHECK ((doc IS NULL) <> (doc_template IS NULL));
 
--- The image's JSON text, from the columns of its row (a List page's outer query
--- calls this on its page's rows alone), or from the row. The values are those of
--- mirror/model.py's doc_template_values: the three fragments, the image digest
--- without its "sha256:" prefix, then the hex of each blob key.
+-- The image's JSON text, from the columns it is made of, or from the row (what the
+-- SQL readers call). The values are those of mirror/model.py's doc_template_values:
+-- the three fragments, the image digest without its "sha256:" prefix, then the hex of
+-- each blob key. The API fills templates itself (mirror/_image_wire.c, fill).
 CREATE FUNCTION image_doc(doc json, doc_template text, digest text, blob_digests bytea[])
 RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
 RETURN coalesce(
