@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -22,8 +21,6 @@ from mirror.upstream.simulator.generator import RegistryModel
 CHUNK = 20_000
 # The ingest's own rows and column order (mirror.ingest.staging): a column the
 # schema gains reaches this loader with the ingest, not by copying a list.
-CREATED_AT = IMAGE_COLUMNS.index("created_at")
-CREATED_NS = IMAGE_COLUMNS.index("created_ns")
 
 FILL_BLOBS = """
 INSERT INTO blobs (digest, size, ref_count)
@@ -50,19 +47,15 @@ def _model(images: int, seed: int) -> RegistryModel:
 def image_rows(model: RegistryModel, start: int, stop: int) -> list[tuple[Any, ...]]:
     """The images rows (blob references included) of generated images ``start <= ref < stop``.
 
-    Built by the ingest's record builders from the simulator's JSON; only
-    ``created_at`` changes type: the staging table takes the upstream's text, the
-    ``images`` table a timestamp (taken from ``created_ns``, the same instant).
+    Built by the ingest's record builders from the simulator's JSON: the staging
+    table's columns are the ``images`` table's.
     """
     images: list[tuple[Any, ...]] = []
     for sim in model.iter_images(start, stop):
         registry = sim.name.split("/", 1)[0]
         folder = model.folder_ids[model.folder_of_registry(model.registry_index(registry) or 0)]
         (item,) = page_images([sim.to_json()])
-        record: list[Any] = list(image_record(item, folder))
-        if record[CREATED_AT] is not None:
-            record[CREATED_AT] = datetime.fromtimestamp(record[CREATED_NS] // 1000 / 1e6, tz=UTC)
-        images.append(tuple(record))
+        images.append(image_record(item, folder))
     return images
 
 

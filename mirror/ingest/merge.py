@@ -63,7 +63,7 @@ CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
-    created_at text, created_ns bigint, tags text[], doc_template text, content_hash bytea,
+    created_ns bigint, tags text[], doc_template text, content_hash bytea,
     blob_digests bytea[], blob_sizes bigint[], blob_config boolean
 ) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
@@ -91,11 +91,11 @@ WHERE i.id IS NULL
 # and new images inherit their registry's folder when it is known.
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
-    id, name, registry_id, folder_id, digest, compressed_size, created_at, created_ns, tags,
+    id, name, registry_id, folder_id, digest, compressed_size, created_ns, tags,
     doc_template, content_hash, blob_digests, blob_sizes, blob_config
 )
 SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
-       s.compressed_size, s.created_at::timestamptz, s.created_ns, s.tags, s.doc_template,
+       s.compressed_size, s.created_ns, s.tags, s.doc_template,
        s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config
 FROM ingest_stage_images AS s
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
@@ -106,7 +106,6 @@ ON CONFLICT (id) DO UPDATE SET
     folder_id = COALESCE(EXCLUDED.folder_id, i.folder_id),
     digest = EXCLUDED.digest,
     compressed_size = EXCLUDED.compressed_size,
-    created_at = EXCLUDED.created_at,
     created_ns = EXCLUDED.created_ns,
     tags = EXCLUDED.tags,
     doc = NULL,
@@ -114,8 +113,7 @@ ON CONFLICT (id) DO UPDATE SET
     content_hash = EXCLUDED.content_hash,
     blob_digests = EXCLUDED.blob_digests,
     blob_sizes = EXCLUDED.blob_sizes,
-    blob_config = EXCLUDED.blob_config,
-    updated_at = now()
+    blob_config = EXCLUDED.blob_config
 WHERE i.content_hash <> EXCLUDED.content_hash
    OR (EXCLUDED.folder_id IS NOT NULL AND i.folder_id IS DISTINCT FROM EXCLUDED.folder_id)
 RETURNING new.id,

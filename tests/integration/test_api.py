@@ -338,12 +338,14 @@ async def test_the_index_version_moves_once_a_writing_transaction_commits(
     ids = [r["id"] for r in await pool.fetch("SELECT id FROM images ORDER BY id LIMIT 3")]
     start = await pool.fetchval(VERSION)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE images SET indexed_at = now() WHERE id = ANY($1)", ids[:2])
+        await conn.execute(
+            "UPDATE images SET compressed_size = compressed_size WHERE id = ANY($1)", ids[:2]
+        )
         await conn.execute("DELETE FROM images WHERE id = $1", ids[2])
         # not before the commit: another snapshot sees neither the writes nor the addition
         assert await pool.fetchval(VERSION) == start
     assert await pool.fetchval(VERSION) == start + 1  # three rows, two statements: once
-    await pool.execute("UPDATE images SET indexed_at = now() WHERE false")
+    await pool.execute("UPDATE images SET compressed_size = compressed_size WHERE false")
     await pool.fetch("SELECT * FROM images LIMIT 5")
     assert await pool.fetchval(VERSION) == start + 1  # no row written: no change
     async with pool.acquire() as conn:
@@ -352,12 +354,14 @@ async def test_the_index_version_moves_once_a_writing_transaction_commits(
         await conn.execute("DELETE FROM images WHERE id = $1", ids[0])
         await tx.rollback()
     assert await pool.fetchval(VERSION) == start + 1  # rolled back: no change
-    await pool.execute("UPDATE images SET indexed_at = now() WHERE id = $1", ids[1])
+    await pool.execute("UPDATE images SET compressed_size = compressed_size WHERE id = $1", ids[1])
     assert await pool.fetchval(VERSION) == start + 2
     async with pool.acquire() as conn:  # a bulk load's or a logical replica's writes
         await conn.execute("SET session_replication_role = replica")
         try:
-            await conn.execute("UPDATE images SET indexed_at = now() WHERE id = $1", ids[1])
+            await conn.execute(
+                "UPDATE images SET compressed_size = compressed_size WHERE id = $1", ids[1]
+            )
         finally:
             await conn.execute("RESET session_replication_role")
     assert await pool.fetchval(VERSION) == start + 3
@@ -408,7 +412,7 @@ async def test_a_write_committed_right_after_the_page_was_read_is_never_served_s
         return page
 
     await world.pool.execute(
-        "UPDATE images SET indexed_at = now() WHERE id = (SELECT max(id) FROM images)"
+        "UPDATE images SET compressed_size = compressed_size WHERE id = (SELECT max(id) FROM images)"
     )  # a new version: the next request reads the page again
     monkeypatch.setattr(ImageReader, "_read_page", read_then_write)
     before_write = orjson.loads(await raw_page(api, params))

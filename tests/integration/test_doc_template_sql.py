@@ -62,7 +62,7 @@ async def test_the_server_fills_a_template_as_the_ingest_made_it(
     }
     [item] = page_images([upstream])
     record = image_record(item, None)
-    await db_pool.execute(INSERT, item.id, record[4], None, record[9], record[11])
+    await db_pool.execute(INSERT, item.id, record[4], None, record[8], record[10])
     try:
         assert await both_docs(db_pool, item.id) == (item.doc.decode(),) * 2
     finally:

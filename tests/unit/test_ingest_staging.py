@@ -54,21 +54,20 @@ def test_malformed_images_are_refused() -> None:
 def test_image_record_columns() -> None:
     [item] = page_images([IMAGE])
     record = image_record(item, "f1")
-    assert record[:9] == (
+    assert record[:8] == (
         "crpb",
         "reg1/team/app",
         "reg1",
         "f1",
         "sha256:ff",
         300,
-        "2024-01-01T00:00:00.123456789Z",
         1_704_067_200_123_456_789,  # created_ns: exact nanoseconds, as the API sorts
         ["latest"],
     )
-    assert render_doc_template(record[9], doc_template_values(record[4], record[11])) == (
+    assert render_doc_template(record[8], doc_template_values(record[4], record[10])) == (
         item.doc.decode()
     )
-    assert record[10] == item.content_hash
+    assert record[9] == item.content_hash
     real = IMAGE | {
         "digest": "sha256:" + "ab" * 32,
         "config": {"id": "c1", "digest": "sha256:" + "0c" * 32, "size": "10"},
@@ -76,22 +75,22 @@ def test_image_record_columns() -> None:
     }
     [item] = page_images([real])
     record = image_record(item, None)
-    values = doc_template_values(record[4], record[11])
-    assert record[9] == '{"id":"crpb","name":"reg1/team/app%1$s%4$s",' + (
+    values = doc_template_values(record[4], record[10])
+    assert record[8] == '{"id":"crpb","name":"reg1/team/app%1$s%4$s",' + (
         '"compressedSize":"300","config":{"id":"c1%1$s%5$s%3$s10"},'
         '"layers":[{"id":"l1%1$s1%3$s100"},{"digest":"sha256:2%3$s200"}],'
         '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
     )
-    assert render_doc_template(record[9], values) == item.doc.decode()
+    assert render_doc_template(record[8], values) == item.doc.decode()
     [bare] = page_images([{"id": "crpc", "name": "reg2/x"}])
-    assert image_record(bare, None)[5:9] == (0, None, 0, [])
+    assert image_record(bare, None)[5:8] == (0, 0, [])
 
 
 def test_blob_arrays_config_first_then_layers() -> None:
     [item] = page_images([IMAGE])
     keys = [digest_key(d) for d in ("sha256:c", "sha256:1", "sha256:2")]
     assert blob_arrays(item) == (keys, [10, 100, 200], True)
-    assert image_record(item, None)[11:] == (keys, [10, 100, 200], True)
+    assert image_record(item, None)[10:] == (keys, [10, 100, 200], True)
     [no_config] = page_images([{k: v for k, v in IMAGE.items() if k != "config"}])
     assert blob_arrays(no_config) == (keys[1:], [100, 200], False)
     no_digest = IMAGE | {"config": {"size": "5"}, "layers": [{"size": "1"}, IMAGE["layers"][1]]}
