@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import asyncpg
 import orjson
 
-from mirror.model import Event, EventType
+from mirror.model import SHA256_KEY_BYTES, Event, EventType, digest_key
 
 # Outbox writers serialise on this transaction-level lock, taken just before
 # their inserts: ids are then drawn in commit order, so a reader following
@@ -31,6 +31,9 @@ TYPE_CODES = (
 SOURCE_CODES = ("/registry-mirror/ingest", "/registry-mirror/api")
 # The one type whose payload can be derived from its subject's row (sql/100).
 DERIVED_TYPE_CODE = TYPE_CODES.index(EventType.IMAGE_CREATED) + 1
+# The types keyed by a blob's digest (sql/107: such a key may be stored as bytes).
+_BLOB_TYPES = (EventType.BLOB_ADDED, EventType.BLOB_ORPHANED)
+_BLOB_TYPE_CODES = ", ".join(str(TYPE_CODES.index(t) + 1) for t in _BLOB_TYPES)
 
 
 def _array(values: Iterable[str]) -> str:
@@ -54,14 +57,26 @@ def _array(values: Iterable[str]) -> str:
 #     it, the row share-locked so that nobody changes it before we commit;
 # * blob and tag events: outbox_key_prefix(type, key) (sql/101: '{"digest":"<key>"'
 #   or '{"repository":"<r>","tag":"<t>"'), then the tail; nothing to write out later.
+#
+# A blob event's key of the form "sha256:" and 64 lowercase hex digits is stored as
+# its 32 bytes (key_digest, key NULL; sql/107), when the statement finds that
+# encoding them again (outbox_subject) gives the key byte for byte; any other key is
+# stored as text. The bytes come from here ($6, ``digest_key``): in PostgreSQL a
+# regular expression that picks out such keys cost ~7 µs a key.
 INSERT_EVENTS = f"""
-INSERT INTO outbox (key, type_code, source_code, other_source, data, data_tail)
-SELECT e.key, t.code, s.code, CASE WHEN s.code IS NULL THEN e.source END,
+INSERT INTO outbox (key, key_digest, type_code, source_code, other_source, data, data_tail)
+SELECT CASE WHEN b.digest IS NULL THEN e.key END, b.digest,
+       t.code, s.code, CASE WHEN s.code IS NULL THEN e.source END,
        CASE WHEN coalesce(e.tail, d.tail, k.tail) IS NULL THEN e.data::json END,
        coalesce(e.tail, d.tail, k.tail)
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-     AS e (key, type, source, data, tail)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+     AS e (key, type, source, data, tail, key_digest)
 CROSS JOIN LATERAL (SELECT array_position({_array(TYPE_CODES)}, e.type) AS code) AS t
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN t.code IN ({_BLOB_TYPE_CODES})
+                 AND 'sha256:' || encode(e.key_digest, 'hex') = e.key THEN e.key_digest END
+           AS digest
+) AS b
 CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS code) AS s
 LEFT JOIN LATERAL (
     SELECT x.tail
@@ -100,6 +115,14 @@ def _derived_tail(event: Event, payload: bytes, inserted: Mapping[str, bytes]) -
     return payload[len(doc) - 1 : -1].decode()
 
 
+def _key_digest(event: Event) -> bytes | None:
+    """A blob event's key as its 32 bytes, when it is a sha256 digest in lower-case hex."""
+    if event.type not in _BLOB_TYPES:
+        return None
+    key = digest_key(event.subject)
+    return key if len(key) == SHA256_KEY_BYTES else None
+
+
 async def append_events(
     conn: asyncpg.Connection,
     events: Sequence[Event],
@@ -128,5 +151,6 @@ async def append_events(
         [e.source for e in events],
         [None if t is not None else p.decode() for p, t in zip(payloads, tails, strict=True)],
         tails,
+        [_key_digest(e) for e in events],
     )
     await conn.execute(NOTIFY_OUTBOX)

@@ -3,7 +3,8 @@
 -- the migrator whenever this file changes (mirror/store/migrate.py: routines).
 --
 -- The derived payloads of the images in old_images whose doc is changing, written out.
--- Each image's events are looked up by the hash index on key (OFFSET 0 keeps the
+-- Each image's events are looked up by the hash index on the key (outbox_key_hash over
+-- outbox_subject(key, key_digest), sql/107; OFFSET 0 keeps the
 -- lookup per image: a join could seq-scan the whole outbox for a few images; the
 -- key's collation, not images.id's "C", so that the index serves the comparison).
 --
@@ -23,7 +24,8 @@ BEGIN
             SELECT e.id, left(image_doc(o), -1) || e.data_tail || '}' AS data
             FROM old_images AS o
             CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
-                                WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
+                                WHERE outbox_subject(e.key, e.key_digest) = o.id COLLATE "default"
+                                  AND e.data_tail IS NOT NULL
                                   AND e.type_code = 1
                                 OFFSET 0) AS d
             JOIN outbox AS e ON e.id = d.id
@@ -43,7 +45,8 @@ BEGIN
             SELECT e.id, left(image_doc(o), -1) || e.data_tail || '}' AS data
             FROM old_images AS o
             CROSS JOIN LATERAL (SELECT e.id FROM outbox AS e
-                                WHERE e.key = o.id COLLATE "default" AND e.data_tail IS NOT NULL
+                                WHERE outbox_subject(e.key, e.key_digest) = o.id COLLATE "default"
+                                  AND e.data_tail IS NOT NULL
                                   AND e.type_code = 1
                                 OFFSET 0) AS d
             JOIN outbox AS e ON e.id = d.id
