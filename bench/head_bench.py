@@ -113,7 +113,7 @@ async def measure(
         seen: dict[str, float] = {}
         while len(seen) < len(pushed) and time.time() < deadline:
             rows = await conn.fetch(
-                "SELECT key, extract(epoch FROM time) AS at FROM outbox "
+                "SELECT key, extract(epoch FROM time) AS at FROM outbox_events "
                 "WHERE type = 'registry.image.created' AND key = ANY($1::text[])",
                 list(pushed.keys() - seen.keys()),
             )

@@ -122,7 +122,7 @@ async def indexed(pool: asyncpg.Pool) -> dict[str, Any]:
 async def assert_nothing_live_lost(w: World, after: int, before: set[str]) -> None:
     """No live image reported deleted or missing from the index, no live digest orphaned."""
     rows = await w.pool.fetch(
-        "SELECT type, key FROM outbox WHERE id > $1 AND type IN "
+        "SELECT type, key FROM outbox_events WHERE id > $1 AND type IN "
         "('registry.image.deleted', 'registry.blob.orphaned')",
         after,
     )
@@ -149,7 +149,7 @@ async def assert_converges(w: World) -> None:
     assert await indexed(w.pool) == expected
     assert len(expected) == w.truth.count()
     deleted = await w.pool.fetch(
-        "SELECT key FROM outbox WHERE type = 'registry.image.deleted' ORDER BY key"
+        "SELECT key FROM outbox_events WHERE type = 'registry.image.deleted' ORDER BY key"
     )
     assert [r["key"] for r in deleted] == sorted(set(w.gone))  # over the whole test: once each
     assert summary.anomalies == 0 and summary.errors == 0
@@ -313,7 +313,7 @@ async def test_duplicated_images_are_counted_once_and_reported(world: World) -> 
     assert summary.images == w.truth.count()  # never a double count
     keys = [
         (r["type"], r["key"])
-        for r in await w.pool.fetch("SELECT type, key FROM outbox WHERE id > $1", after)
+        for r in await w.pool.fetch("SELECT type, key FROM outbox_events WHERE id > $1", after)
     ]
     assert len(keys) == len(set(keys))  # no event twice
     await assert_converges(w)
@@ -338,14 +338,14 @@ async def test_churn_through_a_lossy_proxy_deletes_only_what_is_gone(world: Worl
     assert w.proxy.landed["drop-images"] > 0
     # a deletion is final upstream: an image.deleted for an image live now is false
     deleted = await w.pool.fetch(
-        "SELECT key FROM outbox WHERE id > $1 AND type = 'registry.image.deleted'", after
+        "SELECT key FROM outbox_events WHERE id > $1 AND type = 'registry.image.deleted'", after
     )
     assert [r["key"] for r in deleted if w.truth.get(r["key"]) is not None] == []
     # a digest left orphaned but live now is true only if every image holding it now was
     # pushed during the churn (after its last indexed holder went, before a walk saw it);
     # a holder live since before the churn would make the orphaning false
     events = await w.pool.fetch(
-        "SELECT type, key FROM outbox WHERE id > $1 AND topic = 'blobs' ORDER BY id", after
+        "SELECT type, key FROM outbox_events WHERE id > $1 AND topic = 'blobs' ORDER BY id", after
     )
     state: dict[str, str] = {}
     for e in events:
@@ -374,7 +374,7 @@ async def _was_indexed(w: World, change: Any) -> bool:
     is an event too)?"""
     return bool(
         await w.pool.fetchval(
-            "SELECT count(*) FROM outbox WHERE key = $1 AND type = 'registry.image.created'",
+            "SELECT count(*) FROM outbox_events WHERE key = $1 AND type = 'registry.image.created'",
             change.image_id,
         )
     )

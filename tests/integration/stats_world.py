@@ -51,7 +51,7 @@ UPDATE blobs AS b SET ref_count = b.ref_count - x.n,
 FROM unnest($1::bytea[], $2::bigint[]) AS x(d, n)
 WHERE b.digest = x.d
 """
-RETAG = "UPDATE images SET tags = $2::text[], updated_at = now() WHERE id = $1"
+RETAG = "UPDATE images SET tags = $2::text[] WHERE id = $1"
 SET_FOLDER = """
 INSERT INTO registries (registry_id, folder_id) VALUES ($1, $2)
 ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id

@@ -199,7 +199,7 @@ async def test_stream_after_latest_sends_only_new_events_and_heartbeats(db_pool,
     await write(db_pool, sample_events(10, start=10))
     cursor, event = await next_event(response)
     assert event["type"] == "registry.image.deleted" and event["subject"] == f"crp{13:017d}"
-    row = await db_pool.fetchval("SELECT id FROM outbox WHERE key = $1", event["subject"])
+    row = await db_pool.fetchval("SELECT id FROM outbox_events WHERE key = $1", event["subject"])
     assert cursor == str(row)
     response.close()
 

@@ -49,7 +49,7 @@ READ_TOKEN = "read-token-for-the-sdk-test"
 ADMIN_TOKEN = "admin-token-for-the-sdk-test"
 PAGE = 37
 COUNT_DELETED_EVENTS = (
-    "SELECT count(*) FROM outbox WHERE type = 'registry.image.deleted' AND key = $1"
+    "SELECT count(*) FROM outbox_events WHERE type = 'registry.image.deleted' AND key = $1"
 )
 
 

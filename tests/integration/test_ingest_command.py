@@ -233,7 +233,9 @@ async def test_invariant_1_killed_ingest_process_deletes_nothing_and_next_run_co
             r["status"] for r in await conn.fetch("SELECT status FROM sync_runs ORDER BY id")
         ]
         assert statuses == ["complete", "failed", "complete"]
-        deleted = await conn.fetch("SELECT key FROM outbox WHERE type = 'registry.image.deleted'")
+        deleted = await conn.fetch(
+            "SELECT key FROM outbox_events WHERE type = 'registry.image.deleted'"
+        )
         assert [r["key"] for r in deleted] == [gone]
 
 

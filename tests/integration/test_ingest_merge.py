@@ -35,7 +35,8 @@ def img(
 
 async def outbox(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     return [
-        (r["type"], r["key"]) for r in await conn.fetch("SELECT type, key FROM outbox ORDER BY id")
+        (r["type"], r["key"])
+        for r in await conn.fetch("SELECT type, key FROM outbox_events ORDER BY id")
     ]
 
 

@@ -86,7 +86,7 @@ async def indexed(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
 
 async def image_events(conn: asyncpg.Connection, after: int = 0) -> list[tuple[str, str]]:
     rows = await conn.fetch(
-        "SELECT type, key FROM outbox WHERE id > $1 AND topic = 'images' ORDER BY id", after
+        "SELECT type, key FROM outbox_events WHERE id > $1 AND topic = 'images' ORDER BY id", after
     )
     return [(r["type"], r["key"]) for r in rows]
 
