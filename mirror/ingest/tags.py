@@ -32,15 +32,18 @@ from typing import Any
 import asyncpg
 
 from mirror.ingest.changes import with_origin
-from mirror.model import Event, EventType, Scope, ScopeKind
+from mirror.model import Event, EventType, Scope, ScopeKind, digest_key
 from mirror.store.outbox import LOCK_OUTBOX, OUTBOX_LOCK_KEY, append_events
 
 REASON_UNTAGGED = "untagged"
 REASON_IMAGE_DELETED = "image-deleted"
 REASONS = (REASON_UNTAGGED, REASON_IMAGE_DELETED)
 
+# A row's digest is stored as its key (sql/108: 32 bytes for a sha256, any other text
+# losslessly; mirror.model.digest_key), read back as text by mirror_digest_text.
 SELECT_TAGS = """
-SELECT t.repository, t.tag, t.image_id, t.digest, t.released_at IS NOT NULL AS released
+SELECT t.repository, t.tag, t.image_id, mirror_digest_text(t.digest) AS digest,
+       t.released_at IS NOT NULL AS released
 FROM tags AS t
 JOIN unnest($1::text[], $2::text[]) AS k (repository, tag)
   ON t.repository = k.repository AND t.tag = k.tag
@@ -48,18 +51,18 @@ JOIN unnest($1::text[], $2::text[]) AS k (repository, tag)
 UPSERT_TAGS = """
 INSERT INTO tags AS t (repository, tag, image_id, digest, released_at)
 SELECT r.repository, r.tag, r.image_id, r.digest, CASE WHEN r.released THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[])
      AS r (repository, tag, image_id, digest, released)
 ORDER BY r.repository, r.tag
 ON CONFLICT (repository, tag) DO UPDATE SET
     image_id = EXCLUDED.image_id,
     digest = EXCLUDED.digest,
-    released_at = EXCLUDED.released_at,
-    updated_at = now()
+    released_at = EXCLUDED.released_at
 """
 DELETE_TAGS_OF_IMAGES = """
 DELETE FROM tags WHERE image_id = ANY($1::text[])
-RETURNING repository, tag, image_id, digest, released_at IS NOT NULL AS released
+RETURNING repository, tag, image_id, mirror_digest_text(digest) AS digest,
+          released_at IS NOT NULL AS released
 """
 _RELEASED_OF_SCOPE: dict[ScopeKind, str] = {
     ScopeKind.FOLDER: """(i.folder_id = $1
@@ -72,7 +75,7 @@ RESOLVE_RELEASED: dict[ScopeKind, str] = {
 DELETE FROM tags AS t
 USING images AS i
 WHERE t.released_at IS NOT NULL AND i.id = t.image_id AND {condition}
-RETURNING t.repository, t.tag, t.image_id, t.digest
+RETURNING t.repository, t.tag, t.image_id, mirror_digest_text(t.digest) AS digest
 """
     for kind, condition in _RELEASED_OF_SCOPE.items()
 }
@@ -203,7 +206,7 @@ async def tag_changes(
             [k[0] for k, _ in ordered],
             [k[1] for k, _ in ordered],
             [r.image_id for _, r in ordered],
-            [r.digest for _, r in ordered],
+            [digest_key(r.digest) for _, r in ordered],
             [r.released for _, r in ordered],
         )
     return events
