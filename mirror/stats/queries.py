@@ -31,7 +31,7 @@ DEFAULT_LAYERS = 10
 DEFAULT_RECLAIMABLE = 10
 DEFAULT_RELATED = 100
 REPOSITORIES_PER_LAYER = 10
-CHAIN_PART_BYTES = 8
+CHAIN_PART_BYTES = 4
 
 # Where the folded figures stand (stats_folded), and the log not folded yet.
 _FRESHNESS = """
@@ -175,7 +175,7 @@ JOIN images i ON i.id = c.image_id
 ORDER BY c.chain, c.image_id
 """
 
-# Greater than every chain key (at most 2048 bytes).
+# Greater than every chain key (at most 1024 bytes; 2048 before sql/109).
 _TOP_KEY = b"\xff" * 2049
 CHAIN_LAYERS = 256
 
@@ -416,12 +416,12 @@ def _related(row: asyncpg.Record) -> RelatedImage:
 
 
 def chain_key_part(key: bytes) -> bytes:
-    """The 8-byte chain part of one layer's stored digest key (``stats_chain_part`` in SQL)."""
+    """The 4-byte chain part of one layer's stored digest key (``stats_chain_part`` in SQL)."""
     return hashlib.md5(key, usedforsecurity=False).digest()[:CHAIN_PART_BYTES]
 
 
 def chain_part(digest: str) -> bytes:
-    """The 8-byte chain part of one layer digest."""
+    """The 4-byte chain part of one layer digest."""
     return chain_key_part(digest_key(digest))
 
 

@@ -154,7 +154,7 @@ def is_proper_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def chain_key(image: Image) -> bytes:
-    """The lineage index key: 8 bytes per layer digest, first 256 layers."""
+    """The lineage index key: 4 bytes per layer digest, first 256 layers."""
     return b"".join(chain_part(layer.digest) for layer in image.layers[:CHAIN_LAYERS])[
         : CHAIN_LAYERS * CHAIN_PART_BYTES
     ]

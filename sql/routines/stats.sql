@@ -30,10 +30,11 @@
 -- made: the session applying this file may have folded under an older shape.
 DROP TABLE IF EXISTS pg_temp.stats_batch;
 
--- The 8-byte key of one layer digest (its 32-byte key, sql/090) in a chain.
+-- The 4-byte key of one layer digest (its 32-byte key, sql/090) in a chain
+-- (mirror/stats/queries.py, CHAIN_PART_BYTES; 8 bytes before sql/109).
 CREATE OR REPLACE FUNCTION stats_chain_part(digest bytea) RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN substring(decode(md5(digest), 'hex') FROM 1 FOR 8);
+RETURN substring(decode(md5(digest), 'hex') FROM 1 FOR 4);
 
 -- An image's layers are its blob digests after the config (images.blob_config).
 CREATE OR REPLACE FUNCTION stats_layer_count(digests bytea[], config boolean) RETURNS integer
