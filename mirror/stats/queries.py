@@ -104,10 +104,10 @@ SELECT x.digest, x.size, x.rows,
        END, (SELECT 1 FROM stats_lone_digests l
              WHERE l.digest = x.digest
                AND CASE $2::text
-                   WHEN 'registry' THEN l.registry_id = $3
+                   WHEN 'registry' THEN split_part(l.repository, '/', 1) = $3
                    WHEN 'repository' THEN l.repository = $3
                    WHEN 'folder' THEN EXISTS (SELECT 1 FROM stats_registry_folders m
-                                              WHERE m.registry_id = l.registry_id
+                                              WHERE m.registry_id = split_part(l.repository, '/', 1)
                                                 AND m.folder_id = $3)
                    ELSE false
                END), 0) AS scope_refs
@@ -133,10 +133,11 @@ FROM images i WHERE i.id = $1
 # Scope filter on stats_images s; $k kind, $k+1 id.
 _IN_SCOPE = """
     ({k}::text = 'all'
-     OR ({k} = 'registry' AND s.registry_id = {i})
+     OR ({k} = 'registry' AND split_part(s.name, '/', 1) = {i})
      OR ({k} = 'repository' AND s.name = {i})
      OR ({k} = 'folder' AND EXISTS (SELECT 1 FROM stats_registry_folders m
-                                    WHERE m.registry_id = s.registry_id AND m.folder_id = {i})))
+                                    WHERE m.registry_id = split_part(s.name, '/', 1)
+                                      AND m.folder_id = {i})))
 """
 
 _LAYERS_OF_I = "i.blob_digests[1 + i.blob_config::int :]"

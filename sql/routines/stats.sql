@@ -21,8 +21,10 @@
 --   stats_lone_digests     a digest one image blob row references and nothing
 --       else ever did: count 1 in that row's registry, repository and folder,
 --       without rows in the three tables above (moved there when it changes).
---   stats_images           per image: repository, registry, blob rows and the
---       layer chain key (lineage lookups by prefix).
+--   stats_images           per image: repository, blob rows and the layer chain
+--       key (lineage lookups by prefix).
+--   A repository's registry is its name's first segment, split_part(name, '/', 1)
+--   (sql/110: the two tables above no longer store it).
 --   stats_registry_folders the folder of each registry as far as known.
 --   stats_folded           up to where all of the above is exact.
 
@@ -191,7 +193,7 @@ BEGIN
         -- r's lone digests: one blob each for the folder
         INSERT INTO stats_totals AS t (scope_key, blobs, stored)
         SELECT 'folder:' || target, sign * count(*), sign * coalesce(sum(l.size), 0)
-        FROM stats_lone_digests l WHERE l.registry_id = r
+        FROM stats_lone_digests l WHERE split_part(l.repository, '/', 1) = r
         ON CONFLICT (scope_key) DO UPDATE SET
             blobs = t.blobs + excluded.blobs, stored = t.stored + excluded.stored;
     END LOOP;
@@ -283,8 +285,8 @@ BEGIN
             WHERE kind = 'i' AND delta > 0
             ORDER BY image_id
         )
-        INSERT INTO stats_images (image_id, name, registry_id, blob_rows, layer_count, chain)
-        SELECT a.image_id, a.name, a.registry_id, coalesce(b.n, 0),
+        INSERT INTO stats_images (image_id, name, blob_rows, layer_count, chain)
+        SELECT a.image_id, a.name, coalesce(b.n, 0),
                CASE WHEN f.id IS NOT NULL THEN stats_layer_count(f.digests, f.config)
                     WHEN coalesce(b.n, 0) <= 0 THEN 0
                     ELSE coalesce((SELECT stats_layer_count(i.blob_digests, i.blob_config)
@@ -326,7 +328,7 @@ BEGIN
             WHERE l.digest = ANY (ARRAY(SELECT DISTINCT u.digest
                                         FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests) AS u(digest)
                                         WHERE b.digests IS NOT NULL))
-            RETURNING l.*
+            RETURNING l.digest, l.repository, split_part(l.repository, '/', 1) AS registry_id
         ),
         reg AS (
             INSERT INTO stats_registry_refs (registry_id, digest, refs)
@@ -365,8 +367,8 @@ BEGIN
               AND NOT EXISTS (SELECT 1 FROM stats_repository_refs p WHERE p.digest = d.digest)
         ),
         new_lone AS (
-            INSERT INTO stats_lone_digests (digest, registry_id, repository, size)
-            SELECT digest, registry_id, repository, size FROM lone ORDER BY digest
+            INSERT INTO stats_lone_digests (digest, repository, size)
+            SELECT digest, repository, size FROM lone ORDER BY digest
         ),
         g AS (
             SELECT r.registry_id, r.name AS repository, r.digest,
@@ -520,8 +522,8 @@ BEGIN
     SELECT registry_id, folder_id FROM registries ORDER BY registry_id
     ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id;
 
-    INSERT INTO stats_images (image_id, name, registry_id, blob_rows, layer_count, chain)
-    SELECT i.id, i.name, i.registry_id, cardinality(i.blob_digests),
+    INSERT INTO stats_images (image_id, name, blob_rows, layer_count, chain)
+    SELECT i.id, i.name, cardinality(i.blob_digests),
            stats_layer_count(i.blob_digests, i.blob_config), stats_chain(i.blob_digests, i.blob_config)
     FROM images i;
 
@@ -552,11 +554,11 @@ BEGIN
         DELETE FROM stats_repository_refs p USING single s WHERE p.digest = s.digest
         RETURNING p.digest, p.repository
     )
-    INSERT INTO stats_lone_digests (digest, registry_id, repository, size)
-    SELECT m.digest, r.registry_id, m.repository, r.size
+    INSERT INTO stats_lone_digests (digest, repository, size)
+    SELECT m.digest, m.repository, r.size
     FROM moved m
-    JOIN (SELECT digest, min(registry_id) AS registry_id, max(size) AS size
-          FROM stats_recompute_refs GROUP BY digest) r ON r.digest = m.digest;
+    JOIN (SELECT digest, max(size) AS size FROM stats_recompute_refs GROUP BY digest) r
+      ON r.digest = m.digest;
     DELETE FROM stats_registry_refs r USING stats_lone_digests l WHERE r.digest = l.digest;
     DELETE FROM stats_folder_refs f USING stats_lone_digests l WHERE f.digest = l.digest;
 
@@ -586,7 +588,8 @@ BEGIN
           JOIN blobs b ON b.digest = y.digest
           UNION ALL
           SELECT v.k, 1, l.size
-          FROM stats_lone_digests l
+          FROM (SELECT split_part(repository, '/', 1) AS registry_id, repository, size
+                FROM stats_lone_digests) l
           LEFT JOIN stats_registry_folders m ON m.registry_id = l.registry_id
           CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || l.registry_id),
                                      ('repository:' || l.repository), ('folder:' || m.folder_id)) v(k)

@@ -1,0 +1,69 @@
+"""The stats tables without their rows' registry (sql/110), against real PostgreSQL.
+
+A repository's registry is its name's first segment: the upgrade drops the column
+that repeated it, and refuses (changing nothing) an index whose rows say otherwise.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mirror.store.migrate import SQL_DIR, MigrationError, apply_migrations, find_migrations
+from tests.postgres_fixture import dsn_with_database, new_database_name
+
+INSERT_LONE = (
+    "INSERT INTO stats_lone_digests (digest, registry_id, repository, size) VALUES ($1, $2, $3, 5)"
+)
+COLUMNS = """
+SELECT attrelid::regclass::text AS tab FROM pg_attribute
+WHERE attname = 'registry_id' AND NOT attisdropped
+  AND attrelid IN ('stats_lone_digests'::regclass, 'stats_images'::regclass)
+ORDER BY 1
+"""
+
+
+@pytest.fixture
+async def stats_before_110(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
+    """A database migrated up to sql/109 (its rows carry their registry)."""
+    old_sql = tmp_path / "sql"
+    shutil.copytree(SQL_DIR / "routines", old_sql / "routines")
+    for migration in find_migrations():
+        if migration.version < 110:
+            shutil.copy(migration.path, old_sql / migration.path.name)
+    name = new_database_name("stats_110")
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(dsn_with_database(postgres_dsn, name))
+    try:
+        await apply_migrations(conn, old_sql)
+        yield conn
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_rows_of_another_registry_stop_the_upgrade_and_change_nothing(
+    stats_before_110: asyncpg.Connection,
+) -> None:
+    conn = stats_before_110
+    await conn.execute(INSERT_LONE, b"\x01" * 32, "reg1", "reg1/app")
+    await conn.execute(INSERT_LONE, b"\x02" * 32, "reg9", "reg1/web")
+    with pytest.raises(MigrationError, match="first segment of their repository"):
+        await apply_migrations(conn)
+    assert await conn.fetch(COLUMNS) != []
+    assert await conn.fetchval("SELECT count(*) FROM stats_lone_digests") == 2
+
+    await conn.execute("UPDATE stats_lone_digests SET registry_id = 'reg1'")
+    await apply_migrations(conn)
+    assert await conn.fetch(COLUMNS) == []
+    rows = await conn.fetch("SELECT digest, repository, size FROM stats_lone_digests ORDER BY 1")
+    assert [tuple(r) for r in rows] == [
+        (b"\x01" * 32, "reg1/app", 5),
+        (b"\x02" * 32, "reg1/web", 5),
+    ]
