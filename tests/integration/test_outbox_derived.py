@@ -26,7 +26,7 @@ from mirror.api.event_stream import STREAM_OPTIONS, StreamOptions
 from mirror.events.envelope import OutboxEvent
 from mirror.events.pending import claim_outbox_batch
 from mirror.events.relay import RelayOptions, run_relay
-from mirror.ingest import merge, staging
+from mirror.ingest import merge, staging, tags
 from mirror.ingest.changes import run_origin
 from mirror.ingest.merge import PageWriter, delete_images
 from mirror.ingest.staging import page_images
@@ -368,11 +368,27 @@ UPSERT_IMAGES_096 = _at_096(
 )
 
 
+# The tags statements at schema 096: digests as text (sql/108 stores their keys).
+TAGS_096 = {
+    "SELECT_TAGS": _at_096(
+        tags.SELECT_TAGS, ("mirror_digest_text(t.digest) AS digest", "t.digest")
+    ),
+    "UPSERT_TAGS": _at_096(
+        tags.UPSERT_TAGS, ("r.digest, CASE", "mirror_digest_text(r.digest), CASE")
+    ),
+    "DELETE_TAGS_OF_IMAGES": _at_096(
+        tags.DELETE_TAGS_OF_IMAGES, ("mirror_digest_text(digest) AS digest", "digest")
+    ),
+}
+
+
 def ingest_at_096(monkeypatch: pytest.MonkeyPatch) -> None:
     """The current ingest writing as it did at schema 096: docs whole, payloads stored."""
     monkeypatch.setattr(merge, "append_events", append_events_096)
     monkeypatch.setattr(merge, "UPSERT_IMAGES", UPSERT_IMAGES_096)
     monkeypatch.setattr(staging, "doc_template", lambda doc, digest, keys: doc)
+    for name, sql in TAGS_096.items():
+        monkeypatch.setattr(tags, name, sql)
 
 
 async def append_events_096(
