@@ -16,11 +16,15 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from mirror.store.migrate import SQL_DIR, apply_migrations, find_migrations
 
 
 def docker_available() -> bool:
@@ -84,3 +88,35 @@ def postgres_for_tests() -> Iterator[TestServer]:
 
 def new_database_name(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+@asynccontextmanager
+async def scratch_database(
+    admin_dsn: str, prefix: str, *, sql_dir: Path | None = None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new, empty database on the test server, migrated from
+    ``sql_dir`` when given (an older schema: ``schema_before``); dropped after."""
+    name = new_database_name(prefix)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(dsn_with_database(admin_dsn, name))
+        try:
+            if sql_dir is not None:
+                await apply_migrations(conn, sql_dir)
+            yield conn
+        finally:
+            await conn.close()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def schema_before(target: Path, version: int) -> Path:
+    """The migrations before ``version`` and today's routines, copied into ``target``: the
+    schema an upgrade to ``version`` starts from, when the routines it ran with are today's."""
+    shutil.copytree(SQL_DIR / "routines", target / "routines")
+    for migration in find_migrations():
+        if migration.version < version:
+            shutil.copy(migration.path, target / migration.path.name)
+    return target

@@ -14,9 +14,9 @@ import pytest
 
 from mirror.api.events_feed import SELECT_EVENTS
 from mirror.events.pending import claim_outbox_batch
-from mirror.store.migrate import apply_migrations
+from mirror.store.migrate import SQL_DIR
 from tests.integration.relay_support import append, committed_events, keyed_events
-from tests.postgres_fixture import dsn_with_database, new_database_name
+from tests.postgres_fixture import scratch_database
 
 pytestmark = pytest.mark.synthetic_events
 
@@ -63,22 +63,10 @@ async def test_a_stored_id_is_read_as_stored(db_pool: asyncpg.Pool) -> None:
 
 
 async def test_each_database_draws_its_own_ids(postgres_dsn: str) -> None:
-    admin = await asyncpg.connect(postgres_dsn)
-    names = [new_database_name("event_id") for _ in range(2)]
     derived = []
-    try:
-        for name in names:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            conn = await asyncpg.connect(dsn_with_database(postgres_dsn, name))
-            try:
-                await apply_migrations(conn)
-                derived.append(await conn.fetchval("SELECT outbox_event_id(1)"))
-            finally:
-                await conn.close()
-    finally:
-        for name in names:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    for _ in range(2):
+        async with scratch_database(postgres_dsn, "event_id", sql_dir=SQL_DIR) as conn:
+            derived.append(await conn.fetchval("SELECT outbox_event_id(1)"))
     first, second = derived
     assert first != second
     assert _position(first) == _position(second) == 1

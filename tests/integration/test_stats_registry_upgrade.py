@@ -6,15 +6,14 @@ that repeated it, and refuses (changing nothing) an index whose rows say otherwi
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from mirror.store.migrate import SQL_DIR, MigrationError, apply_migrations, find_migrations
-from tests.postgres_fixture import dsn_with_database, new_database_name
+from mirror.store.migrate import MigrationError, apply_migrations
+from tests.postgres_fixture import schema_before, scratch_database
 
 INSERT_LONE = (
     "INSERT INTO stats_lone_digests (digest, registry_id, repository, size) VALUES ($1, $2, $3, 5)"
@@ -30,22 +29,9 @@ ORDER BY 1
 @pytest.fixture
 async def stats_before_110(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated up to sql/109 (its rows carry their registry)."""
-    old_sql = tmp_path / "sql"
-    shutil.copytree(SQL_DIR / "routines", old_sql / "routines")
-    for migration in find_migrations():
-        if migration.version < 110:
-            shutil.copy(migration.path, old_sql / migration.path.name)
-    name = new_database_name("stats_110")
-    admin = await asyncpg.connect(postgres_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(dsn_with_database(postgres_dsn, name))
-    try:
-        await apply_migrations(conn, old_sql)
+    old_sql = schema_before(tmp_path / "sql", 110)
+    async with scratch_database(postgres_dsn, "stats_110", sql_dir=old_sql) as conn:
         yield conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_rows_of_another_registry_stop_the_upgrade_and_change_nothing(

@@ -6,7 +6,6 @@ back the same text: a sha256 as its 32 bytes, any other text losslessly.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 
 from mirror.ingest.tags import SELECT_TAGS, TagRef, tag_changes, tags_of_deleted
 from mirror.model import digest_key
-from mirror.store.migrate import SQL_DIR, apply_migrations, find_migrations
-from tests.postgres_fixture import dsn_with_database, new_database_name
+from mirror.store.migrate import apply_migrations
+from tests.postgres_fixture import schema_before, scratch_database
 
 SHA = "sha256:" + "0f" * 32
 DIGESTS = [SHA, "sha256:" + "0F" * 32, "sha512:" + "ab" * 64, "", "é"]
@@ -25,22 +24,9 @@ DIGESTS = [SHA, "sha256:" + "0F" * 32, "sha512:" + "ab" * 64, "", "é"]
 @pytest.fixture
 async def tags_before_108(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated up to the last migration before sql/108 (text digests)."""
-    old_sql = tmp_path / "sql"
-    shutil.copytree(SQL_DIR / "routines", old_sql / "routines")
-    for migration in find_migrations():
-        if migration.version < 108:
-            shutil.copy(migration.path, old_sql / migration.path.name)
-    name = new_database_name("tags_108")
-    admin = await asyncpg.connect(postgres_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(dsn_with_database(postgres_dsn, name))
-    try:
-        await apply_migrations(conn, old_sql)
+    old_sql = schema_before(tmp_path / "sql", 108)
+    async with scratch_database(postgres_dsn, "tags_108", sql_dir=old_sql) as conn:
         yield conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_upgrade_keeps_every_digest_and_the_ingest_reads_them_back(
