@@ -112,11 +112,17 @@ async def scratch_database(
         await admin.close()
 
 
-def schema_before(target: Path, version: int) -> Path:
-    """The migrations before ``version`` and today's routines, copied into ``target``: the
-    schema an upgrade to ``version`` starts from, when the routines it ran with are today's."""
-    shutil.copytree(SQL_DIR / "routines", target / "routines")
+def schema_before(
+    target: Path, version: int, *, routines: Path | None = SQL_DIR / "routines"
+) -> Path:
+    """The migrations before ``version`` copied into ``target``, with the routine files of
+    ``routines`` (today's by default; a frozen older set, or None for none): what
+    ``apply_migrations`` builds the database an upgrade to ``version`` starts from."""
+    (target / "routines").mkdir(parents=True)
     for migration in find_migrations():
         if migration.version < version:
             shutil.copy(migration.path, target / migration.path.name)
+    if routines is not None:
+        for routine in routines.glob("*.sql"):
+            shutil.copy(routine, target / "routines" / routine.name)
     return target

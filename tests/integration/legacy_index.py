@@ -8,7 +8,6 @@ current shape is written by ``tests.integration.stats_world.IndexWriter``.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import orjson
 
 from mirror.model import Image
 from mirror.stats.reference import ReferenceIndex
-from mirror.store.migrate import find_migrations
+from tests.postgres_fixture import schema_before
 
 FROZEN_ROUTINES = Path(__file__).resolve().parents[1] / "data" / "schema_080" / "routines"
 
@@ -63,14 +62,7 @@ def old_schema(target: Path, last_version: int, *, routines: bool) -> Path:
     """A copy of the migrations up to ``last_version`` (and, with ``routines``, the stats
     routines as they were at 080) in ``target``: what ``apply_migrations`` builds the
     database of an older mirror from."""
-    (target / "routines").mkdir(parents=True)
-    for migration in find_migrations():
-        if migration.version <= last_version:
-            shutil.copy(migration.path, target / migration.path.name)
-    if routines:
-        for routine in FROZEN_ROUTINES.glob("*.sql"):
-            shutil.copy(routine, target / "routines" / routine.name)
-    return target
+    return schema_before(target, last_version + 1, routines=FROZEN_ROUTINES if routines else None)
 
 
 class LegacyWriter:

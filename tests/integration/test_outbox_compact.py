@@ -6,7 +6,6 @@ before. An index upgraded from the text columns publishes byte-identical records
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from mirror.api.events_feed import SELECT_EVENTS, SELECT_EVENTS_OF_SUBJECT
 from mirror.events.envelope import OutboxEvent, to_kafka_record, to_structured
 from mirror.events.pending import claim_outbox_batch
 from mirror.model import Event, EventType
-from mirror.store.migrate import SQL_DIR, apply_migrations, find_migrations
+from mirror.store.migrate import SQL_DIR, apply_migrations
 from mirror.store.outbox import SOURCE_CODES, TYPE_CODES, append_events
 from tests.integration.relay_support import CLAIM_BATCH_BEFORE_100
-from tests.postgres_fixture import dsn_with_database, new_database_name
+from tests.postgres_fixture import dsn_with_database, new_database_name, schema_before
 
 pytestmark = pytest.mark.synthetic_events  # hand-made events: the contract check is not the point
 
@@ -86,14 +85,8 @@ def _before_sql100(statement: str) -> str:
 @pytest.fixture
 async def old_outbox(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated up to the last migration before sql/095 (text columns)."""
-    old_sql = tmp_path / "sql"
-    (old_sql / "routines").mkdir(parents=True)
-    for migration in find_migrations():
-        if migration.version < 95:
-            shutil.copy(migration.path, old_sql / migration.path.name)
     # the routines of then (frozen at 096, which these migrations also ran with)
-    for routine in ROUTINES_096.glob("*.sql"):
-        shutil.copy(routine, old_sql / "routines" / routine.name)
+    old_sql = schema_before(tmp_path / "sql", 95, routines=ROUTINES_096)
     name = new_database_name("outbox_upgrade")
     admin = await asyncpg.connect(postgres_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
