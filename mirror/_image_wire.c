@@ -888,11 +888,14 @@ static const char *const FRAGMENTS[] = {"\",\"digest\":\"sha256:", "\"},{\"id\":
 #define N_FRAGMENTS 3
 
 PyDoc_STRVAR(fill_doc,
-             "fill(template, digest, keys, /)\n--\n\n"
+             "fill(template, digest, keys, sizes=None, blob_ids=None, image_id=None, name=None, /)\n--\n\n"
              "An image's JSON (bytes) from its template (UTF-8 bytes), its digest and its\n"
              "blob keys as PostgreSQL's array_send gives a bytea[] (one bytes object: no\n"
              "Python object an element), or None for a placeholder that names no value or\n"
-             "keys that are no such array (the caller then takes the Python reference).");
+             "keys that are no such array (the caller then takes the Python reference).\n"
+             "A template of the second kind (sql/111) also takes the blob sizes (array_send\n"
+             "of a bigint[]), the row's blob_ids, id and name (str): values 5 and 6 are\n"
+             "then the id and name, 6 + n the n-th blob's object.");
 
 /* A big-endian int32 of PostgreSQL's binary formats. */
 static int32_t be32(const unsigned char *p) {
@@ -902,10 +905,53 @@ static int32_t be32(const unsigned char *p) {
 
 #define MAX_KEYS 4096
 
+/* The elements of a one-dimensional array as PostgreSQL's array_send writes it (ndim,
+ * has-nulls flag, element type; per dimension its size and lower bound; then each
+ * element as its length and bytes, -1 a NULL), or FAIL for anything else. */
+static int array_elements(PyObject *sent, const unsigned char **at_out, Py_ssize_t *len_out,
+                          Py_ssize_t *count_out) {
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(sent);
+    Py_ssize_t a_size = PyBytes_GET_SIZE(sent);
+    *count_out = 0;
+    if (a_size < 12) {
+        return FAIL;
+    }
+    int32_t ndim = be32(a);
+    if (ndim == 0) {
+        return OK;
+    }
+    if (ndim != 1 || a_size < 20) {
+        return FAIL;
+    }
+    int32_t count = be32(a + 12);
+    if (count < 0 || count > MAX_KEYS) {
+        return FAIL;
+    }
+    Py_ssize_t at = 20;
+    for (int32_t k = 0; k < count; k++) {
+        if (at + 4 > a_size) {
+            return FAIL;
+        }
+        int32_t len = be32(a + at);
+        at += 4;
+        if (len < 0 || at + len > a_size) {
+            return FAIL;
+        }
+        at_out[k] = a + at;
+        len_out[k] = len;
+        at += len;
+    }
+    *count_out = count;
+    return OK;
+}
+
 static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1]) ||
-        !PyBytes_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "fill(bytes, str, bytes)");
+    if ((nargs != 3 && nargs != 7) || !PyBytes_CheckExact(args[0]) ||
+        !PyUnicode_CheckExact(args[1]) || !PyBytes_CheckExact(args[2]) ||
+        (nargs == 7 && args[4] != Py_None &&
+         (!PyBytes_CheckExact(args[3]) || !PyUnicode_CheckExact(args[4]) ||
+          !PyUnicode_CheckExact(args[5]) || !PyUnicode_CheckExact(args[6])))) {
+        PyErr_SetString(PyExc_TypeError, "fill(bytes, str, bytes[, bytes, str, str, str])");
         return NULL;
     }
     const char *t = PyBytes_AS_STRING(args[0]);
@@ -922,41 +968,53 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             skip++;
         }
     }
-    /* array_send: ndim, has-nulls flag, element type; per dimension its size and lower
-     * bound; then each element as its length and bytes (-1: NULL, never in blob_digests) */
-    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[2]);
-    Py_ssize_t a_size = PyBytes_GET_SIZE(args[2]);
     const unsigned char *key_at[MAX_KEYS];
     Py_ssize_t key_len[MAX_KEYS];
     Py_ssize_t key_count = 0;
-    if (a_size < 12) {
+    if (array_elements(args[2], key_at, key_len, &key_count) != OK) {
         Py_RETURN_NONE;
     }
-    int32_t ndim = be32(a);
-    if (ndim == 1) {
-        if (a_size < 20) {
+    /* the second kind: each blob's size (8 bytes, big-endian) and id (split at ' ') */
+    int objects = nargs == 7 && args[4] != Py_None;
+    const char *own[2] = {NULL, NULL}; /* the image's id and name */
+    Py_ssize_t own_len[2] = {0, 0};
+    const unsigned char *size_at[MAX_KEYS];
+    Py_ssize_t size_len[MAX_KEYS];
+    Py_ssize_t size_count = 0;
+    const char *id_at[MAX_KEYS];
+    Py_ssize_t id_len[MAX_KEYS];
+    Py_ssize_t id_count = 0;
+    if (objects) {
+        Py_ssize_t ids_size;
+        const char *ids = PyUnicode_AsUTF8AndSize(args[4], &ids_size);
+        if (ids == NULL) {
+            return NULL;
+        }
+        for (int k = 0; k < 2; k++) {
+            own[k] = PyUnicode_AsUTF8AndSize(args[5 + k], &own_len[k]);
+            if (own[k] == NULL) {
+                return NULL;
+            }
+        }
+        if (array_elements(args[3], size_at, size_len, &size_count) != OK) {
             Py_RETURN_NONE;
         }
-        int32_t count = be32(a + 12);
-        if (count < 0 || count > MAX_KEYS) {
-            Py_RETURN_NONE;
-        }
-        Py_ssize_t at = 20;
-        for (int32_t k = 0; k < count; k++) {
-            if (at + 4 > a_size) {
+        for (Py_ssize_t k = 0; k < size_count; k++) {
+            if (size_len[k] != 8) {
                 Py_RETURN_NONE;
             }
-            int32_t len = be32(a + at);
-            at += 4;
-            if (len < 0 || at + len > a_size) {
+        }
+        Py_ssize_t start = 0;
+        while (ids_size > 0 && start <= ids_size) {
+            const char *space = memchr(ids + start, ' ', (size_t)(ids_size - start));
+            Py_ssize_t end = space == NULL ? ids_size : space - ids;
+            if (id_count == MAX_KEYS) {
                 Py_RETURN_NONE;
             }
-            key_at[key_count] = a + at;
-            key_len[key_count++] = len;
-            at += len;
+            id_at[id_count] = ids + start;
+            id_len[id_count++] = end - start;
+            start = end + 1;
         }
-    } else if (ndim != 0) {
-        Py_RETURN_NONE;
     }
     static const char hex[] = "0123456789abcdef";
     Buf b;
@@ -1009,7 +1067,14 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             memcpy(b.data + b.len, digest + skip, (size_t)(digest_size - skip));
             b.len += digest_size - skip;
-        } else if (number - N_FRAGMENTS - 2 < key_count) {
+        } else if (objects && number <= N_FRAGMENTS + 3) {
+            Py_ssize_t size = own_len[number - N_FRAGMENTS - 2];
+            if (buf_reserve(&b, size) != OK) {
+                goto done;
+            }
+            memcpy(b.data + b.len, own[number - N_FRAGMENTS - 2], (size_t)size);
+            b.len += size;
+        } else if (!objects && number - N_FRAGMENTS - 2 < key_count) {
             const unsigned char *raw = key_at[number - N_FRAGMENTS - 2];
             Py_ssize_t size = key_len[number - N_FRAGMENTS - 2];
             if (buf_reserve(&b, 2 * size) != OK) {
@@ -1019,6 +1084,34 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 b.data[b.len++] = hex[raw[k] >> 4];
                 b.data[b.len++] = hex[raw[k] & 0x0F];
             }
+        } else if (objects && number - N_FRAGMENTS - 4 < key_count &&
+                   number - N_FRAGMENTS - 4 < size_count && number - N_FRAGMENTS - 4 < id_count) {
+            Py_ssize_t at = number - N_FRAGMENTS - 4;
+            const unsigned char *raw = key_at[at];
+            /* {"id":"<id>","digest":"sha256:<hex>","size":"<decimal>"} */
+            char digits[24];
+            int64_t value = (int64_t)((uint64_t)be32(size_at[at]) << 32 |
+                                      (uint32_t)be32(size_at[at] + 4));
+            int n_digits = snprintf(digits, sizeof digits, "%lld", (long long)value);
+            if (buf_reserve(&b, 7 + id_len[at] + 19 + 2 * key_len[at] + 10 + n_digits + 2) != OK) {
+                goto done;
+            }
+            memcpy(b.data + b.len, "{\"id\":\"", 7);
+            b.len += 7;
+            memcpy(b.data + b.len, id_at[at], (size_t)id_len[at]);
+            b.len += id_len[at];
+            memcpy(b.data + b.len, FRAGMENTS[0], 19);
+            b.len += 19;
+            for (Py_ssize_t k = 0; k < key_len[at]; k++) {
+                b.data[b.len++] = hex[raw[k] >> 4];
+                b.data[b.len++] = hex[raw[k] & 0x0F];
+            }
+            memcpy(b.data + b.len, FRAGMENTS[2], 10);
+            b.len += 10;
+            memcpy(b.data + b.len, digits, (size_t)n_digits);
+            b.len += n_digits;
+            memcpy(b.data + b.len, "\"}", 2);
+            b.len += 2;
         } else {
             out = Py_NewRef(Py_None);
             goto done;

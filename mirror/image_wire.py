@@ -165,24 +165,40 @@ _native_page = NATIVE.page if NATIVE is not None else None
 _native_fill = NATIVE.fill if NATIVE is not None else None
 
 
-def filled_doc(template: bytes, digest: str, keys: bytes) -> bytes:
-    """An image's JSON from its stored template (sql/104; ``mirror.model.doc_template``).
+def filled_doc(
+    template: bytes,
+    digest: str,
+    keys: bytes,
+    sizes: bytes | None = None,
+    blob_ids: str | None = None,
+    image_id: str = "",
+    name: str = "",
+) -> bytes:
+    """An image's JSON from its stored template (sql/104, sql/111; ``mirror.model.image_template``).
 
-    ``keys``: the row's blob keys as PostgreSQL's ``array_send`` gives them (one bytes
-    object, not a Python object a key). The C module fills it in (~1 µs an image);
-    without it, or for a template it does not read, ``render_doc_template`` (which
-    raises on a placeholder that names no value).
+    ``keys`` and ``sizes``: the row's blob keys and sizes as PostgreSQL's ``array_send``
+    gives them (one bytes object, not a Python object an element); ``blob_ids``: the
+    row's, not None for a template of the second kind, which also takes the row's
+    ``image_id`` and ``name``. The C module fills it in (~1 µs an image); without it, or
+    for a template it does not read, ``render_doc_template`` (which raises on a
+    placeholder that names no value).
     """
     if _native_fill is not None:
-        doc = _native_fill(template, digest, keys)
+        doc = _native_fill(template, digest, keys, sizes, blob_ids, image_id, name)
         if doc is not None:
             return doc
-    values = doc_template_values(digest, array_elements(keys))
+    blob_sizes = (
+        []
+        if sizes is None
+        else [int.from_bytes(s, "big", signed=True) for s in array_elements(sizes)]
+    )
+    values = doc_template_values(digest, array_elements(keys), blob_sizes, blob_ids, image_id, name)
     return render_doc_template(template.decode(), values).encode()
 
 
 def array_elements(sent: bytes) -> list[bytes]:
-    """The elements of a one-dimensional ``bytea[]`` in PostgreSQL's binary format."""
+    """The elements of a one-dimensional ``bytea[]`` (or ``bigint[]``: 8 bytes each) in
+    PostgreSQL's binary format."""
     ndim, _flags, _type = struct.unpack_from(">iiI", sent)
     if ndim == 0:
         return []

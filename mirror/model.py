@@ -7,7 +7,7 @@ omitted); ``to_json`` / ``from_json`` are the only places that know it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -54,6 +54,16 @@ def digest_key(digest: str) -> bytes:
 # nor starts or ends with a character a placeholder holds, so it is never found
 # across one.
 #
+# A template of the second kind (sql/111_images_blob_objects.sql; the row's
+# ``blob_ids`` not NULL) holds each blob's whole object, ``{"id":…,"digest":…,
+# "size":…}`` as the ingest writes it (``blob_object``), as one placeholder: value
+# 6 + n is the n-th blob's object, made again from its id (``blob_ids``, the ids
+# joined by spaces), key and size (``blob_sizes``); value 5 is the image's id (where
+# the doc starts with it) and 6 its name (its ``"name"`` member), from their columns.
+# The image's own digest and the fragments are then replaced as above. An image gets
+# it when every blob's object is found in its doc (all of the simulator's, and the
+# cloud's blobs of id, digest and size); any other keeps the first kind.
+#
 # The fragments are part of every stored template: never change them (sql/104 spells
 # them too; tests/unit/test_doc_template.py pins them).
 DOC_TEMPLATE_FRAGMENTS = ('","digest":"sha256:', '"},{"id":"', '","size":"')
@@ -61,18 +71,74 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PLACEHOLDER = re.compile(r"%(?:%|([1-9][0-9]*)\$s)")
 _FIRST_HEX = len(DOC_TEMPLATE_FRAGMENTS) + 1  # the placeholder number of the image digest
 _HEX_DIGITS = 2 * SHA256_KEY_BYTES
+BLOB_IDS_SEPARATOR = " "
 
 
-def doc_template_values(digest: str, keys: Iterable[bytes]) -> list[str]:
-    """What a template's placeholders stand for: the SQL ``image_doc``'s argument list."""
-    return [*DOC_TEMPLATE_FRAGMENTS, digest[len(SHA256_PREFIX) :], *(bytes(k).hex() for k in keys)]
+def blob_object(blob_id: str, key: bytes, size: int) -> str:
+    """A blob's JSON object as a template of the second kind stands for it (sql/111)."""
+    return f'{{"id":"{blob_id}","digest":"sha256:{bytes(key).hex()}","size":"{size}"}}'
+
+
+def doc_template_values(
+    digest: str,
+    keys: Iterable[bytes],
+    sizes: Iterable[int] = (),
+    blob_ids: str | None = None,
+    image_id: str = "",
+    name: str = "",
+) -> list[str]:
+    """What a template's placeholders stand for: the SQL ``image_doc``'s argument list.
+
+    ``blob_ids`` (the row's column) says the template is of the second kind."""
+    head = [*DOC_TEMPLATE_FRAGMENTS, digest[len(SHA256_PREFIX) :]]
+    if blob_ids is None:
+        return [*head, *(bytes(k).hex() for k in keys)]
+    ids = blob_ids.split(BLOB_IDS_SEPARATOR) if blob_ids else []
+    objects = (blob_object(i, k, s) for i, k, s in zip(ids, keys, sizes, strict=False))
+    return [*head, image_id, name, *objects]
+
+
+def image_template(
+    doc: str,
+    digest: str,
+    keys: Sequence[bytes],
+    sizes: Sequence[int],
+    ids: Sequence[str] | None,
+    image_id: str = "",
+    name: str = "",
+) -> tuple[str, str | None]:
+    """An image's template and its ``blob_ids``: of the second kind when every blob (``ids``,
+    ``keys`` and ``sizes`` in the row's order, or None when a blob has no id) is found
+    in the doc as ``blob_object`` writes it, else of the first kind (``blob_ids`` None)."""
+    if ids and len(ids) == len(keys) == len(sizes):
+        if all(i and BLOB_IDS_SEPARATOR not in i and "%" not in i for i in ids):
+            objects = [blob_object(i, k, s) for i, k, s in zip(ids, keys, sizes, strict=True)]
+            if all(o in doc for o in objects):
+                template = _template(doc, digest, (), objects, image_id, name)
+                return template, BLOB_IDS_SEPARATOR.join(ids)
+    return _template(doc, digest, keys), None
 
 
 def doc_template(doc: str, digest: str, keys: Iterable[bytes]) -> str:
-    """The stored template of ``doc`` (its text), for the row's ``digest`` and blob keys.
+    """The stored template of the first kind of ``doc`` (its text), for the row's
+    ``digest`` and blob keys.
 
     ~6 µs an image (a split at each "sha256:", not a search for each value).
     """
+    return _template(doc, digest, keys)
+
+
+def _template(
+    doc: str,
+    digest: str,
+    keys: Iterable[bytes],
+    objects: Sequence[str] = (),
+    image_id: str = "",
+    name: str = "",
+) -> str:
+    """``doc`` with, as placeholders, its ``objects``, id and name (the second kind: none
+    of them holds "%") or the hex of its ``keys`` (the first), then its digest and the
+    fragments."""
     places: dict[str, str] = {}
     value = digest[len(SHA256_PREFIX) :]
     if _HEX64.fullmatch(value):
@@ -80,7 +146,16 @@ def doc_template(doc: str, digest: str, keys: Iterable[bytes]) -> str:
     for n, key in enumerate(keys, _FIRST_HEX + 1):
         if len(key) == SHA256_KEY_BYTES:
             places.setdefault(bytes(key).hex(), f"%{n}$s")
-    parts = (doc.replace("%", "%%") if "%" in doc else doc).split(SHA256_PREFIX)
+    text = doc.replace("%", "%%") if "%" in doc else doc
+    if objects:
+        for n, obj in enumerate(objects, _FIRST_HEX + 3):
+            text = text.replace(obj, f"%{n}$s")
+        first = f'{{"id":"{image_id}"'
+        if image_id and "%" not in image_id and text.startswith(first):
+            text = f'{{"id":"%{_FIRST_HEX + 1}$s' + text[len(first) - 1 :]
+        if name and "%" not in name:
+            text = text.replace(f'"name":"{name}"', f'"name":"%{_FIRST_HEX + 2}$s"')
+    parts = text.split(SHA256_PREFIX)
     for i in range(1, len(parts)):
         part = parts[i]
         place = places.get(part[:_HEX_DIGITS])

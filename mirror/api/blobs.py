@@ -57,7 +57,7 @@ FEW_REFS = 100
 # by id; a common one: the planner walks the primary key in id order and checks
 # each image's array (it knows common digests from the array's statistics).
 SELECT_IMAGES = f"""
-SELECT i.id, i.digest, {IMAGE_PARTS}
+SELECT i.id, i.name, i.digest, {IMAGE_PARTS}
 FROM images AS i
 WHERE i.blob_digests @> ARRAY[$1::bytea] AND i.id > $2
 ORDER BY i.id

@@ -33,7 +33,7 @@ from mirror.listing import ListRequest, SortField
 
 # convert_to: the stored text as UTF-8 bytes, handed to the client without a decode
 # and re-encode in Python.
-SELECT_IMAGE_DOC = f"SELECT digest, {IMAGE_PARTS} FROM images WHERE id = $1"
+SELECT_IMAGE_DOC = f"SELECT id, name, digest, {IMAGE_PARTS} FROM images WHERE id = $1"
 SELECT_IMAGE_HELD = "SELECT EXISTS (SELECT FROM images WHERE id = $1)"
 SET_GENERIC_PLAN = "SET plan_cache_mode = force_generic_plan"
 RESET_PLAN_MODE = "RESET plan_cache_mode"
@@ -111,11 +111,19 @@ class ImageReader:
 
 
 def row_json(row: asyncpg.Record) -> bytes:
-    """An image's JSON from a row of ``IMAGE_PARTS`` and its ``digest``."""
+    """An image's JSON from a row of ``IMAGE_PARTS`` and its ``id``, ``name`` and ``digest``."""
     doc: bytes | None = row["doc"]
     if doc is not None:
         return doc
-    return filled_doc(row["doc_template"], row["digest"], row["blob_keys"])
+    return filled_doc(
+        row["doc_template"],
+        row["digest"],
+        row["blob_keys"],
+        row["blob_sizes"],
+        row["blob_ids"],
+        row["id"],
+        row["name"],
+    )
 
 
 def page_body(docs: Sequence[bytes], next_page_token: str) -> bytes:

@@ -41,10 +41,12 @@ COLUMNS = {SortField.NAME: "name", SortField.DIGEST: "digest", SortField.CREATED
 # row written before sql/104, else its template, filled in by this process with the
 # row's digest and blob keys (~1 µs an image in C; in PostgreSQL, format() in
 # ``image_doc``, ~4-7 µs, and the whole JSON to send: bench/RESULTS.md, 2026-12-03).
-# The keys come as one bytea (``array_send``): a bytea[] would be a bytes object a key.
+# The keys come as one bytea (``array_send``): a bytea[] would be a bytes object a key;
+# so do the sizes, which only a template of the second kind (``blob_ids``, sql/111) reads.
 IMAGE_PARTS = (
     "convert_to(doc::text, 'UTF8') AS doc, convert_to(doc_template, 'UTF8') AS doc_template,"
-    " array_send(blob_digests) AS blob_keys"
+    " array_send(blob_digests) AS blob_keys, blob_ids,"
+    " CASE WHEN blob_ids IS NOT NULL THEN array_send(blob_sizes) END AS blob_sizes"
 )
 SELECT_LIST = f"id, registry_id, folder_id, name, digest, created_ns, {IMAGE_PARTS}"
 

@@ -64,7 +64,7 @@ SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
     created_ns bigint, tags text[], doc_template text, content_hash bytea,
-    blob_digests bytea[], blob_sizes bigint[], blob_config boolean
+    blob_digests bytea[], blob_sizes bigint[], blob_config boolean, blob_ids text
 ) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
 TRUNCATE ingest_walk_seen;
@@ -92,11 +92,11 @@ WHERE i.id IS NULL
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
     id, name, registry_id, folder_id, digest, compressed_size, created_ns, tags,
-    doc_template, content_hash, blob_digests, blob_sizes, blob_config
+    doc_template, content_hash, blob_digests, blob_sizes, blob_config, blob_ids
 )
 SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
        s.compressed_size, s.created_ns, s.tags, s.doc_template,
-       s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config
+       s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config, s.blob_ids
 FROM ingest_stage_images AS s
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
 ORDER BY s.id
@@ -113,7 +113,8 @@ ON CONFLICT (id) DO UPDATE SET
     content_hash = EXCLUDED.content_hash,
     blob_digests = EXCLUDED.blob_digests,
     blob_sizes = EXCLUDED.blob_sizes,
-    blob_config = EXCLUDED.blob_config
+    blob_config = EXCLUDED.blob_config,
+    blob_ids = EXCLUDED.blob_ids
 WHERE i.content_hash <> EXCLUDED.content_hash
    OR (EXCLUDED.folder_id IS NOT NULL AND i.folder_id IS DISTINCT FROM EXCLUDED.folder_id)
 RETURNING new.id,

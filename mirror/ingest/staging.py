@@ -7,8 +7,8 @@ JSON; ``content_hash`` (BLAKE2b-128 of those bytes) tells an unchanged image
 without comparing documents. An image's blob references travel on its own row
 (sql/090): the digests as 32-byte keys (``mirror.model.digest_key``), config
 first when it has a digest, then the layers in order, and their sizes. The doc goes
-as its template (``mirror.model.doc_template``): without the digests those arrays and
-the ``digest`` column hold.
+as its template (``mirror.model.image_template``): without the digests, or the whole
+blob objects, that those arrays, the blob ids and the ``digest`` column hold.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import orjson
 
 from mirror.errors import MalformedImage
 from mirror.listing import created_at_ns
-from mirror.model import digest_key, doc_template
+from mirror.model import digest_key, image_template
 
 CONTENT_HASH_BYTES = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -41,6 +41,7 @@ IMAGE_COLUMNS = (
     "blob_digests",
     "blob_sizes",
     "blob_config",
+    "blob_ids",
 )
 
 ImageRecord = tuple[
@@ -57,6 +58,7 @@ ImageRecord = tuple[
     list[bytes],
     list[int],
     bool,
+    str | None,
 ]
 
 
@@ -117,20 +119,24 @@ def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
     image = item.image
     digests, sizes, config = blob_arrays(item)
     digest = str(image.get("digest", ""))
+    name = str(image.get("name", ""))
+    doc = item.doc.decode()
+    template, ids = image_template(doc, digest, digests, sizes, blob_ids(item), item.id, name)
     return (
         item.id,
-        str(image.get("name", "")),
+        name,
         registry_of(image),
         folder_id,
         digest,
         _size(image.get("compressedSize"), item.id),
         _created_ns(image.get("createdAt"), item.id),
         [str(t) for t in image.get("tags", ())],
-        doc_template(item.doc.decode(), digest, digests),
+        template,
         item.content_hash,
         digests,
         sizes,
         config,
+        ids,
     )
 
 
@@ -152,3 +158,17 @@ def blob_arrays(item: PageImage) -> tuple[list[bytes], list[int], bool]:
             digests.append(digest_key(str(layer["digest"])))
             sizes.append(_size(layer.get("size"), item.id))
     return digests, sizes, has_config
+
+
+def blob_ids(item: PageImage) -> list[str] | None:
+    """The ids of the blobs ``blob_arrays`` keeps, in its order; None when one has none."""
+    image = item.image
+    blobs = [image.get("config"), *image.get("layers", ())]
+    ids: list[str] = []
+    for blob in blobs:
+        if isinstance(blob, dict) and blob.get("digest"):
+            blob_id = blob.get("id")
+            if not isinstance(blob_id, str) or not blob_id:
+                return None
+            ids.append(blob_id)
+    return ids

@@ -155,14 +155,16 @@ async def api_answers(
     return answers
 
 
-# This code's List and Get read the columns an image's JSON is made of (sql/104); on
+# This code's List and Get read the columns an image's JSON is made of (sql/104, 111); on
 # the schema of 080 every row holds its doc, so what they answer there comes from the
 # stored doc alone. Dropped before the migrations.
 READERS_ON_080 = """
-ALTER TABLE images ADD COLUMN doc_template text, ADD COLUMN blob_digests bytea[];
+ALTER TABLE images ADD COLUMN doc_template text, ADD COLUMN blob_digests bytea[],
+    ADD COLUMN blob_sizes bigint[], ADD COLUMN blob_ids text;
 """
 READERS_ON_080_DROPPED = """
-ALTER TABLE images DROP COLUMN doc_template, DROP COLUMN blob_digests;
+ALTER TABLE images DROP COLUMN doc_template, DROP COLUMN blob_digests,
+    DROP COLUMN blob_sizes, DROP COLUMN blob_ids;
 """
 
 

@@ -25,11 +25,12 @@ text = st.text(
 
 INSERT = """
 INSERT INTO images (id, name, registry_id, digest, doc, doc_template, content_hash, created_ns,
-                    blob_digests)
-VALUES ($1, 'crp1/app', 'crp1', $2, $3::json, $4, '\\x00', 0, $5)
+                    blob_digests, blob_sizes, blob_ids)
+VALUES ($1, coalesce($8, 'crp1/app'), 'crp1', $2, $3::json, $4, '\\x00', 0, $5,
+        coalesce($6::bigint[], '{}'), $7)
 """
 # the function (the outbox's readers), and the parts the API fills in itself
-SELECT_DOC = f"SELECT image_doc(images), digest, {IMAGE_PARTS} FROM images WHERE id = $1"
+SELECT_DOC = f"SELECT image_doc(images), id, name, digest, {IMAGE_PARTS} FROM images WHERE id = $1"
 
 
 async def both_docs(pool: asyncpg.Pool, image_id: str) -> tuple[str, str]:
@@ -42,27 +43,39 @@ async def both_docs(pool: asyncpg.Pool, image_id: str) -> tuple[str, str]:
 )
 @given(
     image_digest=hex64,
-    layer_digests=st.lists(hex64, max_size=5),
+    layers=st.lists(
+        st.tuples(hex64, st.integers(0, 2**63 - 1), text | st.just("crpb2fg0csfbuh149ckb")),
+        max_size=5,
+    ),
+    sized=st.booleans(),
     tags=st.lists(text | hex64, max_size=4),
     name=text,
 )
 async def test_the_server_fills_a_template_as_the_ingest_made_it(
     db_pool: asyncpg.Pool,
     image_digest: str,
-    layer_digests: list[str],
+    layers: list[tuple[str, int, str]],
+    sized: bool,
     tags: list[str],
     name: str,
 ) -> None:
+    # with sizes, blobs as the cloud writes them (a template of the second kind, sql/111,
+    # when every id can stand in blob_ids); without, of the first
     upstream = {
         "id": "crpdoc",
         "name": f"crp1/{name}",
         "digest": f"sha256:{image_digest}",
-        "layers": [{"id": f"l{n}", "digest": f"sha256:{d}"} for n, d in enumerate(layer_digests)],
+        "layers": [
+            {"id": i, "digest": f"sha256:{d}"} | ({"size": str(n)} if sized else {})
+            for d, n, i in layers
+        ],
         "tags": tags,
     }
     [item] = page_images([upstream])
     record = image_record(item, None)
-    await db_pool.execute(INSERT, item.id, record[4], None, record[8], record[10])
+    await db_pool.execute(
+        INSERT, item.id, record[4], None, record[8], record[10], record[11], record[13], record[1]
+    )
     try:
         assert await both_docs(db_pool, item.id) == (item.doc.decode(),) * 2
     finally:
@@ -74,12 +87,40 @@ async def test_a_row_written_before_keeps_its_doc_and_a_row_holds_one_form(
 ) -> None:
     digest = "sha256:" + "ab" * 32
     doc = orjson.dumps({"id": "crpold", "digest": digest}).decode()
-    await db_pool.execute(INSERT, "crpold", digest, doc, None, [])
+    await db_pool.execute(INSERT, "crpold", digest, doc, None, [], None, None, None)
     assert await both_docs(db_pool, "crpold") == (doc, doc)
     template = doc_template(doc, digest, [digest_key(digest)])
     assert "%1$s" in template
-    await db_pool.execute(INSERT, "crpnew", digest, None, template, [])
+    await db_pool.execute(INSERT, "crpnew", digest, None, template, [], None, None, None)
     assert await both_docs(db_pool, "crpnew") == (doc, doc)
     for both_or_neither in ((doc, template), (None, None)):
         with pytest.raises(asyncpg.CheckViolationError, match="images_doc_or_template"):
-            await db_pool.execute(INSERT, "crpbad", digest, *both_or_neither, [])
+            await db_pool.execute(INSERT, "crpbad", digest, *both_or_neither, [], None, None, None)
+
+
+async def test_a_template_of_the_second_kind_and_the_sizes_it_reads(db_pool: asyncpg.Pool) -> None:
+    blobs = [
+        {"id": "crpcfg", "digest": "sha256:" + "0c" * 32, "size": "7311"},
+        {"id": "crplayer", "digest": "sha256:" + "12" * 32, "size": str(2**63 - 1)},
+    ]
+    upstream = {
+        "id": "crpkind2",
+        "name": "crp1/app",
+        "digest": "sha256:" + "ab" * 32,
+        "config": blobs[0],
+        "layers": [blobs[1], blobs[1]],
+        "tags": ["1.0", "100%"],
+    }
+    [item] = page_images([upstream])
+    record = image_record(item, None)
+    assert record[13] == "crpcfg crplayer crplayer" and "[%8$s,%8$s]" in record[8]
+    args = (record[4], None, record[8], record[10], record[11], record[13], record[1])
+    await db_pool.execute(INSERT, item.id, *args)
+    try:
+        assert await both_docs(db_pool, item.id) == (item.doc.decode(),) * 2
+        # the JSON is made of the sizes too: another size, another JSON
+        await db_pool.execute("UPDATE images SET blob_sizes[2] = 5 WHERE id = $1", item.id)
+        changed = item.doc.decode().replace(str(2**63 - 1), "5")  # both: one placeholder
+        assert await both_docs(db_pool, item.id) == (changed, changed)
+    finally:
+        await db_pool.execute("DELETE FROM images WHERE id = $1", item.id)

@@ -358,13 +358,20 @@ def _at_096(sql: str, *replacements: tuple[str, str]) -> str:
     return sql
 
 
-# The ingest's upsert at schema 096: each image's doc stored whole (no template, sql/104).
+# The ingest's upsert at schema 096: each image's doc stored whole (no template, sql/104;
+# no blob ids, sql/111).
 UPSERT_IMAGES_096 = _at_096(
     merge.UPSERT_IMAGES,
     ("doc_template, content_hash", "doc, content_hash"),
     ("s.doc_template,", "s.doc_template::json,"),
     ("doc = NULL,\n    doc_template = EXCLUDED.doc_template,", "doc = EXCLUDED.doc,"),
     ("image_doc(old)::json", "old.doc"),
+    ("blob_config, blob_ids\n", "blob_config\n"),
+    ("s.blob_config, s.blob_ids\n", "s.blob_config\n"),
+    (
+        "blob_config = EXCLUDED.blob_config,\n    blob_ids = EXCLUDED.blob_ids\n",
+        "blob_config = EXCLUDED.blob_config\n",
+    ),
 )
 
 
@@ -386,7 +393,7 @@ def ingest_at_096(monkeypatch: pytest.MonkeyPatch) -> None:
     """The current ingest writing as it did at schema 096: docs whole, payloads stored."""
     monkeypatch.setattr(merge, "append_events", append_events_096)
     monkeypatch.setattr(merge, "UPSERT_IMAGES", UPSERT_IMAGES_096)
-    monkeypatch.setattr(staging, "doc_template", lambda doc, digest, keys: doc)
+    monkeypatch.setattr(staging, "image_template", lambda doc, *_: (doc, None))
     for name, sql in TAGS_096.items():
         monkeypatch.setattr(tags, name, sql)
 

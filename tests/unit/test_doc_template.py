@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from mirror.model import (
     DOC_TEMPLATE_FRAGMENTS,
+    blob_object,
     digest_key,
     doc_template,
     doc_template_values,
+    image_template,
     render_doc_template,
 )
 
@@ -80,6 +82,59 @@ def test_an_image_keeps_its_digests_in_its_columns_only() -> None:
     # a digest of another algorithm is stored as its text, not 32 bytes: it stays in the doc
     sha512 = '{"digest":"sha512:' + "ee" * 64 + '"}'
     assert doc_template(sha512, "", [digest_key("sha512:" + "ee" * 64)]) == sha512
+
+
+# Blob ids as they come: the cloud's, and ones a blob object could not be split or
+# found back by (a space, "%", empty, a quote the JSON escapes).
+_cloud_id = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=20)
+blob_id = st.one_of(
+    _cloud_id, _cloud_id, _cloud_id, st.sampled_from(["a b", "5%", "", '"', "é", "%1$s"])
+)
+
+
+text_or_piece = st.one_of(st.text(max_size=12), pieces)
+
+
+@given(
+    digest=st.one_of(hex64.map(lambda h: "sha256:" + h), st.text(max_size=80)),
+    blobs=st.lists(
+        st.tuples(blob_id, hex64 | st.text(HEX, max_size=6), st.integers(-1, 2**63 - 1)),
+        max_size=8,
+    ),
+    parts=st.lists(pieces, max_size=20),
+    data=st.data(),
+)
+def test_a_template_of_either_kind_fills_back_to_its_doc(
+    digest: str, blobs: list[tuple[str, str, int]], parts: list[str], data: st.DataObject
+) -> None:
+    ids = [b[0] for b in blobs]
+    keys = [digest_key("sha256:" + b[1]) for b in blobs]
+    sizes = [b[2] for b in blobs]
+    # the blobs' objects at random places (some left out, some twice), and pieces of them
+    for i, k, n in zip(ids, keys, sizes, strict=True):
+        obj = blob_object(i, k, n)
+        for _ in range(data.draw(st.sampled_from([1, 1, 1, 1, 2, 0]))):
+            parts.insert(data.draw(st.integers(0, len(parts))), obj)
+        parts.insert(data.draw(st.integers(0, len(parts))), obj[: data.draw(st.integers(0, 40))])
+    parts.insert(data.draw(st.integers(0, len(parts))), digest)
+    name = data.draw(text_or_piece)
+    parts.insert(data.draw(st.integers(0, len(parts))), f'"name":"{name}"')
+    image_id = data.draw(text_or_piece)
+    if data.draw(st.booleans()):
+        parts.insert(0, f'{{"id":"{image_id}"')
+    doc = "".join(parts)
+    template, stored_ids = image_template(doc, digest, keys, sizes, ids, image_id, name)
+    values = doc_template_values(digest, keys, sizes, stored_ids, image_id, name)
+    assert render_doc_template(template, values) == doc
+    if stored_ids is not None:  # the second kind: every object was there, and is now gone
+        assert stored_ids.split(" ") == ids
+        assert not any(
+            blob_object(i, k, n) in template for i, k, n in zip(ids, keys, sizes, strict=True)
+        )
+    elif ids and all(i and " " not in i and "%" not in i for i in ids):
+        assert not all(
+            blob_object(i, k, n) in doc for i, k, n in zip(ids, keys, sizes, strict=True)
+        )
 
 
 def test_the_fragments_of_stored_templates_never_change() -> None:

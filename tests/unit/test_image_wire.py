@@ -614,18 +614,18 @@ async def test_mutated_texts_are_declined_or_encoded_as_orjson_and_json_format_w
 # text without "%", and the placeholders and "%%" a template holds; the keys as
 # PostgreSQL's array_send writes a bytea[] (tests/integration/test_doc_template_sql.py
 # reads real ones).
-_TEMPLATE_PIECES_OK = ["%%", "%1$s", "%2$s", "%3$s", "%4$s", "%5$s", "%6$s", "%12$s"]
+_TEMPLATE_PIECES_OK = ["%%", "%1$s", "%2$s", "%3$s", "%4$s", "%5$s", "%6$s", "%7$s", "%12$s"]
 _TEMPLATE_PIECES = st.one_of(
-    st.text(st.characters(blacklist_characters="%"), max_size=6),
+    st.text(st.characters(blacklist_characters="%", blacklist_categories=("Cs",)), max_size=6),
     st.sampled_from([*_TEMPLATE_PIECES_OK, "é", "\U0001f600"]),
 )
 BYTEA_OID = 17
 
 
-def array_sent(elements: list[bytes]) -> bytes:
+def array_sent(elements: list[bytes], oid: int = BYTEA_OID) -> bytes:
     if not elements:
-        return struct.pack(">iiI", 0, 0, BYTEA_OID)
-    head = struct.pack(">iiIii", 1, 0, BYTEA_OID, len(elements), 1)
+        return struct.pack(">iiI", 0, 0, oid)
+    head = struct.pack(">iiIii", 1, 0, oid, len(elements), 1)
     return head + b"".join(struct.pack(">i", len(e)) + e for e in elements)
 
 
@@ -650,6 +650,46 @@ def test_the_c_module_fills_a_template_as_the_reference_does(
     if image_wire.NATIVE is None:
         pytest.skip("mirror._image_wire is not built")
     assert image_wire.NATIVE.fill(template.encode(), digest, sent) == expected
+
+
+INT8_OID = 20
+
+
+@given(
+    pieces=st.lists(_TEMPLATE_PIECES, max_size=20),
+    digest=st.text(max_size=80),
+    blobs=st.lists(
+        st.tuples(
+            st.binary(max_size=40),
+            st.integers(-(2**63), 2**63 - 1),
+            st.text(st.characters(blacklist_characters=" ", blacklist_categories=("Cs",))),
+        ),
+        max_size=8,
+    ),
+    image_id=st.text(max_size=20),
+    name=st.text(max_size=40),
+)
+def test_the_c_module_fills_a_template_of_the_second_kind_as_the_reference_does(
+    pieces: list[str], digest: str, blobs: list[tuple[bytes, int, str]], image_id: str, name: str
+) -> None:
+    template = "".join(pieces)
+    keys = array_sent([b[0] for b in blobs])
+    sizes = array_sent([b[1].to_bytes(8, "big", signed=True) for b in blobs], INT8_OID)
+    ids = " ".join(b[2] for b in blobs)
+    values = doc_template_values(
+        digest, [b[0] for b in blobs], [b[1] for b in blobs], ids, image_id, name
+    )
+    try:
+        expected: bytes | None = render_doc_template(template, values).encode()
+    except IndexError:  # a placeholder that names no value
+        expected = None
+    if expected is not None:
+        filled = image_wire.filled_doc(template.encode(), digest, keys, sizes, ids, image_id, name)
+        assert filled == expected
+    if image_wire.NATIVE is None:
+        pytest.skip("mirror._image_wire is not built")
+    args = (template.encode(), digest, keys, sizes, ids, image_id, name)
+    assert image_wire.NATIVE.fill(*args) == expected
 
 
 def test_the_c_module_refuses_what_is_no_template() -> None:

@@ -6,7 +6,13 @@ import orjson
 import pytest
 
 from mirror.errors import MalformedImage
-from mirror.ingest.staging import blob_arrays, content_hash, image_record, page_images
+from mirror.ingest.staging import (
+    blob_arrays,
+    blob_ids,
+    content_hash,
+    image_record,
+    page_images,
+)
 from mirror.model import digest_key, digest_text, doc_template_values, render_doc_template
 
 IMAGE = {
@@ -82,6 +88,7 @@ def test_image_record_columns() -> None:
         '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
     )
     assert render_doc_template(record[8], values) == item.doc.decode()
+    assert record[13] is None  # a layer without an id, another without a hex digest
     [bare] = page_images([{"id": "crpc", "name": "reg2/x"}])
     assert image_record(bare, None)[5:8] == (0, 0, [])
 
@@ -90,7 +97,8 @@ def test_blob_arrays_config_first_then_layers() -> None:
     [item] = page_images([IMAGE])
     keys = [digest_key(d) for d in ("sha256:c", "sha256:1", "sha256:2")]
     assert blob_arrays(item) == (keys, [10, 100, 200], True)
-    assert image_record(item, None)[10:] == (keys, [10, 100, 200], True)
+    # a layer without an id: the template is of the first kind (no blob ids)
+    assert image_record(item, None)[10:] == (keys, [10, 100, 200], True, None)
     [no_config] = page_images([{k: v for k, v in IMAGE.items() if k != "config"}])
     assert blob_arrays(no_config) == (keys[1:], [100, 200], False)
     no_digest = IMAGE | {"config": {"size": "5"}, "layers": [{"size": "1"}, IMAGE["layers"][1]]}
@@ -105,3 +113,39 @@ def test_digest_keys_are_32_bytes_for_sha256_and_lossless_for_anything_else() ->
     for other in ("sha256:" + "0123456789ABCDEF" * 4, "sha256:ff", "x" * 32, "sha512:" + "a" * 128):
         key = digest_key(other)
         assert len(key) != 32 and digest_text(key) == other
+
+
+def test_a_template_of_the_second_kind_holds_each_blob_as_one_placeholder() -> None:
+    hexes = ["0c" * 32, "01" * 32, "02" * 32]
+    real = IMAGE | {
+        "digest": "sha256:" + "ab" * 32,
+        "config": {"id": "c1", "digest": "sha256:" + hexes[0], "size": "10"},
+        "layers": [
+            {"id": "l1", "digest": "sha256:" + hexes[1], "size": "100"},
+            {"id": "l2", "digest": "sha256:" + hexes[2], "size": "200"},
+            {"id": "l1", "digest": "sha256:" + hexes[1], "size": "100"},  # the same again
+        ],
+        "tags": ["100%"],
+    }
+    [item] = page_images([real])
+    assert blob_ids(item) == ["c1", "l1", "l2", "l1"]
+    record = image_record(item, None)
+    assert record[13] == "c1 l1 l2 l1"
+    assert record[8] == '{"id":"%5$s","name":"%6$s%1$s%4$s",' + (
+        '"compressedSize":"300","config":%7$s,"layers":[%8$s,%9$s,%8$s],'
+        '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
+    )
+    values = doc_template_values(record[4], record[10], record[11], record[13], *record[:2])
+    assert values[4:7] == [
+        "crpb",
+        "reg1/team/app",
+        '{"id":"c1","digest":"sha256:' + hexes[0] + '","size":"10"}',
+    ]
+    assert render_doc_template(record[8], values) == item.doc.decode()
+    # a blob whose object is not as blob_object writes it (a field more): the first kind
+    urls = real | {"layers": [real["layers"][0], real["layers"][1] | {"urls": ["u"]}]}
+    [item] = page_images([urls])
+    record = image_record(item, None)
+    assert record[13] is None and "%5$s%3$s10" in record[8] and '"id":"crpb"' in record[8]
+    values = doc_template_values(record[4], record[10], record[11], record[13])
+    assert render_doc_template(record[8], values) == item.doc.decode()
