@@ -9,7 +9,7 @@
 -- `blob_ids` (joined by spaces, ~21 bytes a blob): value 6 + n is the n-th blob's
 -- object made again from its id, key and size, `{"id":"…","digest":"sha256:…",
 -- "size":"…"}`, as the ingest found it in the doc (mirror/model.py, image_template:
--- only when every blob's object is there, else the first kind, `blob_ids` NULL).
+-- only when every blob's object is there, in order, else the first kind, `blob_ids` NULL).
 -- Values 5 and 6 are the image's `id` and `name`, which the first kind spelt out too.
 --
 -- Rows written before keep their template of the first kind until the ingest next

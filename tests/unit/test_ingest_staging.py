@@ -132,7 +132,7 @@ def test_a_template_of_the_second_kind_holds_each_blob_as_one_placeholder() -> N
     record = image_record(item, None)
     assert record[13] == "c1 l1 l2 l1"
     assert record[8] == '{"id":"%5$s","name":"%6$s%1$s%4$s",' + (
-        '"compressedSize":"300","config":%7$s,"layers":[%8$s,%9$s,%8$s],'
+        '"compressedSize":"300","config":%7$s,"layers":[%8$s,%9$s,%10$s],'
         '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
     )
     values = doc_template_values(record[4], record[10], record[11], record[13], *record[:2])
