@@ -375,9 +375,15 @@ class Outcome:
         return [ms for kind in kinds for ms in self.latencies.get(kind, [])]
 
 
-def run_wrk(base: str, targets: Path, clients: int, seconds: float, seed: int) -> Outcome:
+def run_wrk(
+    base: str, targets: Path, clients: int, seconds: float, seed: int, rate: float | None = None
+) -> Outcome:
+    """One run of wrk; with ``rate``, the clients pace themselves to that many requests a
+    second in all (``bench/load_mix.lua``, LOAD_MIX_INTERVAL_US)."""
     out = targets.with_suffix(".out")
     env = {**os.environ, "LOAD_MIX_OUT": str(out)}
+    if rate:
+        env["LOAD_MIX_INTERVAL_US"] = str(round(clients * 1e6 / rate))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     command = [
         "wrk", f"-t{clients}", f"-c{clients}", f"-d{max(1, round(seconds))}s",
@@ -552,7 +558,7 @@ def record(
     )
     return (
         f"| {datetime.now(UTC):%Y-%m-%d %H:%M} UTC | `{command}` | {args.images:,} "
-        f"| {args.client} | {args.clients} x {o.seconds:.0f} s | {rps:,.0f} "
+        f"| {client_label(args)} | {args.clients} x {o.seconds:.0f} s | {rps:,.0f} "
         f"| {p50_p99(o.of(['get']))} | {p50_p99(o.of(LIST_KINDS))} "
         f"| {p50_p99(o.of(['first']))} | {p50_p99(o.of(['next']))} | {p50_p99(o.of(['deep']))} "
         f"| {p50_p99(o.of(['blob']))} | {p50_p99(o.of(['stats']))} | {errors} "
@@ -566,6 +572,13 @@ def record(
         f"({run.page_cache_hits} of the pages from it); "
         f"Python {sys.version.split()[0]} |"
     )
+
+
+def client_label(args: argparse.Namespace) -> str:
+    """The load generator, and the rate its clients pace themselves to (``--rate``)."""
+    if args.rate:
+        return f"{args.client}, paced: {args.rate:,.0f} requests/s asked"
+    return args.client
 
 
 def write_row(row: str) -> None:
@@ -609,6 +622,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="measured runs (one after the other on the same server); the row is the "
         "median's, the note gives each run's rate",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="requests a second the clients send in all, each on its own schedule and "
+        "waiting for its answers (wrk only; default: each client asks again as soon as it "
+        "is answered, as fast as the server goes)",
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="an unmeasured run first")
     parser.add_argument("--deep-pages", type=int, default=100, help="how deep to save tokens")
     parser.add_argument(
@@ -639,6 +659,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.rate is not None and (args.client != "wrk" or args.rate <= 0):
+        print("load bench: --rate needs --client wrk and a rate above 0", file=sys.stderr)
+        return 2
     if args.client == "wrk" and shutil.which("wrk") is None:
         print(wrk_missing_line(), file=sys.stderr)
         return 2
@@ -665,7 +688,9 @@ def main(argv: list[str]) -> int:
 
                 def measure(seconds: float) -> Outcome:
                     if args.client == "wrk":
-                        return run_wrk(base, targets_file, args.clients, seconds, args.seed)
+                        return run_wrk(
+                            base, targets_file, args.clients, seconds, args.seed, args.rate
+                        )
                     return asyncio.run(run_python(base, targets, args.clients, seconds, args.seed))
 
                 database = asyncio.run(postmaster_pid(dsn))

@@ -18,6 +18,13 @@
 --   pick <kind> <n>                  List page n is one of kind first or deep
 -- The kind "next" has no picks: it is the page after the thread's last List page (a
 -- client paging on, the token its answer gave), or a first page when there is none.
+-- LOAD_MIX_INTERVAL_US (optional, load_bench.py's --rate): each client then sends its
+-- requests on a schedule, one every that many microseconds (the first at a random point of
+-- the first interval, so that the clients do not send in waves), waiting for each answer
+-- as before: wrk calls delay() once an answer is complete, which times it, and request()
+-- when the pause is over. A client whose answer came after its next slot sends at once
+-- and its schedule starts again from there: it never sends a backlog in a burst, so the
+-- rate a slow server gets is lower than the one asked for (the row's requests/s says so).
 -- OUT (an environment variable: wrk's done() has no script arguments) receives one line
 -- per request, "<kind> <microseconds>" (the last of each thread is not timed; one whose
 -- connection failed is timed to its reconnection, and counted among the errors), then "wrk <requests> <duration us> <connect> <read> <write> <timeout> <status>"
@@ -101,12 +108,32 @@ local function pick()
   return weights[#weights][1]
 end
 
-function request()
-  local now = now_us()
+local function answered(now)
   if pending_kind then -- the answer to the last request is complete
     kinds[#kinds + 1] = pending_kind
     micros[#micros + 1] = now - started
+    pending_kind = nil
   end
+end
+
+local interval_us = tonumber(os.getenv("LOAD_MIX_INTERVAL_US") or "0")
+local next_slot
+
+if interval_us > 0 then
+  function delay()
+    local now = now_us()
+    answered(now)
+    if next_slot == nil then
+      next_slot = now + math.random() * interval_us
+    else
+      next_slot = math.max(next_slot + interval_us, now)
+    end
+    return math.floor((next_slot - now) / 1000) -- milliseconds, as wrk takes them
+  end
+end
+
+function request()
+  answered(now_us())
   local kind = pick()
   local path, after
   if LISTS[kind] then

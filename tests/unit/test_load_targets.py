@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from bench import load_bench
 from bench.load_bench import (
     NEXT_DEPTH,
     Outcome,
@@ -108,3 +111,12 @@ def test_the_row_is_the_run_of_the_median_rate() -> None:
     assert rates(three) == "3,000 / 1,000 / 2,000"
     two = [run(20_000), run(10_000)]
     assert median_run(two) is two[1]  # the lower middle: no run is made up
+
+
+def test_a_paced_run_needs_wrk_and_a_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--rate", "3000", "--client", "python"], ["--rate", "0"]):
+        assert load_bench.main([*argv, "--no-record"]) == 2
+        assert "--rate needs --client wrk and a rate above 0" in capsys.readouterr().err
+    args = load_bench.parse_args(["--rate", "3200"])
+    assert load_bench.client_label(args) == "wrk, paced: 3,200 requests/s asked"
+    assert load_bench.client_label(load_bench.parse_args([])) == "wrk"
