@@ -113,10 +113,12 @@ def test_the_row_is_the_run_of_the_median_rate() -> None:
     assert median_run(two) is two[1]  # the lower middle: no run is made up
 
 
-def test_a_paced_run_needs_wrk_and_a_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--rate", "3000", "--client", "python"], ["--rate", "0"]):
-        assert load_bench.main([*argv, "--no-record"]) == 2
-        assert "--rate needs --client wrk and a rate above 0" in capsys.readouterr().err
-    args = load_bench.parse_args(["--rate", "3200"])
-    assert load_bench.client_label(args) == "wrk, paced: 3,200 requests/s asked"
-    assert load_bench.client_label(load_bench.parse_args([])) == "wrk"
+def test_the_rates_a_load_bench_measures(capsys: pytest.CaptureFixture[str]) -> None:
+    assert load_bench.rates_arg("max,3200") == [None, 3200.0]
+    for bad in ("0", "fast", "max,-5"):
+        with pytest.raises(SystemExit):
+            load_bench.parse_args(["--rate", bad])
+    assert load_bench.main(["--rate", "3000", "--client", "python", "--no-record"]) == 2
+    assert "a paced --rate needs --client wrk" in capsys.readouterr().err
+    assert load_bench.client_label("wrk", 3200.0) == "wrk, paced: 3,200 requests/s asked"
+    assert load_bench.client_label("wrk", None) == "wrk"
