@@ -643,7 +643,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="comma-separated: `max` (each client asks again as soon as it is answered, "
         "as fast as the server goes) or a rate (requests a second the clients send in all, "
         "each on its own schedule and waiting for its answers; wrk only); one row each "
-        f"(default: max,{PACED_RATE} with wrk, max with python)",
+        f"(default: max,{PACED_RATE:.0f} with wrk, max with python)",
     )
     parser.add_argument("--warmup", type=float, default=5.0, help="an unmeasured run first")
     parser.add_argument("--deep-pages", type=int, default=100, help="how deep to save tokens")

@@ -73,12 +73,11 @@ _PLACEHOLDER = re.compile(r"%(?:%|([1-9][0-9]*)\$s)")
 _FIRST_HEX = len(DOC_TEMPLATE_FRAGMENTS) + 1  # the placeholder number of the image digest
 _HEX_DIGITS = 2 * SHA256_KEY_BYTES
 BLOB_IDS_SEPARATOR = " "
-_PLACES = tuple(f"%{n}$s" for n in range(64))
 
 
 def blob_object(blob_id: str, key: bytes, size: int) -> str:
     """A blob's JSON object as a template of the second kind stands for it (sql/111)."""
-    return f'{{"id":"{blob_id}","digest":"sha256:{bytes(key).hex()}","size":"{size}"}}'
+    return f'{{"id":"{blob_id}","digest":"sha256:{key.hex()}","size":"{size}"}}'
 
 
 def doc_template_values(
@@ -122,17 +121,22 @@ def image_template(
             pieces: list[str] = []
             at = 0
             for n, (i, k, s) in enumerate(zip(ids, keys, sizes, strict=True), _FIRST_HEX + 3):
-                obj = f'{{"id":"{i}","digest":"sha256:{k.hex()}","size":"{s}"}}'  # blob_object
+                obj = blob_object(i, k, s)
                 # a layer's object follows the one before it and a comma: no search
                 found = at + 1 if text.startswith(obj, at + 1) else text.find(obj, at)
                 if found < 0:
                     break
-                pieces += (text[at:found], _PLACES[n] if n < len(_PLACES) else f"%{n}$s")
+                pieces += (text[at:found], f"%{n}$s")
                 at = found + len(obj)
             else:
                 pieces.append(text[at:])
-                template = _template("".join(pieces), digest, (), image_id, name, escaped=True)
-                return template, BLOB_IDS_SEPARATOR.join(ids)
+                text = "".join(pieces)
+                first = f'{{"id":"{image_id}"'
+                if image_id and "%" not in image_id and text.startswith(first):
+                    text = f'{{"id":"%{_FIRST_HEX + 1}$s' + text[len(first) - 1 :]
+                if name and "%" not in name:
+                    text = text.replace(f'"name":"{name}"', f'"name":"%{_FIRST_HEX + 2}$s"')
+                return _template(text, digest, (), escaped=True), BLOB_IDS_SEPARATOR.join(ids)
     return _template(doc, digest, keys), None
 
 
@@ -145,18 +149,9 @@ def doc_template(doc: str, digest: str, keys: Iterable[bytes]) -> str:
     return _template(doc, digest, keys)
 
 
-def _template(
-    doc: str,
-    digest: str,
-    keys: Iterable[bytes],
-    image_id: str = "",
-    name: str = "",
-    *,
-    escaped: bool = False,
-) -> str:
-    """``doc`` with, as placeholders, the hex of its ``keys`` (the first kind) or its id and
-    name (the second, whose blob objects ``escaped`` text already holds as placeholders,
-    its other "%" doubled), then its digest and the fragments."""
+def _template(doc: str, digest: str, keys: Iterable[bytes], *, escaped: bool = False) -> str:
+    """``doc`` with the hex of its ``keys`` (the first kind), its digest and the fragments
+    as placeholders; ``escaped``: its "%" are doubled already (the second kind's text)."""
     places: dict[str, str] = {}
     value = digest[len(SHA256_PREFIX) :]
     if _HEX64.fullmatch(value):
@@ -165,12 +160,6 @@ def _template(
         if len(key) == SHA256_KEY_BYTES:
             places.setdefault(bytes(key).hex(), f"%{n}$s")
     text = doc if escaped or "%" not in doc else doc.replace("%", "%%")
-    if escaped:
-        first = f'{{"id":"{image_id}"'
-        if image_id and "%" not in image_id and text.startswith(first):
-            text = f'{{"id":"%{_FIRST_HEX + 1}$s' + text[len(first) - 1 :]
-        if name and "%" not in name:
-            text = text.replace(f'"name":"{name}"', f'"name":"%{_FIRST_HEX + 2}$s"')
     parts = text.split(SHA256_PREFIX)
     for i in range(1, len(parts)):
         part = parts[i]

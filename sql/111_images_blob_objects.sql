@@ -14,8 +14,8 @@
 --
 -- Rows written before keep their template of the first kind until the ingest next
 -- writes them. A row's JSON is made of `doc_template`, `digest`, `blob_digests`,
--- `blob_sizes` and `blob_ids` together: whatever changes one of them writes all (the
--- ingest's upsert does).
+-- `blob_sizes`, `blob_ids`, `id` and `name` together: whatever changes one of them
+-- writes all (the ingest's upsert does).
 ALTER TABLE images ADD COLUMN blob_ids text;
 
 -- The image's JSON text from the columns it is made of (mirror/model.py,
