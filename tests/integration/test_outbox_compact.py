@@ -164,10 +164,11 @@ async def test_upgrade_keeps_every_event_byte_for_byte(old_outbox: asyncpg.Conne
         (e.type.value, e.source) for e in events[:2]
     ]
     # sql/095 on the same upgrade: the images indexes a query needs (docs/INDEXES.md),
-    # and the GIN index of sql/090 that finds the images holding a blob
+    # and the GIN index that finds the images holding a blob (sql/090, over the
+    # digests' hashes since sql/112)
     indexes = await old_outbox.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'images'")
     assert sorted(r["indexname"] for r in indexes) == [
-        "images_blob_digests",
+        "images_blob_hashes",
         "images_folder_id",
         "images_folder_registry",
         "images_pkey",
