@@ -34,10 +34,12 @@ PLANS = {
 }
 
 
-def holding(n: int, digest: str, name_registry: str = "reg1") -> dict[str, Any]:
-    """Image n with one layer of the given digest."""
-    image = img(n, registry=name_registry)
-    image["layers"] = [{"id": f"l{n}", "digest": digest, "size": "100"}]
+def holding(n: int, *digests: str, registry: str = "reg1") -> dict[str, Any]:
+    """Image n with a layer of each of the given digests."""
+    image = img(n, registry=registry)
+    image["layers"] = [
+        {"id": f"l{n}.{k}", "digest": d, "size": "100"} for k, d in enumerate(digests)
+    ]
     return image
 
 
@@ -55,10 +57,8 @@ async def test_a_digest_sharing_its_hash_with_another_finds_only_its_own_images(
     assert await db_pool.fetchval("SELECT crc32c($1::bytea) = crc32c($2::bytea)", shared, other)
     # images 1 and 3 hold SHARED, 2 OTHER, 4 both, 5 and more neither (enough of them
     # that the planner reads a rare digest's images through the GIN index)
-    page = [holding(1, SHARED), holding(2, OTHER, "reg2"), holding(3, SHARED)]
-    page += [img(n) for n in range(5, 500)]
-    page.append({**holding(4, SHARED), "layers": [*holding(4, SHARED)["layers"], {
-        "id": "l4b", "digest": OTHER, "size": "100"}]})
+    page = [holding(1, SHARED), holding(2, OTHER, registry="reg2"), holding(3, SHARED)]
+    page += [holding(4, SHARED, OTHER), *(img(n) for n in range(5, 500))]
     async with db_pool.acquire() as conn:
         writer = PageWriter(conn, folder_id="f1")
         await writer.prepare()
