@@ -63,7 +63,7 @@ CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
     id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
-    created_ns bigint, tags text[], doc_template text, content_hash bytea,
+    created_ns bigint, doc_template text, content_hash bytea,
     blob_digests bytea[], blob_sizes bigint[], blob_config boolean, blob_ids text
 ) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS ingest_walk_seen (id text NOT NULL);
@@ -91,11 +91,11 @@ WHERE i.id IS NULL
 # and new images inherit their registry's folder when it is known.
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
-    id, name, registry_id, folder_id, digest, compressed_size, created_ns, tags,
+    id, name, registry_id, folder_id, digest, compressed_size, created_ns,
     doc_template, content_hash, blob_digests, blob_sizes, blob_config, blob_ids
 )
 SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
-       s.compressed_size, s.created_ns, s.tags, s.doc_template,
+       s.compressed_size, s.created_ns, s.doc_template,
        s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config, s.blob_ids
 FROM ingest_stage_images AS s
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
@@ -107,7 +107,6 @@ ON CONFLICT (id) DO UPDATE SET
     digest = EXCLUDED.digest,
     compressed_size = EXCLUDED.compressed_size,
     created_ns = EXCLUDED.created_ns,
-    tags = EXCLUDED.tags,
     doc = NULL,
     doc_template = EXCLUDED.doc_template,
     content_hash = EXCLUDED.content_hash,

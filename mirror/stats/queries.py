@@ -141,12 +141,15 @@ _IN_SCOPE = """
 """
 
 _LAYERS_OF_I = "i.blob_digests[1 + i.blob_config::int :]"
+# The image's tags, in the order of its JSON (the upstream's; sql/113 dropped the
+# column that copied them).
+_TAGS_OF_I = "ARRAY(SELECT json_array_elements_text(image_doc(i)::json -> 'tags')) AS tags"
 
 # One page of the bases whose chain is one proper prefix ($1) of the image's, in
 # index order after image id $8 (the candidates first, cheaply, by the index; only
 # they are checked against the real digests ($4): ``ok``).
 SELECT_BASE_CANDIDATES = f"""
-SELECT c.image_id, c.name, c.layer_count, i.digest, i.tags,
+SELECT c.image_id, c.name, c.layer_count, i.digest, {_TAGS_OF_I},
        {_LAYERS_OF_I} = ($4::bytea[])[1:c.layer_count] AS ok
 FROM (
     SELECT s.image_id, s.name, s.layer_count FROM stats_images s
@@ -162,7 +165,7 @@ ORDER BY c.layer_count DESC, c.image_id
 # One page of derived candidates in key order after ($8, $9): the keys in
 # [$1, $2) start with the image's chain; ``ok`` checks the real digests ($5).
 SELECT_DERIVED_CANDIDATES = f"""
-SELECT c.image_id, c.name, c.layer_count, c.chain, i.digest, i.tags,
+SELECT c.image_id, c.name, c.layer_count, c.chain, i.digest, {_TAGS_OF_I},
        ({_LAYERS_OF_I})[1:$3] = $5::bytea[] AS ok
 FROM (
     SELECT s.image_id, s.name, s.layer_count, s.chain FROM stats_images s

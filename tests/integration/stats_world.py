@@ -18,19 +18,20 @@ from mirror.model import Blob, Image, digest_key
 from mirror.stats.folder import fold_once
 from mirror.stats.reference import ReferenceIndex
 
-# tags, and an image's blob references (the hex of each 32-byte digest key, and the
-# sizes), travel as one comma-joined text per image (arrays of arrays must be rectangular)
+# an image's blob references (the hex of each 32-byte digest key, and the sizes) travel
+# as one comma-joined text per image (arrays of arrays must be rectangular); its tags are
+# its JSON's
 INSERT_IMAGES = """
-INSERT INTO images (id, name, registry_id, folder_id, digest, compressed_size, created_ns, tags,
+INSERT INTO images (id, name, registry_id, folder_id, digest, compressed_size, created_ns,
                     doc, content_hash, blob_digests, blob_sizes, blob_config)
 SELECT id, name, registry_id, folder_id, digest, compressed_size,
-       mirror_rfc3339_ns(doc ->> 'createdAt'), string_to_array(tags, ','), doc, content_hash,
+       mirror_rfc3339_ns(doc ->> 'createdAt'), doc, content_hash,
        ARRAY(SELECT decode(h, 'hex') FROM unnest(string_to_array(digests, ',')) WITH ORDINALITY
                  AS u(h, o) ORDER BY o),
        string_to_array(sizes, ',')::bigint[], config
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-            $7::text[], $8::json[], $9::bytea[], $10::text[], $11::text[], $12::boolean[])
-     AS x(id, name, registry_id, folder_id, digest, compressed_size, tags, doc, content_hash,
+            $7::json[], $8::bytea[], $9::text[], $10::text[], $11::boolean[])
+     AS x(id, name, registry_id, folder_id, digest, compressed_size, doc, content_hash,
           digests, sizes, config)
 """
 ADD_REFS = """
@@ -51,7 +52,8 @@ UPDATE blobs AS b SET ref_count = b.ref_count - x.n,
 FROM unnest($1::bytea[], $2::bigint[]) AS x(d, n)
 WHERE b.digest = x.d
 """
-RETAG = "UPDATE images SET tags = $2::text[] WHERE id = $1"
+# the image's JSON with other tags (sql/113: the JSON holds an image's tags)
+RETAG = "UPDATE images SET doc = jsonb_set(doc::jsonb, '{tags}', to_jsonb($2::text[]))::json WHERE id = $1"
 SET_FOLDER = """
 INSERT INTO registries (registry_id, folder_id) VALUES ($1, $2)
 ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id
@@ -119,7 +121,6 @@ class IndexWriter:
                 [folder_id for _ in images],
                 [i.digest for i in images],
                 [i.compressed_size for i in images],
-                [",".join(i.tags) for i in images],
                 [orjson.dumps(i.to_json()).decode() for i in images],
                 [hashlib.sha256(orjson.dumps(i.to_json())).digest() for i in images],
                 [",".join(digest_key(b.digest).hex() for b in i.blobs) for i in images],

@@ -491,10 +491,11 @@ async def test_api_delete_events_say_who_asked(world: World) -> None:
     settings = world.settings.with_(
         api_tokens=Settings.load(env={"MIRROR_API_TOKENS": "r-token:read,a-token:admin"}).api_tokens
     )
-    victim = await world.pool.fetchval(
-        "SELECT id FROM images WHERE cardinality(tags) > 0 ORDER BY id LIMIT 1"
+    victim, tags = await world.pool.fetchrow(
+        "SELECT id, ARRAY(SELECT json_array_elements_text(image_doc(images)::json -> 'tags'))"
+        " FROM images WHERE image_doc(images)::json -> 'tags' IS NOT NULL ORDER BY id LIMIT 1"
     )
-    tags = await world.pool.fetchval("SELECT tags FROM images WHERE id = $1", victim)
+    assert tags
     name = await world.pool.fetchval("SELECT name FROM images WHERE id = $1", victim)
     mark = await world.pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
     admin = {"Authorization": "Bearer a-token"}

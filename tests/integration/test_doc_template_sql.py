@@ -74,7 +74,7 @@ async def test_the_server_fills_a_template_as_the_ingest_made_it(
     [item] = page_images([upstream])
     record = image_record(item, None)
     await db_pool.execute(
-        INSERT, item.id, record[4], None, record[8], record[10], record[11], record[13], record[1]
+        INSERT, item.id, record[4], None, record[7], record[9], record[10], record[12], record[1]
     )
     try:
         assert await both_docs(db_pool, item.id) == (item.doc.decode(),) * 2
@@ -113,8 +113,8 @@ async def test_a_template_of_the_second_kind_and_the_sizes_it_reads(db_pool: asy
     }
     [item] = page_images([upstream])
     record = image_record(item, None)
-    assert record[13] == "crpcfg crplayer crplayer" and "[%8$s,%9$s]" in record[8]
-    args = (record[4], None, record[8], record[10], record[11], record[13], record[1])
+    assert record[12] == "crpcfg crplayer crplayer" and "[%8$s,%9$s]" in record[7]
+    args = (record[4], None, record[7], record[9], record[10], record[12], record[1])
     await db_pool.execute(INSERT, item.id, *args)
     try:
         assert await both_docs(db_pool, item.id) == (item.doc.decode(),) * 2

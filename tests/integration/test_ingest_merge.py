@@ -48,12 +48,12 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
         result = await writer.apply(page_images(images))
         assert (result.created, result.updated, result.blobs_added) == (2, 0, 5)
         row = await conn.fetchrow(
-            "SELECT image_doc(images) AS doc, folder_id, registry_id, tags FROM images WHERE id = $1",
+            "SELECT image_doc(images) AS doc, folder_id, registry_id FROM images WHERE id = $1",
             images[0]["id"],
         )
         assert orjson.loads(row["doc"]) == images[0]
         assert row["doc"].encode() == orjson.dumps(images[0])
-        assert (row["folder_id"], row["registry_id"], row["tags"]) == ("f1", "reg1", ["latest"])
+        assert (row["folder_id"], row["registry_id"]) == ("f1", "reg1")
         refs = dict(await conn.fetch("SELECT mirror_digest_text(digest), ref_count FROM blobs"))
         assert refs[f"sha256:1{2:063x}"] == 2 and refs[f"sha256:1{3:063x}"] == 1
         assert await conn.fetchval(BLOB_REFERENCES) == 6

@@ -60,7 +60,7 @@ def test_malformed_images_are_refused() -> None:
 def test_image_record_columns() -> None:
     [item] = page_images([IMAGE])
     record = image_record(item, "f1")
-    assert record[:8] == (
+    assert record[:7] == (
         "crpb",
         "reg1/team/app",
         "reg1",
@@ -68,12 +68,11 @@ def test_image_record_columns() -> None:
         "sha256:ff",
         300,
         1_704_067_200_123_456_789,  # created_ns: exact nanoseconds, as the API sorts
-        ["latest"],
     )
-    assert render_doc_template(record[8], doc_template_values(record[4], record[10])) == (
+    assert render_doc_template(record[7], doc_template_values(record[4], record[9])) == (
         item.doc.decode()
     )
-    assert record[9] == item.content_hash
+    assert record[8] == item.content_hash
     real = IMAGE | {
         "digest": "sha256:" + "ab" * 32,
         "config": {"id": "c1", "digest": "sha256:" + "0c" * 32, "size": "10"},
@@ -81,16 +80,16 @@ def test_image_record_columns() -> None:
     }
     [item] = page_images([real])
     record = image_record(item, None)
-    values = doc_template_values(record[4], record[10])
-    assert record[8] == '{"id":"crpb","name":"reg1/team/app%1$s%4$s",' + (
+    values = doc_template_values(record[4], record[9])
+    assert record[7] == '{"id":"crpb","name":"reg1/team/app%1$s%4$s",' + (
         '"compressedSize":"300","config":{"id":"c1%1$s%5$s%3$s10"},'
         '"layers":[{"id":"l1%1$s1%3$s100"},{"digest":"sha256:2%3$s200"}],'
         '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
     )
-    assert render_doc_template(record[8], values) == item.doc.decode()
-    assert record[13] is None  # a layer without an id, another without a hex digest
+    assert render_doc_template(record[7], values) == item.doc.decode()
+    assert record[12] is None  # a layer without an id, another without a hex digest
     [bare] = page_images([{"id": "crpc", "name": "reg2/x"}])
-    assert image_record(bare, None)[5:8] == (0, 0, [])
+    assert image_record(bare, None)[5:7] == (0, 0)
 
 
 def test_blob_arrays_config_first_then_layers() -> None:
@@ -98,7 +97,7 @@ def test_blob_arrays_config_first_then_layers() -> None:
     keys = [digest_key(d) for d in ("sha256:c", "sha256:1", "sha256:2")]
     assert blob_arrays(item) == (keys, [10, 100, 200], True)
     # a layer without an id: the template is of the first kind (no blob ids)
-    assert image_record(item, None)[10:] == (keys, [10, 100, 200], True, None)
+    assert image_record(item, None)[9:] == (keys, [10, 100, 200], True, None)
     [no_config] = page_images([{k: v for k, v in IMAGE.items() if k != "config"}])
     assert blob_arrays(no_config) == (keys[1:], [100, 200], False)
     no_digest = IMAGE | {"config": {"size": "5"}, "layers": [{"size": "1"}, IMAGE["layers"][1]]}
@@ -130,22 +129,22 @@ def test_a_template_of_the_second_kind_holds_each_blob_as_one_placeholder() -> N
     [item] = page_images([real])
     assert blob_ids(item) == ["c1", "l1", "l2", "l1"]
     record = image_record(item, None)
-    assert record[13] == "c1 l1 l2 l1"
-    assert record[8] == '{"id":"%5$s","name":"%6$s%1$s%4$s",' + (
+    assert record[12] == "c1 l1 l2 l1"
+    assert record[7] == '{"id":"%5$s","name":"%6$s%1$s%4$s",' + (
         '"compressedSize":"300","config":%7$s,"layers":[%8$s,%9$s,%10$s],'
         '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
     )
-    values = doc_template_values(record[4], record[10], record[11], record[13], *record[:2])
+    values = doc_template_values(record[4], record[9], record[10], record[12], *record[:2])
     assert values[4:7] == [
         "crpb",
         "reg1/team/app",
         '{"id":"c1","digest":"sha256:' + hexes[0] + '","size":"10"}',
     ]
-    assert render_doc_template(record[8], values) == item.doc.decode()
+    assert render_doc_template(record[7], values) == item.doc.decode()
     # a blob whose object is not as blob_object writes it (a field more): the first kind
     urls = real | {"layers": [real["layers"][0], real["layers"][1] | {"urls": ["u"]}]}
     [item] = page_images([urls])
     record = image_record(item, None)
-    assert record[13] is None and "%5$s%3$s10" in record[8] and '"id":"crpb"' in record[8]
-    values = doc_template_values(record[4], record[10], record[11], record[13])
-    assert render_doc_template(record[8], values) == item.doc.decode()
+    assert record[12] is None and "%5$s%3$s10" in record[7] and '"id":"crpb"' in record[7]
+    values = doc_template_values(record[4], record[9], record[10], record[12])
+    assert render_doc_template(record[7], values) == item.doc.decode()
