@@ -43,8 +43,9 @@ SELECT_BLOB = "SELECT digest, size, ref_count, first_seen, orphaned_at FROM blob
 # has folded it (mirror/stats/folder.py); a digest not folded yet has none there,
 # and a few references are cheap to follow instead.
 SELECT_REPOSITORIES = """
-SELECT ARRAY(SELECT repository::text FROM stats_repository_refs
-             WHERE digest = $1 AND refs > 0 ORDER BY repository LIMIT $2) AS names,
+SELECT ARRAY(SELECT p.name FROM stats_repository_refs r
+             JOIN stats_repositories p ON p.id = r.repository_id
+             WHERE r.digest = $1 AND r.refs > 0 ORDER BY p.name LIMIT $2) AS names,
        (SELECT count(*) FROM stats_repository_refs WHERE digest = $1 AND refs > 0) AS total
 """
 # The images i that hold the blob whose key is $1. The GIN index (images_blob_hashes,

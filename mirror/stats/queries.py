@@ -71,9 +71,10 @@ SELECT_TOP_LAYERS = """
 SELECT b.digest, b.size, b.ref_count,
        (SELECT count(*) FROM stats_repository_refs r
         WHERE r.digest = b.digest AND r.refs > 0) AS repository_count,
-       ARRAY(SELECT r.repository FROM stats_repository_refs r
+       ARRAY(SELECT p.name FROM stats_repository_refs r
+             JOIN stats_repositories p ON p.id = r.repository_id
              WHERE r.digest = b.digest AND r.refs > 0
-             ORDER BY r.repository LIMIT $2) AS repositories
+             ORDER BY p.name LIMIT $2) AS repositories
 FROM blobs b
 WHERE b.ref_count > 1
 ORDER BY (b.ref_count - 1) * b.size DESC, b.digest
@@ -100,14 +101,16 @@ SELECT x.digest, x.size, x.rows,
            WHEN 'folder' THEN (SELECT f.refs FROM stats_folder_refs f
                                WHERE f.folder_id = $3 AND f.digest = x.digest)
            WHEN 'repository' THEN (SELECT p.refs FROM stats_repository_refs p
-                                   WHERE p.digest = x.digest AND p.repository = $3)
+                                   JOIN stats_repositories n ON n.id = p.repository_id
+                                   WHERE p.digest = x.digest AND n.name = $3)
        END, (SELECT 1 FROM stats_lone_digests l
+             JOIN stats_repositories n ON n.id = l.repository_id
              WHERE l.digest = x.digest
                AND CASE $2::text
-                   WHEN 'registry' THEN split_part(l.repository, '/', 1) = $3
-                   WHEN 'repository' THEN l.repository = $3
+                   WHEN 'registry' THEN split_part(n.name, '/', 1) = $3
+                   WHEN 'repository' THEN n.name = $3
                    WHEN 'folder' THEN EXISTS (SELECT 1 FROM stats_registry_folders m
-                                              WHERE m.registry_id = split_part(l.repository, '/', 1)
+                                              WHERE m.registry_id = split_part(n.name, '/', 1)
                                                 AND m.folder_id = $3)
                    ELSE false
                END), 0) AS scope_refs
@@ -130,13 +133,14 @@ SELECT i.name, i.registry_id,
 FROM images i WHERE i.id = $1
 """
 
-# Scope filter on stats_images s; $k kind, $k+1 id.
+# Scope filter on stats_images s of repository p (stats_repositories, sql/114);
+# $k kind, $k+1 id.
 _IN_SCOPE = """
     ({k}::text = 'all'
-     OR ({k} = 'registry' AND split_part(s.name, '/', 1) = {i})
-     OR ({k} = 'repository' AND s.name = {i})
+     OR ({k} = 'registry' AND split_part(p.name, '/', 1) = {i})
+     OR ({k} = 'repository' AND p.name = {i})
      OR ({k} = 'folder' AND EXISTS (SELECT 1 FROM stats_registry_folders m
-                                    WHERE m.registry_id = split_part(s.name, '/', 1)
+                                    WHERE m.registry_id = split_part(p.name, '/', 1)
                                       AND m.folder_id = {i})))
 """
 
@@ -152,7 +156,8 @@ SELECT_BASE_CANDIDATES = f"""
 SELECT c.image_id, c.name, c.layer_count, i.digest, {_TAGS_OF_I},
        {_LAYERS_OF_I} = ($4::bytea[])[1:c.layer_count] AS ok
 FROM (
-    SELECT s.image_id, s.name, s.layer_count FROM stats_images s
+    SELECT s.image_id, p.name, s.layer_count
+    FROM stats_images s JOIN stats_repositories p ON p.id = s.repository_id
     WHERE s.chain = $1 AND s.image_id > $8 AND s.layer_count < $2 AND s.image_id <> $3
       AND {_IN_SCOPE.format(k="$5", i="$6")}
     ORDER BY s.chain, s.image_id
@@ -168,7 +173,8 @@ SELECT_DERIVED_CANDIDATES = f"""
 SELECT c.image_id, c.name, c.layer_count, c.chain, i.digest, {_TAGS_OF_I},
        ({_LAYERS_OF_I})[1:$3] = $5::bytea[] AS ok
 FROM (
-    SELECT s.image_id, s.name, s.layer_count, s.chain FROM stats_images s
+    SELECT s.image_id, p.name, s.layer_count, s.chain
+    FROM stats_images s JOIN stats_repositories p ON p.id = s.repository_id
     WHERE s.chain >= $1 AND s.chain < $2 AND (s.chain, s.image_id) > ($8::bytea, $9::text)
       AND s.layer_count > $3 AND s.image_id <> $4
       AND {_IN_SCOPE.format(k="$6", i="$7")}

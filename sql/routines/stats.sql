@@ -23,8 +23,10 @@
 --       without rows in the three tables above (moved there when it changes).
 --   stats_images           per image: repository, blob rows and the layer chain
 --       key (lineage lookups by prefix).
+--   stats_repositories     each repository name once, with the number the three
+--       tables above name it by (sql/114); the fold numbers its batch's names.
 --   A repository's registry is its name's first segment, split_part(name, '/', 1)
---   (sql/110: the two tables above no longer store it).
+--   (sql/110: the tables above no longer store it).
 --   stats_registry_folders the folder of each registry as far as known.
 --   stats_folded           up to where all of the above is exact.
 
@@ -193,7 +195,8 @@ BEGIN
         -- r's lone digests: one blob each for the folder
         INSERT INTO stats_totals AS t (scope_key, blobs, stored)
         SELECT 'folder:' || target, sign * count(*), sign * coalesce(sum(l.size), 0)
-        FROM stats_lone_digests l WHERE split_part(l.repository, '/', 1) = r
+        FROM stats_lone_digests l JOIN stats_repositories p ON p.id = l.repository_id
+        WHERE split_part(p.name, '/', 1) = r
         ON CONFLICT (scope_key) DO UPDATE SET
             blobs = t.blobs + excluded.blobs, stored = t.stored + excluded.stored;
     END LOOP;
@@ -231,6 +234,13 @@ BEGIN
         -- the planner's row counts for the batch (a fresh temporary table has none:
         -- it took 157,000 unnested rows for 3,000 and sorted instead of hashing)
         ANALYZE stats_batch;
+        -- 0. a number for each repository name the batch brings first (only new names
+        --    draw one: an ON CONFLICT alone would draw one for every name, every batch)
+        INSERT INTO stats_repositories (name)
+        SELECT DISTINCT b.name FROM stats_batch b
+        WHERE b.name IS NOT NULL
+          AND NOT EXISTS (SELECT FROM stats_repositories p WHERE p.name = b.name)
+        ORDER BY 1;
         -- 1a. images folded before: their blob rows and lineage key (from the batch
         --    when it brings all of an image's references at once, else read again
         --    from the image's row); images new in the batch are written whole below
@@ -285,8 +295,9 @@ BEGIN
             WHERE kind = 'i' AND delta > 0
             ORDER BY image_id
         )
-        INSERT INTO stats_images (image_id, name, blob_rows, layer_count, chain)
-        SELECT a.image_id, a.name, coalesce(b.n, 0),
+        INSERT INTO stats_images (image_id, repository_id, blob_rows, layer_count, chain)
+        SELECT a.image_id, (SELECT p.id FROM stats_repositories p WHERE p.name = a.name),
+               coalesce(b.n, 0),
                CASE WHEN f.id IS NOT NULL THEN stats_layer_count(f.digests, f.config)
                     WHEN coalesce(b.n, 0) <= 0 THEN 0
                     ELSE coalesce((SELECT stats_layer_count(i.blob_digests, i.blob_config)
@@ -328,7 +339,9 @@ BEGIN
             WHERE l.digest = ANY (ARRAY(SELECT DISTINCT u.digest
                                         FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests) AS u(digest)
                                         WHERE b.digests IS NOT NULL))
-            RETURNING l.digest, l.repository, split_part(l.repository, '/', 1) AS registry_id
+            RETURNING l.digest, l.repository_id,
+                      (SELECT split_part(p.name, '/', 1) FROM stats_repositories p
+                       WHERE p.id = l.repository_id) AS registry_id
         ),
         reg AS (
             INSERT INTO stats_registry_refs (registry_id, digest, refs)
@@ -340,15 +353,17 @@ BEGIN
             FROM promoted p JOIN stats_registry_folders m ON m.registry_id = p.registry_id
             ORDER BY m.folder_id, p.digest
         )
-        INSERT INTO stats_repository_refs (digest, repository, refs)
-        SELECT digest, repository, 1 FROM promoted ORDER BY digest, repository;
+        INSERT INTO stats_repository_refs (digest, repository_id, refs)
+        SELECT digest, repository_id, 1 FROM promoted ORDER BY digest, repository_id;
 
         -- 3b. per-scope digest counts, and what their crossings of zero move
         WITH r AS (
             -- every log row names its image's repository (immutable upstream); a row
             -- an older writer left without one is looked up (stats_images has it)
             SELECT b.registry_id, b.delta, u.digest, u.size,
-                   coalesce(b.name, (SELECT s.name FROM stats_images s WHERE s.image_id = b.image_id)) AS name
+                   coalesce(b.name, (SELECT p.name FROM stats_images s
+                                     JOIN stats_repositories p ON p.id = s.repository_id
+                                     WHERE s.image_id = b.image_id)) AS name
             FROM stats_batch b CROSS JOIN LATERAL unnest(b.digests, b.sizes) AS u(digest, size)
             WHERE b.digests IS NOT NULL
         ),
@@ -367,8 +382,10 @@ BEGIN
               AND NOT EXISTS (SELECT 1 FROM stats_repository_refs p WHERE p.digest = d.digest)
         ),
         new_lone AS (
-            INSERT INTO stats_lone_digests (digest, repository, size)
-            SELECT digest, repository, size FROM lone ORDER BY digest
+            INSERT INTO stats_lone_digests (digest, repository_id, size)
+            SELECT l.digest, p.id, l.size
+            FROM lone l JOIN stats_repositories p ON p.name = l.repository
+            ORDER BY l.digest
         ),
         g AS (
             SELECT r.registry_id, r.name AS repository, r.digest,
@@ -387,10 +404,14 @@ BEGIN
             RETURNING 'registry:' || t.registry_id AS k, t.digest, old.refs AS before, new.refs AS after
         ),
         rep AS (
-            INSERT INTO stats_repository_refs AS t (digest, repository, refs)
-            SELECT digest, repository, n FROM g WHERE n <> 0 OR added ORDER BY digest, repository
-            ON CONFLICT (digest, repository) DO UPDATE SET refs = t.refs + excluded.refs
-            RETURNING 'repository:' || t.repository AS k, t.digest, old.refs AS before, new.refs AS after
+            INSERT INTO stats_repository_refs AS t (digest, repository_id, refs)
+            SELECT g.digest, p.id, g.n
+            FROM g JOIN stats_repositories p ON p.name = g.repository
+            WHERE g.n <> 0 OR g.added ORDER BY g.digest, p.id
+            ON CONFLICT (digest, repository_id) DO UPDATE SET refs = t.refs + excluded.refs
+            RETURNING (SELECT 'repository:' || p.name FROM stats_repositories p
+                       WHERE p.id = t.repository_id) AS k,
+                      t.digest, old.refs AS before, new.refs AS after
         ),
         fol AS (
             INSERT INTO stats_folder_refs AS t (folder_id, digest, refs)
@@ -522,10 +543,15 @@ BEGIN
     SELECT registry_id, folder_id FROM registries ORDER BY registry_id
     ON CONFLICT (registry_id) DO UPDATE SET folder_id = excluded.folder_id;
 
-    INSERT INTO stats_images (image_id, name, blob_rows, layer_count, chain)
-    SELECT i.id, i.name, cardinality(i.blob_digests),
+    -- (images.name sorts by "C", stats_repositories.name by the database's collation)
+    INSERT INTO stats_repositories (name)
+    SELECT DISTINCT i.name COLLATE "default" FROM images i
+    WHERE NOT EXISTS (SELECT FROM stats_repositories p WHERE p.name = i.name COLLATE "default")
+    ORDER BY 1;
+    INSERT INTO stats_images (image_id, repository_id, blob_rows, layer_count, chain)
+    SELECT i.id, p.id, cardinality(i.blob_digests),
            stats_layer_count(i.blob_digests, i.blob_config), stats_chain(i.blob_digests, i.blob_config)
-    FROM images i;
+    FROM images i JOIN stats_repositories p ON p.name = i.name COLLATE "default";
 
     -- every blob reference of the index, once
     DROP TABLE IF EXISTS pg_temp.stats_recompute_refs;
@@ -536,9 +562,11 @@ BEGIN
     INSERT INTO stats_registry_refs AS t (registry_id, digest, refs)
     SELECT registry_id, digest, count(*) FROM stats_recompute_refs GROUP BY 1, 2
     ON CONFLICT (registry_id, digest) DO UPDATE SET refs = excluded.refs;
-    INSERT INTO stats_repository_refs AS t (digest, repository, refs)
-    SELECT digest, repository, count(*) FROM stats_recompute_refs GROUP BY 1, 2
-    ON CONFLICT (digest, repository) DO UPDATE SET refs = excluded.refs;
+    INSERT INTO stats_repository_refs AS t (digest, repository_id, refs)
+    SELECT r.digest, p.id, count(*)
+    FROM stats_recompute_refs r JOIN stats_repositories p ON p.name = r.repository
+    GROUP BY 1, 2
+    ON CONFLICT (digest, repository_id) DO UPDATE SET refs = excluded.refs;
     INSERT INTO stats_folder_refs AS t (folder_id, digest, refs)
     SELECT m.folder_id, r.digest, sum(r.refs)
     FROM stats_registry_refs r JOIN stats_registry_folders m ON m.registry_id = r.registry_id
@@ -552,10 +580,10 @@ BEGIN
     ),
     moved AS (
         DELETE FROM stats_repository_refs p USING single s WHERE p.digest = s.digest
-        RETURNING p.digest, p.repository
+        RETURNING p.digest, p.repository_id
     )
-    INSERT INTO stats_lone_digests (digest, repository, size)
-    SELECT m.digest, m.repository, r.size
+    INSERT INTO stats_lone_digests (digest, repository_id, size)
+    SELECT m.digest, m.repository_id, r.size
     FROM moved m
     JOIN (SELECT digest, max(size) AS size FROM stats_recompute_refs GROUP BY digest) r
       ON r.digest = m.digest;
@@ -582,14 +610,15 @@ BEGIN
                 UNION ALL
                 SELECT 'folder:' || folder_id, digest, refs FROM stats_folder_refs
                 UNION ALL
-                SELECT 'repository:' || repository, digest, refs FROM stats_repository_refs
+                SELECT 'repository:' || p.name, r.digest, r.refs
+                FROM stats_repository_refs r JOIN stats_repositories p ON p.id = r.repository_id
                 UNION ALL
                 SELECT 'all', digest, sum(refs) FROM stats_repository_refs GROUP BY digest) y
           JOIN blobs b ON b.digest = y.digest
           UNION ALL
           SELECT v.k, 1, l.size
-          FROM (SELECT split_part(repository, '/', 1) AS registry_id, repository, size
-                FROM stats_lone_digests) l
+          FROM (SELECT split_part(p.name, '/', 1) AS registry_id, p.name AS repository, l.size
+                FROM stats_lone_digests l JOIN stats_repositories p ON p.id = l.repository_id) l
           LEFT JOIN stats_registry_folders m ON m.registry_id = l.registry_id
           CROSS JOIN LATERAL (VALUES ('all'), ('registry:' || l.registry_id),
                                      ('repository:' || l.repository), ('folder:' || m.folder_id)) v(k)

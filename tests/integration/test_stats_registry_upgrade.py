@@ -15,6 +15,9 @@ import pytest
 from mirror.store.migrate import MigrationError, apply_migrations
 from tests.postgres_fixture import schema_before, scratch_database
 
+# The stats routines of the schemas before sql/114 (tests/data/README.md).
+ROUTINES_113 = Path(__file__).resolve().parents[1] / "data" / "schema_113" / "routines"
+
 INSERT_LONE = (
     "INSERT INTO stats_lone_digests (digest, registry_id, repository, size) VALUES ($1, $2, $3, 5)"
 )
@@ -29,7 +32,7 @@ ORDER BY 1
 @pytest.fixture
 async def stats_before_110(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated up to sql/109 (its rows carry their registry)."""
-    old_sql = schema_before(tmp_path / "sql", 110)
+    old_sql = schema_before(tmp_path / "sql", 110, routines=ROUTINES_113)
     async with scratch_database(postgres_dsn, "stats_110", sql_dir=old_sql) as conn:
         yield conn
 
@@ -48,7 +51,10 @@ async def test_rows_of_another_registry_stop_the_upgrade_and_change_nothing(
     await conn.execute("UPDATE stats_lone_digests SET registry_id = 'reg1'")
     await apply_migrations(conn)
     assert await conn.fetch(COLUMNS) == []
-    rows = await conn.fetch("SELECT digest, repository, size FROM stats_lone_digests ORDER BY 1")
+    rows = await conn.fetch(
+        "SELECT l.digest, p.name, l.size FROM stats_lone_digests l"
+        " JOIN stats_repositories p ON p.id = l.repository_id ORDER BY 1"
+    )
     assert [tuple(r) for r in rows] == [
         (b"\x01" * 32, "reg1/app", 5),
         (b"\x02" * 32, "reg1/web", 5),

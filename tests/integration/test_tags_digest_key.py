@@ -17,6 +17,9 @@ from mirror.model import digest_key
 from mirror.store.migrate import apply_migrations
 from tests.postgres_fixture import schema_before, scratch_database
 
+# The stats routines of the schemas before sql/114 (tests/data/README.md).
+ROUTINES_113 = Path(__file__).resolve().parents[1] / "data" / "schema_113" / "routines"
+
 SHA = "sha256:" + "0f" * 32
 DIGESTS = [SHA, "sha256:" + "0F" * 32, "sha512:" + "ab" * 64, "", "é"]
 
@@ -24,7 +27,7 @@ DIGESTS = [SHA, "sha256:" + "0F" * 32, "sha512:" + "ab" * 64, "", "é"]
 @pytest.fixture
 async def tags_before_108(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[asyncpg.Connection]:
     """A database migrated up to the last migration before sql/108 (text digests)."""
-    old_sql = schema_before(tmp_path / "sql", 108)
+    old_sql = schema_before(tmp_path / "sql", 108, routines=ROUTINES_113)
     async with scratch_database(postgres_dsn, "tags_108", sql_dir=old_sql) as conn:
         yield conn
 
