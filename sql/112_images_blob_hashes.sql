@@ -19,3 +19,9 @@ RETURN ARRAY(SELECT crc32c(k) FROM unnest(keys) AS k);
 CREATE INDEX images_blob_hashes ON images USING gin (mirror_blob_hashes(blob_digests))
     WITH (gin_pending_list_limit = 128);
 DROP INDEX images_blob_digests;
+
+-- The planner knows how many images hold a blob from the statistics ANALYZE keeps for
+-- the index's expression, which a new index has none of (and an upgraded index whose
+-- rows do not change would not get from autovacuum): without them it walked the
+-- primary key for every digest, ~460 ms a lookup at 1,000,000 images.
+ANALYZE images;

@@ -62,3 +62,6 @@ DROP TABLE stats_images;
 ALTER TABLE stats_images_new RENAME TO stats_images;
 ALTER INDEX stats_images_new_pkey RENAME TO stats_images_pkey;
 CREATE INDEX stats_images_chain ON stats_images (chain, image_id);
+
+-- Tables written anew have no statistics until autovacuum gets to them.
+ANALYZE stats_repositories, stats_lone_digests, stats_repository_refs, stats_images;
