@@ -616,7 +616,8 @@ def write_row(row: str) -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
         "| --- | --- | --- | --- |\n"
     )
-    append_to_section(SECTION, header, [row])
+    # the bench's own table, not a comparison written under it by hand
+    append_to_section(SECTION, header, [row], under=header.split("\n")[4])
 
 
 # -- main ----------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ def append_to_section(
     """Add ``rows`` to a table of ``section`` (its ``## `` line), after the table's last row.
 
     The section is the line that is exactly ``section`` (prose elsewhere may name
-    it). The table is the one whose header line is ``under``, else the section's last;
+    it). The table is the section's last whose header line is ``under`` (a section may
+    hold other tables after it: comparisons written by hand), else the section's last;
     a section without a table gets the rows at its end. A missing section is added at
     the end of the file as ``header`` (which starts with the section line).
     """
@@ -29,8 +30,9 @@ def append_to_section(
         return
     start, end = _bounds(lines, section)
     table = [i for i in range(start + 1, end) if lines[i].startswith("|")]
-    if under is not None and under in lines[start:end]:
-        at = lines.index(under, start) + 1
+    headers = [i for i in range(start + 1, end) if lines[i] == under]
+    if headers:
+        at = headers[-1] + 1
         while at < end and lines[at].startswith("|"):
             at += 1
     elif table:

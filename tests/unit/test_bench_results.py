@@ -48,3 +48,18 @@ def test_rows_go_under_the_named_table_and_blocks_at_the_section_end(tmp_path: P
         "# B\n\n## A\n\n| r |\n| 1 |\n| 2 |\n\ntext\n\n| p |\n| 9 |\n\n"
         "## C\n\nc\n\n### run\n\n| w |\n| 3 |\n\n## D\n\nintro\n\n### run\n| w |\n"
     )
+
+
+def test_rows_go_under_the_last_table_of_that_header_not_a_comparison_after_it(
+    tmp_path: Path,
+) -> None:
+    """A section may repeat its table (rows added below a newer paragraph) and end with a
+    table written by hand: rows join the last table whose header is ``under``."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "# B\n\n## A\n\n| r |\n| 1 |\n\nlater\n\n| r |\n| 2 |\n\npair\n\n| side |\n| x |\n"
+    )
+    append_to_section("## A", "## A\n\n| r |\n", ["| 3 |"], results, under="| r |")
+    assert results.read_text() == (
+        "# B\n\n## A\n\n| r |\n| 1 |\n\nlater\n\n| r |\n| 2 |\n| 3 |\n\npair\n\n| side |\n| x |\n"
+    )
