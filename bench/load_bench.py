@@ -596,6 +596,13 @@ def client_label(client: str, rate: float | None) -> str:
     return client
 
 
+TABLE_HEADER = (
+    "| date | command | images | client | clients x time | requests/s | Get | List "
+    "| List first | List next | List deep | blobs | stats | errors | server RSS MB (peak) "
+    "| CPU server / client | budget met | notes |"
+)
+
+
 def write_row(row: str) -> None:
     header = (
         f"{SECTION}\n\n"
@@ -610,14 +617,12 @@ def write_row(row: str) -> None:
         "milliseconds a request of each). Load generator: `wrk` (C; `apt-get install wrk`) with "
         "`bench/load_mix.lua`, one connection a thread. Budget: >= 3,000 requests/s, Get p99 "
         "<= 25 ms, List p99 <= 50 ms.\n\n"
-        "| date | command | images | client | clients x time | requests/s | Get | List "
-        "| List first | List next | List deep | blobs | stats | errors | server RSS MB (peak) "
-        "| CPU server / client | budget met | notes |\n"
+        f"{TABLE_HEADER}\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
         "| --- | --- | --- | --- |\n"
     )
     # the bench's own table, not a comparison written under it by hand
-    append_to_section(SECTION, header, [row], under=header.split("\n")[4])
+    append_to_section(SECTION, header, [row], under=TABLE_HEADER)
 
 
 # -- main ----------------------------------------------------------------------------------

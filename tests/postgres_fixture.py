@@ -112,6 +112,11 @@ async def scratch_database(
         await admin.close()
 
 
+# The stats routines as they were at schema 113 (repository names in the stats
+# tables), frozen: what the databases before sql/114 are built with (tests/data/README.md).
+ROUTINES_113 = Path(__file__).resolve().parent / "data" / "schema_113" / "routines"
+
+
 def schema_before(
     target: Path, version: int, *, routines: Path | None = SQL_DIR / "routines"
 ) -> Path:

@@ -31,6 +31,7 @@ from mirror.errors import InvalidArgument, NotFound
 from mirror.events.envelope import format_time as rfc3339
 from mirror.listing import PAGE_TOKEN_MAX_LEN, parse_page_size
 from mirror.model import digest_key, digest_text
+from mirror.stats.queries import digest_repositories
 
 BLOB_PATH = "/mirror/v1/blobs/{digest}"
 REPOSITORIES_SHOWN = 100
@@ -42,12 +43,7 @@ SELECT_BLOB = "SELECT digest, size, ref_count, first_seen, orphaned_at FROM blob
 # The stats aggregates keep the repositories of every digest once the stats folder
 # has folded it (mirror/stats/folder.py); a digest not folded yet has none there,
 # and a few references are cheap to follow instead.
-SELECT_REPOSITORIES = """
-SELECT ARRAY(SELECT p.name FROM stats_repository_refs r
-             JOIN stats_repositories p ON p.id = r.repository_id
-             WHERE r.digest = $1 AND r.refs > 0 ORDER BY p.name LIMIT $2) AS names,
-       (SELECT count(*) FROM stats_repository_refs WHERE digest = $1 AND refs > 0) AS total
-"""
+SELECT_REPOSITORIES = f"SELECT {digest_repositories('$1', '$2')}"
 # The images i that hold the blob whose key is $1. The GIN index (images_blob_hashes,
 # sql/112) is over the hashes of the digests, which two digests may share: the array
 # decides. The check is wrapped in coalesce so that the planner does not count its
@@ -60,9 +56,9 @@ mirror_blob_hashes(i.blob_digests) @> ARRAY[crc32c($1::bytea)]
 AND coalesce(i.blob_digests @> ARRAY[$1::bytea], false)
 """
 SELECT_FEW_REFS_REPOSITORIES = f"""
-SELECT ARRAY(SELECT DISTINCT i.name::text FROM images AS i
-             WHERE {HOLDS_BLOB} ORDER BY 1 LIMIT $2) AS names,
-       (SELECT count(DISTINCT i.name) FROM images AS i WHERE {HOLDS_BLOB}) AS total
+SELECT (SELECT count(DISTINCT i.name) FROM images AS i WHERE {HOLDS_BLOB}) AS repository_count,
+       ARRAY(SELECT DISTINCT i.name::text FROM images AS i
+             WHERE {HOLDS_BLOB} ORDER BY 1 LIMIT $2) AS repositories
 """
 FEW_REFS = 100
 # A rare digest: the GIN index finds its images, then a sort by id; a common one: the
@@ -99,7 +95,7 @@ async def get_blob(request: web.Request) -> web.Response:
         if blob is None:
             raise NotFound(f"Blob {digest} not found")
         repositories = await conn.fetchrow(SELECT_REPOSITORIES, key, REPOSITORIES_SHOWN)
-        if repositories["total"] == 0 and 0 < blob["ref_count"] <= FEW_REFS:
+        if repositories["repository_count"] == 0 and 0 < blob["ref_count"] <= FEW_REFS:
             repositories = await conn.fetchrow(
                 SELECT_FEW_REFS_REPOSITORIES, key, REPOSITORIES_SHOWN
             )
@@ -113,9 +109,9 @@ async def get_blob(request: web.Request) -> web.Response:
     head["firstSeen"] = rfc3339(blob["first_seen"])
     if blob["orphaned_at"] is not None:
         head["orphanedAt"] = rfc3339(blob["orphaned_at"])
-    if repositories["names"]:
-        head["repositories"] = list(repositories["names"])
-    head["repositoryCount"] = str(repositories["total"])
+    if repositories["repositories"]:
+        head["repositories"] = list(repositories["repositories"])
+    head["repositoryCount"] = str(repositories["repository_count"])
     # {head..., "images": [...], "nextPageToken": ...}: the page part is List's own.
     page = page_body([row_json(row) for row in rows], token)
     body = orjson.dumps(head)

@@ -67,14 +67,21 @@ SELECT EXISTS (SELECT 1 FROM stats_totals WHERE scope_key = $1)
                                    ELSE name = $3 END)
 """
 
-SELECT_TOP_LAYERS = """
-SELECT b.digest, b.size, b.ref_count,
-       (SELECT count(*) FROM stats_repository_refs r
-        WHERE r.digest = b.digest AND r.refs > 0) AS repository_count,
+
+def digest_repositories(digest: str, limit: str) -> str:
+    """The select-list items ``repository_count`` and ``repositories`` (the first ``limit``
+    names) of the repositories whose folded count of ``digest`` is above 0 (names from
+    ``stats_repositories``, sql/114): the layer report's and the blob endpoint's."""
+    return f"""(SELECT count(*) FROM stats_repository_refs r
+        WHERE r.digest = {digest} AND r.refs > 0) AS repository_count,
        ARRAY(SELECT p.name FROM stats_repository_refs r
              JOIN stats_repositories p ON p.id = r.repository_id
-             WHERE r.digest = b.digest AND r.refs > 0
-             ORDER BY p.name LIMIT $2) AS repositories
+             WHERE r.digest = {digest} AND r.refs > 0
+             ORDER BY p.name LIMIT {limit}) AS repositories"""
+
+
+SELECT_TOP_LAYERS = f"""
+SELECT b.digest, b.size, b.ref_count, {digest_repositories("b.digest", "$2")}
 FROM blobs b
 WHERE b.ref_count > 1
 ORDER BY (b.ref_count - 1) * b.size DESC, b.digest

@@ -24,14 +24,12 @@ from mirror.model import digest_key
 from mirror.settings import Settings
 from mirror.store.migrate import apply_migrations
 from tests.integration.test_ingest_merge import img
-from tests.postgres_fixture import schema_before, scratch_database
+from tests.postgres_fixture import ROUTINES_113, schema_before, scratch_database
 
 # Two sha256 digests with the same CRC-32C (found among sha256(int8send(n)) for n up
 # to 300,000; the test checks that PostgreSQL hashes them alike).
 SHARED = "sha256:d44948f8fe5a5d575c4c478dd6263686f5dfccf2f4c117bd915a14b05b12b4f4"
 OTHER = "sha256:892d954d458bd18b54fa832ae6df8f1d81f6bf5f76390642d33fd1bf8c29e027"
-# The stats routines of the schemas before sql/114 (tests/data/README.md).
-ROUTINES_113 = Path(__file__).resolve().parents[1] / "data" / "schema_113" / "routines"
 # forcing each plan the blob lookup can take
 PLANS = {
     "gin": ("SET LOCAL enable_indexscan = off", "SET LOCAL enable_seqscan = off"),

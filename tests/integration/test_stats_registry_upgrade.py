@@ -13,10 +13,7 @@ import asyncpg
 import pytest
 
 from mirror.store.migrate import MigrationError, apply_migrations
-from tests.postgres_fixture import schema_before, scratch_database
-
-# The stats routines of the schemas before sql/114 (tests/data/README.md).
-ROUTINES_113 = Path(__file__).resolve().parents[1] / "data" / "schema_113" / "routines"
+from tests.postgres_fixture import ROUTINES_113, schema_before, scratch_database
 
 INSERT_LONE = (
     "INSERT INTO stats_lone_digests (digest, registry_id, repository, size) VALUES ($1, $2, $3, 5)"

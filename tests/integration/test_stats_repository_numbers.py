@@ -17,10 +17,7 @@ from mirror.model import Scope, ScopeKind
 from mirror.stats.queries import fetch_image_usage, fetch_layer_report
 from mirror.store.migrate import apply_migrations
 from tests.integration.stats_world import IndexWriter, make_image
-from tests.postgres_fixture import schema_before, scratch_database
-
-# The stats routines of the schemas before sql/114 (tests/data/README.md).
-ROUTINES_113 = Path(__file__).resolve().parents[1] / "data" / "schema_113" / "routines"
+from tests.postgres_fixture import ROUTINES_113, schema_before, scratch_database
 
 # Each table as it was before sql/114, and as it is after (the name joined back).
 BEFORE = {

@@ -15,10 +15,7 @@ import pytest
 from mirror.ingest.tags import SELECT_TAGS, TagRef, tag_changes, tags_of_deleted
 from mirror.model import digest_key
 from mirror.store.migrate import apply_migrations
-from tests.postgres_fixture import schema_before, scratch_database
-
-# The stats routines of the schemas before sql/114 (tests/data/README.md).
-ROUTINES_113 = Path(__file__).resolve().parents[1] / "data" / "schema_113" / "routines"
+from tests.postgres_fixture import ROUTINES_113, schema_before, scratch_database
 
 SHA = "sha256:" + "0f" * 32
 DIGESTS = [SHA, "sha256:" + "0F" * 32, "sha512:" + "ab" * 64, "", "é"]
