@@ -246,7 +246,8 @@ async def delete_images(
     transitions = _transitions(await conn.fetch(REMOVE_BLOB_REFS, *refs))
     events: list[Event] = [image_deleted(r["doc"], reason, source) for r in locked]
     events += blob_events(transitions, source)
-    events += await tags_of_deleted(conn, ids, source)
+    digests = {str(r["id"]): str(r["doc"].get("digest", "")) for r in locked}
+    events += await tags_of_deleted(conn, digests, source)
     events = with_origin(events, origin)
     await append_events(conn, events)
     result.deleted = len(locked)

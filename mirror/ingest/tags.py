@@ -32,37 +32,66 @@ from typing import Any
 import asyncpg
 
 from mirror.ingest.changes import with_origin
-from mirror.model import Event, EventType, Scope, ScopeKind, digest_key
+from mirror.model import Event, EventType, Scope, ScopeKind
 from mirror.store.outbox import LOCK_OUTBOX, OUTBOX_LOCK_KEY, append_events
 
 REASON_UNTAGGED = "untagged"
 REASON_IMAGE_DELETED = "image-deleted"
 REASONS = (REASON_UNTAGGED, REASON_IMAGE_DELETED)
 
-# A row's digest is stored as its key (sql/108: 32 bytes for a sha256, any other text
-# losslessly; mirror.model.digest_key), read back as text by mirror_digest_text.
-SELECT_TAGS = """
-SELECT t.repository, t.tag, t.image_id, mirror_digest_text(t.digest) AS digest,
+# A row names its repository by a number (sql/116: tag_repositories, written by these
+# statements alone, under the outbox's lock) and takes its digest from the tagged
+# image's row; ``tags.digest`` holds one (its key: mirror.model.digest_key) only where
+# that row does not give it (no such image, or another digest).
+_DIGEST_OF_T = (
+    "coalesce(mirror_digest_text(t.digest),"
+    " (SELECT i.digest FROM images i WHERE i.id = t.image_id))"
+)
+_NAME_OF_T = "(SELECT p.name FROM tag_repositories p WHERE p.id = t.repository_id)"
+SELECT_TAGS = f"""
+SELECT k.repository, t.tag, t.image_id, {_DIGEST_OF_T} AS digest,
        t.released_at IS NOT NULL AS released
-FROM tags AS t
-JOIN unnest($1::text[], $2::text[]) AS k (repository, tag)
-  ON t.repository = k.repository AND t.tag = k.tag
+FROM unnest($1::text[], $2::text[]) AS k (repository, tag)
+JOIN tag_repositories AS p ON p.name = k.repository
+JOIN tags AS t ON t.repository_id = p.id AND t.tag = k.tag
 """
+# A name met for the first time draws the next number; the statement sees the table as
+# it was before, so the names it numbers come from the CTE's RETURNING.
 UPSERT_TAGS = """
-INSERT INTO tags AS t (repository, tag, image_id, digest, released_at)
-SELECT r.repository, r.tag, r.image_id, r.digest, CASE WHEN r.released THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[])
+WITH numbered AS (
+    INSERT INTO tag_repositories (name)
+    SELECT DISTINCT r.name FROM unnest($1::text[]) AS r (name)
+    WHERE NOT EXISTS (SELECT FROM tag_repositories p WHERE p.name = r.name)
+    ORDER BY 1
+    RETURNING id, name
+),
+numbers AS (
+    SELECT id, name FROM numbered
+    UNION ALL
+    SELECT id, name FROM tag_repositories WHERE name = ANY($1::text[])
+)
+INSERT INTO tags AS t (repository_id, tag, image_id, digest, released_at)
+SELECT n.id, r.tag, r.image_id,
+       CASE WHEN r.digest IS DISTINCT FROM (SELECT i.digest FROM images i WHERE i.id = r.image_id)
+            THEN mirror_digest_key(r.digest) END,
+       CASE WHEN r.released THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
      AS r (repository, tag, image_id, digest, released)
-ORDER BY r.repository, r.tag
-ON CONFLICT (repository, tag) DO UPDATE SET
+JOIN numbers AS n ON n.name = r.repository
+ORDER BY n.id, r.tag
+ON CONFLICT (repository_id, tag) DO UPDATE SET
     image_id = EXCLUDED.image_id,
     digest = EXCLUDED.digest,
     released_at = EXCLUDED.released_at
 """
-DELETE_TAGS_OF_IMAGES = """
-DELETE FROM tags WHERE image_id = ANY($1::text[])
-RETURNING repository, tag, image_id, mirror_digest_text(digest) AS digest,
-          released_at IS NOT NULL AS released
+# The images are gone by then (the caller deleted them): their digests come along.
+DELETE_TAGS_OF_IMAGES = f"""
+DELETE FROM tags AS t
+USING unnest($1::text[], $2::text[]) AS d (image_id, digest)
+WHERE t.image_id = d.image_id
+RETURNING {_NAME_OF_T} AS repository, t.tag, t.image_id,
+          coalesce(mirror_digest_text(t.digest), d.digest) AS digest,
+          t.released_at IS NOT NULL AS released
 """
 _RELEASED_OF_SCOPE: dict[ScopeKind, str] = {
     ScopeKind.FOLDER: """(i.folder_id = $1
@@ -75,7 +104,8 @@ RESOLVE_RELEASED: dict[ScopeKind, str] = {
 DELETE FROM tags AS t
 USING images AS i
 WHERE t.released_at IS NOT NULL AND i.id = t.image_id AND {condition}
-RETURNING t.repository, t.tag, t.image_id, mirror_digest_text(t.digest) AS digest
+RETURNING {_NAME_OF_T} AS repository, t.tag, t.image_id,
+          coalesce(mirror_digest_text(t.digest), i.digest) AS digest
 """
     for kind, condition in _RELEASED_OF_SCOPE.items()
 }
@@ -206,20 +236,22 @@ async def tag_changes(
             [k[0] for k, _ in ordered],
             [k[1] for k, _ in ordered],
             [r.image_id for _, r in ordered],
-            [digest_key(r.digest) for _, r in ordered],
+            [r.digest for _, r in ordered],
             [r.released for _, r in ordered],
         )
     return events
 
 
 async def tags_of_deleted(
-    conn: asyncpg.Connection, image_ids: Sequence[str], source: str
+    conn: asyncpg.Connection, digests: Mapping[str, str], source: str
 ) -> list[Event]:
-    """Drop the tag rows of deleted images (caller's transaction); their removal events."""
-    if not image_ids:
+    """Drop the tag rows of deleted images (caller's transaction); their removal events.
+
+    ``digests``: each deleted image's digest by its id (their rows are gone)."""
+    if not digests:
         return []
     await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
-    rows = await conn.fetch(DELETE_TAGS_OF_IMAGES, list(image_ids))
+    rows = await conn.fetch(DELETE_TAGS_OF_IMAGES, list(digests), list(digests.values()))
     return [
         removed_event(
             TagRef(r["repository"], r["tag"], r["image_id"], r["digest"]),

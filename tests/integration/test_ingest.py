@@ -80,7 +80,8 @@ async def row_versions(conn: asyncpg.Connection) -> dict[str, set[tuple[str, str
         ("images", "id"),
         ("blobs", "encode(digest, 'hex')"),
         ("outbox", "id::text"),
-        ("tags", "repository || ':' || tag"),  # tag events' state (sql/070)
+        ("tags", "repository_id || ':' || tag"),  # tag events' state (sql/070, 116)
+        ("tag_repositories", "name"),
         ("stats_changes", "id::text"),  # the stats folder's change log (sql/080)
     ):
         rows = await conn.fetch(f"SELECT {key} AS k, xmin::text AS x, ctid::text AS c FROM {table}")

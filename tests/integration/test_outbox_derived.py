@@ -375,17 +375,30 @@ UPSERT_IMAGES_096 = _at_096(
 )
 
 
-# The tags statements at schema 096: digests as text (sql/108 stores their keys).
+# The tags statements at schema 096 (repositories by name, digests as text; sql/108 and
+# 116 changed both), taking the parameters today's writers pass.
 TAGS_096 = {
-    "SELECT_TAGS": _at_096(
-        tags.SELECT_TAGS, ("mirror_digest_text(t.digest) AS digest", "t.digest")
-    ),
-    "UPSERT_TAGS": _at_096(
-        tags.UPSERT_TAGS, ("r.digest, CASE", "mirror_digest_text(r.digest), CASE")
-    ),
-    "DELETE_TAGS_OF_IMAGES": _at_096(
-        tags.DELETE_TAGS_OF_IMAGES, ("mirror_digest_text(digest) AS digest", "digest")
-    ),
+    "SELECT_TAGS": """
+SELECT t.repository, t.tag, t.image_id, t.digest, t.released_at IS NOT NULL AS released
+FROM tags AS t
+JOIN unnest($1::text[], $2::text[]) AS k (repository, tag)
+  ON t.repository = k.repository AND t.tag = k.tag
+""",
+    "UPSERT_TAGS": """
+INSERT INTO tags AS t (repository, tag, image_id, digest, released_at)
+SELECT r.repository, r.tag, r.image_id, r.digest, CASE WHEN r.released THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+     AS r (repository, tag, image_id, digest, released)
+ORDER BY r.repository, r.tag
+ON CONFLICT (repository, tag) DO UPDATE SET
+    image_id = EXCLUDED.image_id, digest = EXCLUDED.digest, released_at = EXCLUDED.released_at
+""",
+    "DELETE_TAGS_OF_IMAGES": """
+DELETE FROM tags AS t
+USING unnest($1::text[], $2::text[]) AS d (image_id, digest)
+WHERE t.image_id = d.image_id
+RETURNING t.repository, t.tag, t.image_id, t.digest, t.released_at IS NOT NULL AS released
+""",
 }
 
 

@@ -133,7 +133,10 @@ async def test_tag_events_equal_the_simulators_tag_changes(
             want = expected_events(before, after, current)
             assert want, "the random changes moved no tag"
             assert got == want, f"round {round_}"
-            rows = await conn.fetch("SELECT repository, tag, image_id FROM tags")
+            rows = await conn.fetch(
+                "SELECT p.name AS repository, t.tag, t.image_id FROM tags t"
+                " JOIN tag_repositories p ON p.id = t.repository_id"
+            )
             assert {(r["repository"], r["tag"]): r["image_id"] for r in rows} == after
 
 

@@ -53,7 +53,7 @@ async def test_upgrade_keeps_every_digest_and_the_ingest_reads_them_back(
     assert [e.data["digest"] for e in added] == DIGESTS
     async with conn.transaction():
         removed = await tags_of_deleted(
-            conn, [f"crpnew{n}" for n in range(len(DIGESTS))], "/registry-mirror/ingest"
+            conn, {f"crpnew{n}": d for n, d in enumerate(DIGESTS)}, "/registry-mirror/ingest"
         )
     assert sorted((e.data["tag"], e.data["digest"]) for e in removed) == [
         (f"new{n}", d) for n, d in enumerate(DIGESTS)
