@@ -4,11 +4,11 @@ The upstream answers an unchanged List page with the same bytes. For each page
 of a walk the memo keeps (``ingest_page_memo``, keyed by the scope, the page
 size and the request's page token) a 128-bit hash of the body (XXH3, see
 ``body_hash``), the next page token it gave, and the ids and content hashes of
-its images. A later walk that receives a body with the same hash for the same
-request skips the JSON parse, the per-image serialisation and hashing: one
-statement checks that the index still holds every one of those images with that
-content hash (and, on a folder walk, in that folder) and records them as seen
-for deletion detection.
+its images (the SHA-256 of their concatenation, sql/118). A later walk that
+receives a body with the same hash for the same request skips the JSON parse, the
+per-image serialisation and hashing: one statement checks that the index still
+holds every one of those images with that content hash (and, on a folder walk, in
+that folder) and records them as seen for deletion detection.
 
 A memo can only save work, never change an outcome: a body that differs, or an
 index that changed since (another scope's walk, a Delete through the local
@@ -17,7 +17,8 @@ API), sends the page down the ordinary path, which rewrites the memo row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -29,13 +30,13 @@ LOAD = "SELECT page_token, body_hash, next_token FROM ingest_page_memo WHERE wal
 
 RECORD = """
 INSERT INTO ingest_page_memo AS m
-    (walk_key, page_token, body_hash, next_token, ids, hashes, registries)
+    (walk_key, page_token, body_hash, next_token, ids, hashes_digest, registries)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (walk_key, page_token) DO UPDATE SET
     body_hash = EXCLUDED.body_hash,
     next_token = EXCLUDED.next_token,
     ids = EXCLUDED.ids,
-    hashes = EXCLUDED.hashes,
+    hashes_digest = EXCLUDED.hashes_digest,
     registries = EXCLUDED.registries
 """
 
@@ -43,21 +44,22 @@ ON CONFLICT (walk_key, page_token) DO UPDATE SET
 # When the memo row matches and the index holds every image as remembered, records
 # the ids as seen (ingest_walk_seen, as COMPARE_PAGE does) and answers ok.
 #
-# The memo keeps a page's ids sorted and distinct, its hashes in their order, so the
-# check is one index scan for all the ids at once (``= ANY``, which walks the index's
-# leaves forward instead of descending from the root for each id) whose hashes, in id
-# order, must equal the remembered ones: a missing image makes the array shorter, a
-# changed one or one in another folder (left out by the folder condition) makes it
-# differ.
+# The memo keeps a page's ids sorted and distinct and the SHA-256 of their content
+# hashes concatenated in that order (``hashes_digest``), so the check is one index scan
+# for all the ids at once (``= ANY``, which walks the index's leaves forward instead of
+# descending from the root for each id) whose hashes, in id order, must give the
+# remembered digest: a missing image, a changed one or one in another folder (left out
+# by the folder condition) changes the concatenation (each hash is 16 bytes).
 CHECK_AND_SEE = """
 WITH memo AS (
-    SELECT m.ids, m.hashes, m.registries FROM ingest_page_memo AS m
+    SELECT m.ids, m.hashes_digest, m.registries FROM ingest_page_memo AS m
     WHERE m.walk_key = $1 AND m.page_token = $2 AND m.body_hash = $3
 ), ok AS (
     SELECT coalesce((
-        SELECT coalesce(array_agg(i.content_hash ORDER BY i.id), '{}') FROM memo, images AS i
+        SELECT sha256(coalesce(string_agg(i.content_hash, ''::bytea ORDER BY i.id), ''::bytea))
+        FROM memo, images AS i
         WHERE i.id = ANY (memo.ids) AND ($4::text IS NULL OR i.folder_id = $4::text)
-    ) = (SELECT memo.hashes FROM memo), false) AS ok
+    ) = (SELECT memo.hashes_digest FROM memo), false) AS ok
 ), seen AS (
     INSERT INTO ingest_walk_seen (id) SELECT unnest(memo.ids) FROM memo WHERE (SELECT ok FROM ok)
     RETURNING 1
@@ -79,6 +81,12 @@ def body_hash(body: bytes) -> bytes:
     rows of an older hash (SHA-256, 32 bytes) never match; such a page is merged and
     remembered anew."""
     return xxh3_128_digest(body)
+
+
+def hashes_digest(hashes: Iterable[bytes]) -> bytes:
+    """The SHA-256 of a page's content hashes (16 bytes each) concatenated in id order,
+    as ``CHECK_AND_SEE`` computes it from the index."""
+    return hashlib.sha256(b"".join(hashes)).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +174,7 @@ class PageMemo:
             body_hash(body),
             next_token,
             [i.id for i in items],
-            [i.content_hash for i in items],
+            hashes_digest(i.content_hash for i in items),
             registries,
         )
 

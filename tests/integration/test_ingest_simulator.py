@@ -305,7 +305,7 @@ async def test_a_complete_walk_forgets_pages_it_no_longer_asks_for(
     key = f"{scopes[0]}?pageSize=500"
     async with db_pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO ingest_page_memo VALUES ($1, 'gone', '', '', '{}', '{}', '{}')", key
+            "INSERT INTO ingest_page_memo VALUES ($1, 'gone', '', '', '{}', '', '{}')", key
         )
         before = await conn.fetchval("SELECT count(*) FROM ingest_page_memo")
     await ingest_once(db_pool, client, scopes, page_size=500)
