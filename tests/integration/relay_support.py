@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from mirror.events.pending import RELAY_LOCK_KEY
+from mirror.api.events_feed import SELECT_EVENTS
+from mirror.events.pending import RELAY_LOCK_KEY, claim_outbox_batch
 from mirror.events.producer import TOPICS
 from mirror.model import Event, EventType
 from mirror.store.outbox import append_events
@@ -243,3 +245,17 @@ async def relay_lock_holders(pool: asyncpg.Pool) -> list[int]:
         match = re.search(r"pid (\d+)", row["application_name"] or "")
         pids.append(int(match.group(1)) if match else -1)
     return pids
+
+
+async def assert_read_as_written(db_pool: asyncpg.Pool, events: Sequence[Event]) -> None:
+    """The feed and the relay read every key and payload of ``events`` (the whole
+    outbox, in order) as they were written, byte for byte."""
+    feed = await db_pool.fetch(SELECT_EVENTS, 0, None, None, len(events) + 1)
+    assert [(r["key"], r["type"], orjson.loads(r["data"])) for r in feed] == [
+        (e.subject, e.type.value, e.data) for e in events
+    ]
+    async with db_pool.acquire() as conn:
+        claimed = await claim_outbox_batch(conn, len(events) + 1)
+    assert [(e.key, e.data) for e in claimed] == [
+        (e.subject, orjson.dumps(e.data).decode()) for e in events
+    ]

@@ -8,14 +8,12 @@ sees the same key and payload either way.
 from __future__ import annotations
 
 import asyncpg
-import orjson
 import pytest
 
-from mirror.api.events_feed import SELECT_EVENTS, SELECT_EVENTS_OF_SUBJECT
-from mirror.events.pending import claim_outbox_batch
+from mirror.api.events_feed import SELECT_EVENTS_OF_SUBJECT
 from mirror.model import Event, EventType
 from mirror.store.outbox import append_events
-from tests.integration.relay_support import keyed_events
+from tests.integration.relay_support import assert_read_as_written, keyed_events
 
 pytestmark = pytest.mark.synthetic_events
 
@@ -56,15 +54,7 @@ async def test_a_canonical_blob_key_is_stored_as_bytes_and_read_as_text(
     assert [(r["key"], r["key_digest"]) for r in stored[2:]] == [(k, None) for _, k in TEXT_KEYS]
 
     # the feed and the relay read every key and payload as written
-    feed = await db_pool.fetch(SELECT_EVENTS, 0, None, None, 100)
-    assert [(r["key"], r["type"], orjson.loads(r["data"])) for r in feed] == [
-        (e.subject, e.type.value, e.data) for e in events
-    ]
-    async with db_pool.acquire() as conn:
-        claimed = await claim_outbox_batch(conn, 100)
-    assert [(e.key, e.data) for e in claimed] == [
-        (e.subject, orjson.dumps(e.data).decode()) for e in events
-    ]
+    await assert_read_as_written(db_pool, events)
 
 
 async def test_both_forms_of_key_are_found_by_the_hash_index(db_pool: asyncpg.Pool) -> None:

@@ -11,10 +11,10 @@ import asyncpg
 import orjson
 import pytest
 
-from mirror.api.events_feed import SELECT_EVENTS, SELECT_EVENTS_OF_SUBJECT
-from mirror.events.pending import claim_outbox_batch
+from mirror.api.events_feed import SELECT_EVENTS_OF_SUBJECT
 from mirror.model import Event, EventType
 from mirror.store.outbox import append_events
+from tests.integration.relay_support import assert_read_as_written
 
 pytestmark = pytest.mark.synthetic_events
 
@@ -68,15 +68,7 @@ async def test_a_tag_events_digest_is_stored_as_bytes_and_read_back(
     assert HEX in stored[len(COMPACT) + 4]["data_tail"]
 
     # the feed and the relay read every payload as written, byte for byte
-    feed = await db_pool.fetch(SELECT_EVENTS, 0, None, None, 100)
-    assert [(r["key"], r["type"], orjson.loads(r["data"])) for r in feed] == [
-        (e.subject, e.type.value, e.data) for e in events
-    ]
-    async with db_pool.acquire() as conn:
-        claimed = await claim_outbox_batch(conn, 100)
-    assert [(e.key, e.data) for e in claimed] == [
-        (e.subject, orjson.dumps(e.data).decode()) for e in events
-    ]
+    await assert_read_as_written(db_pool, events)
     # a subject's events are found by its key, as before
     rows = await db_pool.fetch(SELECT_EVENTS_OF_SUBJECT, 0, None, None, 100, "reg1/app:v2")
     assert [orjson.loads(r["data"]) for r in rows] == [COMPACT[1].data]
