@@ -25,15 +25,7 @@ CREATE INDEX stats_blobs_saved ON blobs (((ref_count - 1) * size) DESC, digest)
     WHERE ref_count > 1;
 CREATE INDEX stats_blobs_reclaimable ON blobs (size DESC, digest) WHERE ref_count = 0;
 
--- The stats' TRUNCATE trigger went with the old table. Its function is a routine
--- (sql/routines/stats.sql, which makes the trigger too, applied after the
--- migrations): on an index that has it, the trigger is made again here; on a new one
--- the routine makes both.
-DO $$
-BEGIN
-    IF to_regprocedure('stats_log_truncated()') IS NOT NULL THEN
-        CREATE TRIGGER stats_log_blobs_truncate AFTER TRUNCATE ON blobs
-            FOR EACH STATEMENT EXECUTE FUNCTION stats_log_truncated();
-    END IF;
-END $$;
+-- The stats' TRUNCATE trigger goes with the old table; its routine file
+-- (sql/routines/stats.sql) makes it again, as after every migration
+-- (mirror/store/migrate.py).
 ANALYZE blobs;

@@ -19,7 +19,7 @@ from aiohttp import web
 from mirror.api.appkeys import POOL
 from mirror.api.jsonbody import json_response
 from mirror.errors import Unavailable
-from mirror.store.migrate import pending_migrations
+from mirror.store.migrate import count_steps, pending_migrations
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ async def check_ready(pool: asyncpg.Pool, readiness: Readiness) -> None:
             if not readiness.migrated:
                 pending = await pending_migrations(conn)
                 if pending:
-                    raise Unavailable(f"{len(pending)} migration(s) not applied yet")
+                    raise Unavailable(f"{count_steps(pending)} not applied yet")
                 readiness.migrated = True
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("not ready: the database does not answer (%s)", type(exc).__name__)

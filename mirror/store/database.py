@@ -14,7 +14,7 @@ from mirror.dsn import DsnParts
 from mirror.errors import ConfigError, DatabaseUnavailable
 from mirror.settings import Settings
 from mirror.store.embedded import EmbeddedPostgres
-from mirror.store.migrate import apply_migrations
+from mirror.store.migrate import apply_migrations, count_steps
 from mirror.store.pool import create_pool
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def open_database(
                 except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
                     raise connect_error(dsn, exc) from None
                 if applied:
-                    log.info("applied %d migration(s)", len(applied))
+                    log.info("applied %s", count_steps(applied))
             yield pool
         finally:
             await close_pool(pool)

@@ -16,7 +16,7 @@ from mirror.errors import IndexUnavailable
 from mirror.settings import Settings
 from mirror.store.database import open_database
 from mirror.store.embedded import EmbeddedPostgres
-from mirror.store.migrate import pending_migrations
+from mirror.store.migrate import count_steps, pending_migrations
 
 SCHEMA_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 
@@ -37,7 +37,7 @@ async def check_schema(conn: asyncpg.Connection, place: str) -> None:
     pending = await pending_migrations(conn)
     if pending:
         raise IndexUnavailable(
-            f"the index in {place} is behind this version ({len(pending)} migration(s) "
+            f"the index in {place} is behind this version ({count_steps(pending)} "
             f"pending, first {pending[0].name}): run `mirror db upgrade` first",
             missing=False,
         )

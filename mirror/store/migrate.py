@@ -8,8 +8,11 @@ A routine file (``sql/routines/name.sql``) holds the current definition of
 functions that would otherwise be copied whole into a new migration to change
 a few lines (the stats triggers): ``CREATE OR REPLACE`` statements, applied
 after the migrations, under the same lock, whenever the file's SHA-256 differs
-from the one recorded in ``schema_routines``. Changing such a function is an
-edit of its file. A migration must not depend on a routine's newest body (on a
+from the one recorded in ``schema_routines``, and after any migration: a migration
+may write a table anew, dropping what a routine made on it (a trigger), so each
+migration forgets the recorded checksums in its own transaction and the routines
+are applied again, even by the next start when their step failed. Changing such a
+function is an edit of its file. A migration must not depend on a routine's newest body (on a
 fresh database every migration runs before any routine); a one-time step a
 migration needs from a routine is a guarded statement at the end of the routine
 file (``sql/routines/stats.sql`` recomputes the stats once after sql/080).
@@ -21,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +60,7 @@ RECORD_ROUTINE = """
 INSERT INTO schema_routines (name, checksum) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()
 """
+FORGET_ROUTINES = "DELETE FROM schema_routines"
 _ROUTINE_RE = re.compile(r"^[a-z0-9_]+\.sql$")
 
 
@@ -100,22 +105,33 @@ def find_migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
 
 
 async def pending_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Step]:
-    """The migrations not applied yet, then the routine files changed since last applied."""
+    """The migrations not applied yet, then the routine files: every one after a
+    migration, else those changed since last applied."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     applied = {r["version"] for r in await conn.fetch(SELECT_VERSIONS)} if exists else set()
-    steps: list[Step] = [m for m in find_migrations(sql_dir) if m.version not in applied]
+    migrations = [m for m in find_migrations(sql_dir) if m.version not in applied]
     exists = await conn.fetchval("SELECT to_regclass('schema_routines') IS NOT NULL")
     current = (
         {r["name"]: bytes(r["checksum"]) for r in await conn.fetch(SELECT_ROUTINES)}
         if exists
         else {}
     )
-    steps += [r for r in find_routines(sql_dir) if current.get(r.name) != r.checksum]
-    return steps
+    routines = [
+        r for r in find_routines(sql_dir) if migrations or current.get(r.name) != r.checksum
+    ]
+    return [*migrations, *routines]
+
+
+def count_steps(steps: Sequence[Step]) -> str:
+    """What ``steps`` are, for a message: "3 migration(s)", the routine files not counted
+    when a migration comes with them (they follow every migration), else "1 routine file(s)"."""
+    migrations = sum(isinstance(s, Migration) for s in steps)
+    return f"{migrations} migration(s)" if migrations else f"{len(steps)} routine file(s)"
 
 
 async def apply_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Step]:
-    """Apply every pending migration in order, then every changed routine file;
+    """Apply every pending migration in order, then the routine files (all after a
+    migration, else the changed ones);
     returns what was applied (empty when up to date)."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
@@ -129,6 +145,7 @@ async def apply_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) ->
                     await conn.execute(step.path.read_text())
                     if isinstance(step, Migration):
                         await conn.execute(INSERT_VERSION, step.version, step.name)
+                        await conn.execute(FORGET_ROUTINES)
                     else:
                         await conn.execute(RECORD_ROUTINE, step.name, step.checksum)
             except asyncpg.PostgresError as exc:

@@ -32,14 +32,9 @@ async def test_the_upgrade_keeps_the_rows_and_a_digest_stays_one_row(
     old_sql = schema_before(tmp_path / "sql", 115)
     async with scratch_database(postgres_dsn, "lone_115", sql_dir=old_sql) as conn:
         writer = IndexWriter(conn)
-        shared, own, other = (
-            ("sha256:" + "5" * 64, 30),
-            ("sha256:" + "a" * 64, 7),
-            (
-                "sha256:" + "b" * 64,
-                9,
-            ),
-        )
+        shared = ("sha256:" + "5" * 64, 30)
+        own = ("sha256:" + "a" * 64, 7)
+        other = ("sha256:" + "b" * 64, 9)
         await writer.push(
             [
                 make_image("crp1", "rega/app", None, [shared, own]),

@@ -121,6 +121,43 @@ async def test_a_routine_file_is_applied_again_when_it_changes(
         await conn.close()
 
 
+async def test_the_routines_are_applied_again_after_any_migration(
+    empty_database: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """A migration that writes a table anew drops the trigger a routine made on it: the
+    unchanged routine makes it again, at the next start too when its step failed."""
+    (tmp_path / "001_t.sql").write_text("CREATE TABLE t (x int); CREATE TABLE seen (n int);")
+    (tmp_path / "routines").mkdir()
+    (tmp_path / "routines" / "log.sql").write_text(
+        "CREATE OR REPLACE FUNCTION log_it() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN INSERT INTO seen VALUES (1); RETURN NULL; END $$;"
+        " CREATE OR REPLACE TRIGGER t_log AFTER INSERT ON t"
+        " FOR EACH STATEMENT EXECUTE FUNCTION log_it();"
+    )
+    rewrite = "DROP TABLE t; CREATE TABLE t (x int);"
+    conn = await asyncpg.connect(empty_database)
+    try:
+        assert [s.name for s in await apply_migrations(conn, tmp_path)] == ["001_t", "log"]
+        (tmp_path / "002_rewrite.sql").write_text(rewrite)
+        assert [s.name for s in await pending_migrations(conn, tmp_path)] == ["002_rewrite", "log"]
+        assert [s.name for s in await apply_migrations(conn, tmp_path)] == ["002_rewrite", "log"]
+        await conn.execute("INSERT INTO t VALUES (1)")
+        assert await conn.fetchval("SELECT count(*) FROM seen") == 1
+        # the routines' step fails after the migration: they are pending at the next start
+        (tmp_path / "003_rewrite.sql").write_text(rewrite)
+        bad = tmp_path / "routines" / "a_bad.sql"
+        bad.write_text("SELECT * FROM nowhere;")
+        with pytest.raises(MigrationError, match=r"a_bad\.sql"):
+            await apply_migrations(conn, tmp_path)
+        bad.unlink()
+        assert [s.name for s in await pending_migrations(conn, tmp_path)] == ["log"]
+        await apply_migrations(conn, tmp_path)
+        await conn.execute("INSERT INTO t VALUES (2)")
+        assert await conn.fetchval("SELECT count(*) FROM seen") == 2
+    finally:
+        await conn.close()
+
+
 async def test_pool_decodes_json_with_orjson(db_pool: asyncpg.Pool) -> None:
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT $1::jsonb", {"a": [1, "2"]}) == {"a": [1, "2"]}
