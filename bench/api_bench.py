@@ -62,7 +62,8 @@ TARGET_GET_P99_MS = 5.0
 TARGET_LIST_P99_MS = 10.0
 
 BIGGEST_REGISTRY = (
-    "SELECT registry_id, count(*) AS n FROM images GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+    "SELECT split_part(name, '/', 1) AS registry_id, count(*) AS n FROM images"
+    " GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
 )
 BIGGEST_FOLDER = "SELECT folder_id, count(*) AS n FROM images GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
 SAMPLE_IDS = "SELECT id FROM images TABLESAMPLE SYSTEM (2) LIMIT $1"
@@ -256,7 +257,14 @@ async def database_page_ms(
     dsn: str, params: dict[str, str], page_ends: list[dict[str, Any]]
 ) -> list[float]:
     """Planning + execution ms (median of 5) of the page query after the given depths of a walk."""
-    from mirror.api.list_query import COLUMNS, list_params, list_sql, shape_of
+    from mirror.api.list_query import (
+        COLUMNS,
+        RegistryNumbers,
+        list_params,
+        list_sql,
+        registries_named,
+        shape_of,
+    )
     from mirror.listing import SortField, created_at_ns, parse_list_request
 
     request = parse_list_request({**params, "pageSize": "100"})
@@ -273,7 +281,8 @@ async def database_page_ms(
                 else:
                     cursor.append(image[COLUMNS[key.field]])
             cursor.append(image["id"])
-            args = list_params(request, cursor, 101)
+            numbers = await RegistryNumbers().of(conn, registries_named(request))
+            args = list_params(request, cursor, 101, numbers)
             await conn.fetchval(sql, *args)  # a new session plans its first query cold
             times = []
             for _ in range(5):  # the median of 5: a busy machine adds scheduling spikes

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from mirror.ingest.staging import IMAGE_COLUMNS, image_record, page_images
+from mirror.model import digest_text
 from mirror.upstream.simulator.generator import RegistryModel
 
 CHUNK = 20_000
@@ -28,9 +29,14 @@ SELECT u.digest, max(u.size), count(*)
 FROM images AS i CROSS JOIN LATERAL unnest(i.blob_digests, i.blob_sizes) AS u (digest, size)
 GROUP BY u.digest
 """
+HAS_REGISTRY_NUMBERS = "SELECT to_regclass('image_registries') IS NOT NULL"
+NUMBER_REGISTRIES = """
+SELECT name, image_registry(name) FROM unnest($1::text[]) AS r (name) ORDER BY name
+"""
 FILL_REGISTRIES = """
 INSERT INTO registries (registry_id, folder_id)
-SELECT DISTINCT registry_id, folder_id FROM images WHERE folder_id IS NOT NULL
+SELECT DISTINCT split_part(name, '/', 1) AS registry_id, folder_id FROM images
+WHERE folder_id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -79,9 +85,26 @@ async def load_registry(
     await conn.execute("SET session_replication_role = replica")
     jobs = [(images, seed, start, stop) for start, stop in _ranges(images, CHUNK)]
     done = 0
+    # The staging records name a registry by its id and hold the digest's key; since
+    # sql/120 so does the images row, with the registry's number. Before (the upgrade
+    # tests load older schemas), the row held the id and the digest's text.
+    numbered = await conn.fetchval(HAS_REGISTRY_NUMBERS)
+    columns = tuple("registry" if c == "registry_id" and numbered else c for c in IMAGE_COLUMNS)
+    at, digest_at = IMAGE_COLUMNS.index("registry_id"), IMAGE_COLUMNS.index("digest")
+    numbers: dict[str, int] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for image_batch in pool.map(_chunk, jobs):
-            await conn.copy_records_to_table("images", records=image_batch, columns=IMAGE_COLUMNS)
+            if numbered:
+                new = sorted({r[at] for r in image_batch} - numbers.keys())
+                if new:
+                    numbers |= dict(await conn.fetch(NUMBER_REGISTRIES, new))
+                rows = [(*r[:at], numbers[r[at]], *r[at + 1 :]) for r in image_batch]
+            else:
+                rows = [
+                    (*r[:digest_at], digest_text(r[digest_at]), *r[digest_at + 1 :])
+                    for r in image_batch
+                ]
+            await conn.copy_records_to_table("images", records=rows, columns=columns)
             done += len(image_batch)
             if progress:
                 rate = done / (time.perf_counter() - started)

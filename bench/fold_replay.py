@@ -44,7 +44,7 @@ FROM (SELECT 0 AS o, ''::text AS id, 'r'::"char" AS kind, NULL::text AS image_id
              NULL::bytea[] AS digests, NULL::bigint[] AS sizes, false AS config
       FROM registries
       UNION ALL
-      SELECT 1, id, 'i', id, registry_id, name, folder_id, 1, compressed_size,
+      SELECT 1, id, 'i', id, split_part(name, '/', 1), name, folder_id, 1, compressed_size,
              blob_digests, blob_sizes, blob_config
       FROM images) x
 """

@@ -117,7 +117,10 @@ SELECT_DIGESTS = (
 SELECT_FIRST_DIGESTS = (
     "SELECT mirror_digest_text(digest) AS digest FROM blobs ORDER BY digest LIMIT $1"
 )
-SELECT_REGISTRIES = "SELECT registry_id FROM images GROUP BY 1 ORDER BY count(*) DESC LIMIT $1"
+SELECT_REGISTRIES = (
+    "SELECT split_part(name, '/', 1) AS registry_id FROM images"
+    " GROUP BY 1 ORDER BY count(*) DESC LIMIT $1"
+)
 SELECT_FOLDERS = (
     "SELECT folder_id FROM images WHERE folder_id IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC"
 )

@@ -30,7 +30,7 @@ _OTHER_KEY_MIN = SHA256_KEY_BYTES + 1
 
 
 def digest_key(digest: str) -> bytes:
-    """The stored key of a blob digest (the SQL ``mirror_digest_key``)."""
+    """The stored key of a digest, a blob's or an image's (the SQL ``mirror_digest_key``)."""
     if len(digest) == 71 and digest.startswith(SHA256_PREFIX):
         hexdigits = digest[7:]
         try:
@@ -175,6 +175,23 @@ def _template(doc: str, digest: str, keys: Iterable[bytes], *, escaped: bool = F
 def render_doc_template(template: str, values: list[str]) -> str:
     """The JSON a template stands for (what ``format`` does in SQL; for checks and tests)."""
     return _PLACEHOLDER.sub(lambda m: values[int(m[1]) - 1] if m[1] else "%", template)
+
+
+def registry_number(registry_id: str) -> str:
+    """SQL: the number ``images.registry`` holds for a registry whose id is the SQL
+    expression ``registry_id`` (sql/120), NULL for a registry never indexed. Uncorrelated,
+    it runs once a statement (an InitPlan), and an index compares it like a parameter."""
+    return f"(SELECT r.id FROM image_registries AS r WHERE r.name = {registry_id})"
+
+
+def folder_registry_numbers(folder_id: str) -> str:
+    """SQL: the numbers (sql/120) of the registries known to be in the folder whose id is
+    the SQL expression ``folder_id`` (``registries``, learned by folder walks)."""
+    return (
+        "SELECT n.id FROM registries AS r"
+        ' JOIN image_registries AS n ON n.name = r.registry_id COLLATE "C"'
+        f" WHERE r.folder_id = {folder_id}"
+    )
 
 
 def digest_text(key: bytes) -> str:

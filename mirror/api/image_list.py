@@ -18,9 +18,11 @@ import orjson
 
 from mirror.api.list_query import (
     IMAGE_PARTS,
+    RegistryNumbers,
     generic_plan,
     list_params,
     list_sql,
+    registries_named,
     shape_of,
     sort_values,
 )
@@ -30,6 +32,7 @@ from mirror.api.page_tokens import Value, query_fingerprint
 from mirror.errors import InvalidArgument
 from mirror.image_wire import filled_doc
 from mirror.listing import ListRequest, SortField
+from mirror.model import digest_text
 
 # convert_to: the stored text as UTF-8 bytes, handed to the client without a decode
 # and re-encode in Python.
@@ -51,6 +54,7 @@ class ImageReader:
         self._page_keys = page_keys
         self._cache = cache  # None: every page is read from the index
         self._versions = VersionReads(pool)
+        self._registries = RegistryNumbers()
 
     async def get(self, image_id: str) -> bytes | None:
         """The image's upstream JSON, or None when the index does not hold it."""
@@ -97,7 +101,8 @@ class ImageReader:
             )
             _check_cursor(request, cursor)
         shape = shape_of(request, after_cursor=cursor is not None)
-        params = list_params(request, cursor, request.page_size + 1)
+        numbers = await self._registries.of(conn, registries_named(request))
+        params = list_params(request, cursor, request.page_size + 1, numbers)
         if generic_plan(shape):
             rows = await fetch_generic(conn, list_sql(shape), params)
         else:
@@ -117,7 +122,7 @@ def row_json(row: asyncpg.Record) -> bytes:
         return doc
     return filled_doc(
         row["doc_template"],
-        row["digest"],
+        digest_text(row["digest"]),
         row["blob_keys"],
         row["blob_sizes"],
         row["blob_ids"],

@@ -28,13 +28,15 @@ order, cursor or not), never on its values, which are always ``$n`` parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
+
 from mirror.listing import FilterOp, ListRequest, NameFilter, SortField, SortKey
-from mirror.model import ScopeKind
+from mirror.model import ScopeKind, digest_key, digest_text
 
 COLUMNS = {SortField.NAME: "name", SortField.DIGEST: "digest", SortField.CREATED_AT: "created_ns"}
 # What an image's JSON is made of (``mirror.api.image_list.row_json``): the doc of a
@@ -48,19 +50,41 @@ IMAGE_PARTS = (
     " array_send(blob_digests) AS blob_keys, blob_ids,"
     " CASE WHEN blob_ids IS NOT NULL THEN array_send(blob_sizes) END AS blob_sizes"
 )
-SELECT_LIST = f"id, registry_id, folder_id, name, digest, created_ns, {IMAGE_PARTS}"
+SELECT_LIST = f"id, registry, folder_id, name, digest, created_ns, {IMAGE_PARTS}"
 
-# The distinct registries of a folder, one index descent each (images_folder_registry).
+# The distinct registries of a folder (their numbers, sql/120), one index descent each
+# (images_folder_registry).
 FOLDER_REGISTRIES = """
-WITH RECURSIVE folder_registries(registry_id) AS (
-    (SELECT registry_id FROM images WHERE folder_id = $1 ORDER BY registry_id LIMIT 1)
+WITH RECURSIVE folder_registries(registry) AS (
+    (SELECT registry FROM images WHERE folder_id = $1 ORDER BY registry LIMIT 1)
     UNION ALL
-    SELECT (SELECT i.registry_id FROM images i
-            WHERE i.folder_id = $1 AND i.registry_id > r.registry_id
-            ORDER BY i.registry_id LIMIT 1)
+    SELECT (SELECT i.registry FROM images i
+            WHERE i.folder_id = $1 AND i.registry > r.registry
+            ORDER BY i.registry LIMIT 1)
     FROM folder_registries r
-    WHERE r.registry_id IS NOT NULL
+    WHERE r.registry IS NOT NULL
 )"""
+
+
+SELECT_REGISTRY_NUMBERS = "SELECT name, id FROM image_registries WHERE name = ANY($1::text[])"
+
+
+class RegistryNumbers:
+    """The numbers of registries (sql/120), remembered: a number never changes once drawn.
+
+    A registry the index does not hold yet is looked up again next time (it has no number
+    until an ingest meets it), so only the index's registries are remembered."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, int] = {}
+
+    async def of(self, conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, int | None]:
+        wanted = set(ids)
+        missing = sorted(wanted - self._known.keys())
+        if missing:
+            for row in await conn.fetch(SELECT_REGISTRY_NUMBERS, missing):
+                self._known[row["name"]] = row["id"]
+        return {i: self._known.get(i) for i in wanted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,24 +122,63 @@ def shape_of(request: ListRequest, *, after_cursor: bool) -> ListShape:
 
 
 def sort_values(order: Sequence[SortKey], row: Any) -> list[str | int]:
-    """A row's key in the page order: its sort-key values, then its id."""
-    return [row[COLUMNS[key.field]] for key in order] + [row["id"]]
+    """A row's key in the page order: its sort-key values, then its id; a digest as its
+    text (the row holds its key, sql/120), as a page token carries it."""
+    return [
+        digest_text(row["digest"]) if key.field is SortField.DIGEST else row[COLUMNS[key.field]]
+        for key in order
+    ] + [row["id"]]
+
+
+def registry_of(repository: str) -> str:
+    """The registry id of a repository name (``<registryId>/<path>``)."""
+    return repository.split("/", 1)[0]
+
+
+def registries_named(request: ListRequest) -> list[str]:
+    """The registry ids whose numbers (sql/120) ``list_params`` needs: the scope's
+    registry, and the registries of the repositories a filter selects."""
+    ids: list[str] = []
+    if request.scope.kind is ScopeKind.REGISTRY:
+        ids.append(request.scope.id)
+    elif request.scope.kind is ScopeKind.REPOSITORY:
+        ids.append(registry_of(request.scope.id))
+    if request.filter is not None and request.filter.op in (FilterOp.EQ, FilterOp.IN):
+        ids += (registry_of(name) for name in request.filter.values)
+    return ids
 
 
 def list_params(
-    request: ListRequest, cursor: Sequence[str | int | None] | None, limit: int
+    request: ListRequest,
+    cursor: Sequence[str | int | None] | None,
+    limit: int,
+    numbers: Mapping[str, int | None],
 ) -> list[Any]:
-    """The parameters of ``list_sql(shape_of(request, ...))``, in ``$n`` order."""
+    """The parameters of ``list_sql(shape_of(request, ...))``, in ``$n`` order.
+
+    ``numbers``: the number of each registry in ``registries_named(request)`` (None for
+    one the index never held): the SQL compares ``images.registry`` with a parameter,
+    so that a custom plan knows the registry and its size, as it knew its id before."""
     params: list[Any] = []
     if request.scope.kind is ScopeKind.REPOSITORY:
         name = request.scope.id
-        params += [name.split("/", 1)[0], name]
+        params += [numbers.get(registry_of(name)), name]
+    elif request.scope.kind is ScopeKind.REGISTRY:
+        params.append(numbers.get(request.scope.id))
     else:
         params.append(request.scope.id)
     if request.filter is not None:
-        params.append(_filter_param(request.filter))
+        wanted = _filter_param(request.filter)
+        params.append(wanted)
+        if request.filter.op in (FilterOp.EQ, FilterOp.IN):
+            params.append([numbers.get(registry_of(name)) for name in wanted])
     if cursor is not None:
-        params += list(cursor)
+        # a digest is compared as its stored key (sql/120)
+        fields = [key.field for key in request.order]
+        params += [
+            digest_key(str(value)) if i < len(fields) and fields[i] is SortField.DIGEST else value
+            for i, value in enumerate(cursor)
+        ]
     params.append(limit)
     return params
 
@@ -124,61 +187,61 @@ def list_params(
 def list_sql(shape: ListShape) -> str:
     """The SQL of a page of this shape (cached: there are a few hundred shapes at most)."""
     params = _Params()
+    # A registry is compared as its number (sql/120), the parameter list_params gives.
     if shape.scope is ScopeKind.REPOSITORY:
         registry, name = params.next(), params.next()
         scope, scope_equal = (
-            f"{_same('registry_id', registry)} AND name = {name}",
-            (f"registry_id = {registry} AND name = {name}"),
+            f"{_same('registry', registry)} AND name = {name}",
+            (f"registry = {registry} AND name = {name}"),
         )
-        prefix = "registry_id"
+        prefix = "registry"
     elif shape.scope is ScopeKind.REGISTRY:
         registry = params.next()
-        scope, scope_equal = _same("registry_id", registry), f"registry_id = {registry}"
-        prefix = "registry_id"
+        scope, scope_equal = _same("registry", registry), f"registry = {registry}"
+        prefix = "registry"
     else:
         folder = params.next()
         scope, scope_equal = _same("folder_id", folder), f"folder_id = {folder}"
         prefix = "folder_id"
     filter_param = params.next() if shape.filter_op is not None else ""
+    # the numbers of the wanted repositories' registries, in the names' order
+    wanted_registries = params.next() if shape.filter_op in (FilterOp.EQ, FilterOp.IN) else ""
     cursor = [params.next() for _ in range(len(shape.order) + 1)] if shape.after_cursor else None
     limit = params.next()
     order_by = _order_by(shape.order)
 
     if shape.filter_op in (FilterOp.EQ, FilterOp.IN):
         # The filter names the repositories: merge one scan per repository, each on
-        # the (registry_id, name, ...) index of the order, whatever the scope.
-        conditions = [
-            "registry_id = split_part(wanted.name, '/', 1)",
-            "name = wanted.name",
-            scope_equal,
-        ]
+        # the (registry, name, ...) index of the order, whatever the scope.
+        conditions = ["registry = wanted.registry", "name = wanted.name", scope_equal]
         inner = _page(conditions, shape.order, cursor, limit, None)
         return (
-            f"SELECT page.* FROM unnest({filter_param}::text[]) AS wanted(name),\n"
+            f"SELECT page.* FROM unnest({filter_param}::text[], {wanted_registries}::integer[])"
+            " AS wanted(name, registry),\n"
             f"LATERAL ({inner}) AS page\n"
             f"ORDER BY {order_by} LIMIT {limit}"
         )
     excluded = [_filter_condition(shape.filter_op, filter_param)] if shape.filter_op else []
     if shape.scope is ScopeKind.FOLDER and shape.order:
         # Merge the per-registry scans: the registry indexes carry every order. Here
-        # registry_id is a plain equality: estimated as a whole registry (a range on
+        # registry is a plain equality: estimated as a whole registry (a range on
         # a run-time value would look like a few rows, and a sort of them cheap).
-        # The order has keys besides id, which no index without registry_id serves.
+        # The order has keys besides id, which no index without registry serves.
         conditions = [
-            f"registry_id = folder_registries.registry_id AND folder_id = {folder}",
+            f"registry = folder_registries.registry AND folder_id = {folder}",
             *excluded,
         ]
         each_registry = _OneRegistry(
-            "folder_registries.registry_id", (f"folder_id = {folder}", *excluded)
+            "folder_registries.registry", (f"folder_id = {folder}", *excluded)
         )
         inner = _page(
-            conditions, shape.order, cursor, limit, "registry_id", one_registry=each_registry
+            conditions, shape.order, cursor, limit, "registry", one_registry=each_registry
         )
         return (
             f"{FOLDER_REGISTRIES}\n"
             f"SELECT page.* FROM folder_registries,\n"
             f"LATERAL ({inner}) AS page\n"
-            f"WHERE folder_registries.registry_id IS NOT NULL\n"
+            f"WHERE folder_registries.registry IS NOT NULL\n"
             f"ORDER BY {order_by} LIMIT {limit}"
         )
     one_registry = (
@@ -212,7 +275,7 @@ def _lead_descending(shape: ListShape) -> bool:
 
     In a repository scope ``name`` is constant: an order led by ``name DESC`` is
     read in the direction of the key after it (or of ``id``), so that the
-    ``(registry_id, name, <key>, id)`` index serves it forward or backward.
+    ``(registry, name, <key>, id)`` index serves it forward or backward.
     """
     if shape.scope is ScopeKind.REPOSITORY:
         return _descending_within_repository(shape.order)
@@ -230,7 +293,7 @@ def _descending_within_repository(order: tuple[SortKey, ...]) -> bool:
 def _repositories_against_the_index(order: tuple[SortKey, ...]) -> bool:
     """Whether an order is led by ``name`` and sorts a repository's rows the other way.
 
-    ``(registry_id, name, <key>, id)`` read forward or backward gives ``name`` and
+    ``(registry, name, <key>, id)`` read forward or backward gives ``name`` and
     ``<key>`` in one direction. Otherwise each repository's rows come out of the index
     in ``name`` order only, and PostgreSQL sorts a whole repository (an Incremental
     Sort of its group: 1,133 rows in two registries and 8-17 ms for a deep page of
@@ -268,19 +331,19 @@ def _each_repository(
     direction, beyond = ("DESC", "<") if order[0].descending else ("ASC", ">")
     start = f" AND name {beyond} {after_name}" if after_name is not None else ""
     repository = _page(
-        [f"{_same('registry_id', registry)} AND name = names.name", *scan.conditions],
+        [f"{_same('registry', registry)} AND name = names.name", *scan.conditions],
         order,
         None,
         limit,
-        "registry_id",
+        "registry",
         _descending_within_repository(order),
     )
     return (
         "WITH RECURSIVE names(name) AS (\n"
-        f"    (SELECT name FROM images WHERE registry_id = {registry}{start} "
+        f"    (SELECT name FROM images WHERE registry = {registry}{start} "
         f"ORDER BY name {direction} LIMIT 1)\n"
         "    UNION ALL\n"
-        f"    SELECT (SELECT i.name FROM images i WHERE i.registry_id = {registry} "
+        f"    SELECT (SELECT i.name FROM images i WHERE i.registry = {registry} "
         f"AND i.name {beyond} n.name ORDER BY i.name {direction} LIMIT 1)\n"
         "    FROM names n WHERE n.name IS NOT NULL)\n"
         f"SELECT repository.* FROM names, LATERAL ({repository}) AS repository\n"

@@ -30,7 +30,7 @@ import asyncpg
 
 from mirror.errors import UpstreamError
 from mirror.ingest.merge import delete_images
-from mirror.model import Scope, ScopeKind
+from mirror.model import Scope, ScopeKind, folder_registry_numbers, registry_number
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ TRUNCATE ingest_missing;
 DROP_MISSING = "DROP TABLE IF EXISTS ingest_missing"
 
 _NOT_SEEN = "NOT EXISTS (SELECT 1 FROM ingest_walk_seen AS s WHERE s.id = i.id)"
+_FOLDER_REGISTRIES = folder_registry_numbers("$1")
+_REPOSITORY_REGISTRY = registry_number("split_part($1, '/', 1)")
 # A folder's images: stamped by a folder walk, or in a registry known to be in it
 # (images first indexed by a registry walk). Broad is safe: each candidate is
 # confirmed upstream before anything is deleted.
@@ -58,30 +60,30 @@ INSERT INTO ingest_missing (id)
 SELECT i.id FROM images AS i WHERE i.folder_id = $1 AND {_NOT_SEEN}
 UNION
 SELECT i.id FROM images AS i
-WHERE i.registry_id IN (SELECT registry_id FROM registries WHERE folder_id = $1) AND {_NOT_SEEN}
+WHERE i.registry IN ({_FOLDER_REGISTRIES}) AND {_NOT_SEEN}
 """,
     ScopeKind.REGISTRY: f"""
 INSERT INTO ingest_missing (id)
-SELECT i.id FROM images AS i WHERE i.registry_id = $1 AND {_NOT_SEEN}
+SELECT i.id FROM images AS i WHERE i.registry = {registry_number("$1")} AND {_NOT_SEEN}
 """,
     # A repository is named <registryId>/<path>: its images are a range of the
-    # (registry_id, name, ...) List indexes (there is no index led by name).
+    # (registry, name, ...) List indexes (there is no index led by name).
     ScopeKind.REPOSITORY: f"""
 INSERT INTO ingest_missing (id)
 SELECT i.id FROM images AS i
-WHERE i.registry_id = split_part($1, '/', 1) AND i.name = $1 AND {_NOT_SEEN}
+WHERE i.registry = {_REPOSITORY_REGISTRY} AND i.name = $1 AND {_NOT_SEEN}
 """,
 }
 # Whether the index holds any image of the scope, as FIND_MISSING would find them.
 HOLDS_ANY: dict[ScopeKind, str] = {
-    ScopeKind.FOLDER: """
+    ScopeKind.FOLDER: f"""
 SELECT EXISTS (SELECT 1 FROM images WHERE folder_id = $1)
-    OR EXISTS (SELECT 1 FROM images
-               WHERE registry_id IN (SELECT registry_id FROM registries WHERE folder_id = $1))
+    OR EXISTS (SELECT 1 FROM images WHERE registry IN ({_FOLDER_REGISTRIES}))
 """,
-    ScopeKind.REGISTRY: "SELECT EXISTS (SELECT 1 FROM images WHERE registry_id = $1)",
-    ScopeKind.REPOSITORY: """
-SELECT EXISTS (SELECT 1 FROM images WHERE registry_id = split_part($1, '/', 1) AND name = $1)
+    ScopeKind.REGISTRY: f"SELECT EXISTS (SELECT 1 FROM images WHERE registry = {registry_number('$1')})",
+    ScopeKind.REPOSITORY: f"""
+SELECT EXISTS (SELECT 1 FROM images
+               WHERE registry = {_REPOSITORY_REGISTRY} AND name = $1)
 """,
 }
 NEXT_MISSING = "SELECT id FROM ingest_missing WHERE id > $1 ORDER BY id LIMIT $2"

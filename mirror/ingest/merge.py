@@ -62,7 +62,7 @@ DEADLOCK_RETRIES = 5
 CREATE_WALK_TABLES = """
 SET synchronous_commit TO off;
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage_images (
-    id text, name text, registry_id text, folder_id text, digest text, compressed_size bigint,
+    id text, name text, registry_id text, folder_id text, digest bytea, compressed_size bigint,
     created_ns bigint, doc_template text, content_hash bytea,
     blob_digests bytea[], blob_sizes bigint[], blob_config boolean, blob_ids text
 ) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS;
@@ -88,21 +88,26 @@ WHERE i.id IS NULL
 """
 
 # A folder walk stamps folder_id; other walks keep what a folder walk learned,
-# and new images inherit their registry's folder when it is known.
+# and new images inherit their registry's folder when it is known. An image's
+# registry is its number (sql/120: image_registry draws it the first time, once a
+# registry of the page).
 UPSERT_IMAGES = """
 INSERT INTO images AS i (
-    id, name, registry_id, folder_id, digest, compressed_size, created_ns,
+    id, name, registry, folder_id, digest, compressed_size, created_ns,
     doc_template, content_hash, blob_digests, blob_sizes, blob_config, blob_ids
 )
-SELECT s.id, s.name, s.registry_id, COALESCE(s.folder_id, r.folder_id), s.digest,
+SELECT s.id, s.name, n.number, COALESCE(s.folder_id, r.folder_id), s.digest,
        s.compressed_size, s.created_ns, s.doc_template,
        s.content_hash, s.blob_digests, s.blob_sizes, s.blob_config, s.blob_ids
 FROM ingest_stage_images AS s
+JOIN (SELECT p.registry_id, image_registry(p.registry_id) AS number
+      FROM (SELECT DISTINCT registry_id FROM ingest_stage_images ORDER BY 1) AS p) AS n
+  ON n.registry_id = s.registry_id
 LEFT JOIN registries AS r ON r.registry_id = s.registry_id
 ORDER BY s.id
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name,
-    registry_id = EXCLUDED.registry_id,
+    registry = EXCLUDED.registry,
     folder_id = COALESCE(EXCLUDED.folder_id, i.folder_id),
     digest = EXCLUDED.digest,
     compressed_size = EXCLUDED.compressed_size,

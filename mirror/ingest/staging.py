@@ -6,7 +6,8 @@ compactly with its key order kept (orjson), so the local API serves the same
 JSON; ``content_hash`` (BLAKE2b-128 of those bytes) tells an unchanged image
 without comparing documents. An image's blob references travel on its own row
 (sql/090): the digests as 32-byte keys (``mirror.model.digest_key``), config
-first when it has a digest, then the layers in order, and their sizes. The doc goes
+first when it has a digest, then the layers in order, and their sizes; the image's
+own digest is its key too (sql/120). The doc goes
 as its template (``mirror.model.image_template``): without the digests, or the whole
 blob objects, that those arrays, the blob ids and the ``digest`` column hold.
 """
@@ -48,7 +49,7 @@ ImageRecord = tuple[
     str,
     str,
     str | None,
-    str,
+    bytes,
     int,
     int,
     str,
@@ -125,7 +126,7 @@ def image_record(item: PageImage, folder_id: str | None) -> ImageRecord:
         name,
         registry_of(image),
         folder_id,
-        digest,
+        digest_key(digest),
         _size(image.get("compressedSize"), item.id),
         _created_ns(image.get("createdAt"), item.id),
         template,

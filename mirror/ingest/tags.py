@@ -32,7 +32,14 @@ from typing import Any
 import asyncpg
 
 from mirror.ingest.changes import with_origin
-from mirror.model import Event, EventType, Scope, ScopeKind
+from mirror.model import (
+    Event,
+    EventType,
+    Scope,
+    ScopeKind,
+    folder_registry_numbers,
+    registry_number,
+)
 from mirror.store.outbox import LOCK_OUTBOX, OUTBOX_LOCK_KEY, append_events
 
 REASON_UNTAGGED = "untagged"
@@ -42,10 +49,10 @@ REASONS = (REASON_UNTAGGED, REASON_IMAGE_DELETED)
 # A row names its repository by a number (sql/116: tag_repositories, written by these
 # statements alone, under the outbox's lock) and takes its digest from the tagged
 # image's row; ``tags.digest`` holds one (its key: mirror.model.digest_key) only where
-# that row does not give it (no such image, or another digest).
+# that row does not give it (no such image, or another digest). Both are keys (sql/120).
 _DIGEST_OF_T = (
-    "coalesce(mirror_digest_text(t.digest),"
-    " (SELECT i.digest FROM images i WHERE i.id = t.image_id))"
+    "mirror_digest_text(coalesce(t.digest,"
+    " (SELECT i.digest FROM images i WHERE i.id = t.image_id)))"
 )
 _NAME_OF_T = "(SELECT p.name FROM tag_repositories p WHERE p.id = t.repository_id)"
 SELECT_TAGS = f"""
@@ -72,7 +79,8 @@ numbers AS (
 )
 INSERT INTO tags AS t (repository_id, tag, image_id, digest, released_at)
 SELECT n.id, r.tag, r.image_id,
-       CASE WHEN r.digest IS DISTINCT FROM (SELECT i.digest FROM images i WHERE i.id = r.image_id)
+       CASE WHEN mirror_digest_key(r.digest)
+                 IS DISTINCT FROM (SELECT i.digest FROM images i WHERE i.id = r.image_id)
             THEN mirror_digest_key(r.digest) END,
        CASE WHEN r.released THEN now() END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
@@ -94,9 +102,9 @@ RETURNING {_NAME_OF_T} AS repository, t.tag, t.image_id,
           t.released_at IS NOT NULL AS released
 """
 _RELEASED_OF_SCOPE: dict[ScopeKind, str] = {
-    ScopeKind.FOLDER: """(i.folder_id = $1
-        OR i.registry_id IN (SELECT registry_id FROM registries WHERE folder_id = $1))""",
-    ScopeKind.REGISTRY: "i.registry_id = $1",
+    ScopeKind.FOLDER: f"""(i.folder_id = $1
+        OR i.registry IN ({folder_registry_numbers("$1")}))""",
+    ScopeKind.REGISTRY: f"i.registry = {registry_number('$1')}",
     ScopeKind.REPOSITORY: "i.name = $1",
 }
 RESOLVE_RELEASED: dict[ScopeKind, str] = {
@@ -105,7 +113,7 @@ DELETE FROM tags AS t
 USING images AS i
 WHERE t.released_at IS NOT NULL AND i.id = t.image_id AND {condition}
 RETURNING {_NAME_OF_T} AS repository, t.tag, t.image_id,
-          coalesce(mirror_digest_text(t.digest), i.digest) AS digest
+          mirror_digest_text(coalesce(t.digest, i.digest)) AS digest
 """
     for kind, condition in _RELEASED_OF_SCOPE.items()
 }

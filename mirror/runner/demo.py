@@ -347,7 +347,7 @@ async def stale_scopes(pool: asyncpg.Pool, current: tuple[Scope, ...]) -> list[s
 
 
 SELECT_SAMPLE_IMAGE = """
-SELECT id, name, registry_id, folder_id FROM images ORDER BY id LIMIT 1
+SELECT id, name, split_part(name, '/', 1) AS registry_id, folder_id FROM images ORDER BY id LIMIT 1
 """
 
 

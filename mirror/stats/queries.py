@@ -126,14 +126,14 @@ FROM (SELECT u.digest, count(*) AS rows, max(u.size) AS size
       WHERE i.id = $1 GROUP BY u.digest) x
 """
 
-# The image as the index holds it now (its layers, live), its registry's folder as
-# folded, and whether the folded counts include its own rows yet. The lookups use
+# The image as the index holds it now (its layers, live), its registry (its name's first
+# segment) and that registry's folder as folded, and whether the folded counts include its own rows yet. The lookups use
 # $1, not i.id: images.id sorts by "C" (sql/020), the other tables' keys by the
 # database's collation, and a comparison across the two cannot use their indexes.
 SELECT_IMAGE = """
-SELECT i.name, i.registry_id,
+SELECT i.name, split_part(i.name, '/', 1) AS registry_id,
        (SELECT m.folder_id FROM stats_registry_folders m
-        WHERE m.registry_id = i.registry_id::text COLLATE "default") AS folder_id,
+        WHERE m.registry_id = split_part(i.name, '/', 1) COLLATE "default") AS folder_id,
        coalesce((SELECT s.blob_rows > 0 FROM stats_images s WHERE s.image_id = $1), false)
            AS folded,
        i.blob_digests[1 + i.blob_config::int :] AS layers
@@ -160,8 +160,8 @@ _TAGS_OF_I = "ARRAY(SELECT json_array_elements_text(image_doc(i)::json -> 'tags'
 # index order after image id $8 (the candidates first, cheaply, by the index; only
 # they are checked against the real digests ($4): ``ok``).
 SELECT_BASE_CANDIDATES = f"""
-SELECT c.image_id, c.name, c.layer_count, i.digest, {_TAGS_OF_I},
-       {_LAYERS_OF_I} = ($4::bytea[])[1:c.layer_count] AS ok
+SELECT c.image_id, c.name, c.layer_count, mirror_digest_text(i.digest) AS digest,
+       {_TAGS_OF_I}, {_LAYERS_OF_I} = ($4::bytea[])[1:c.layer_count] AS ok
 FROM (
     SELECT s.image_id, p.name, s.layer_count
     FROM stats_images s JOIN stats_repositories p ON p.id = s.repository_id
@@ -177,7 +177,8 @@ ORDER BY c.layer_count DESC, c.image_id
 # One page of derived candidates in key order after ($8, $9): the keys in
 # [$1, $2) start with the image's chain; ``ok`` checks the real digests ($5).
 SELECT_DERIVED_CANDIDATES = f"""
-SELECT c.image_id, c.name, c.layer_count, c.chain, i.digest, {_TAGS_OF_I},
+SELECT c.image_id, c.name, c.layer_count, c.chain, mirror_digest_text(i.digest) AS digest,
+       {_TAGS_OF_I},
        ({_LAYERS_OF_I})[1:$3] = $5::bytea[] AS ok
 FROM (
     SELECT s.image_id, p.name, s.layer_count, s.chain

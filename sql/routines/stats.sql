@@ -59,27 +59,29 @@ RETURN coalesce((SELECT string_agg(stats_chain_part(u.d), ''::bytea ORDER BY u.o
 -- arrays of its row); an update logs the image's size or folder change (delta
 -- 0, no digests) and, when its blob references changed, the old ones out (-1)
 -- and the new ones in (+1) as kind 'b'. Every row with digests moves the blob
--- counts by its delta.
+-- counts by its delta. A row's registry id is its name's first segment (the image row
+-- holds the registry's number since sql/120; the stats keep ids).
 CREATE OR REPLACE FUNCTION stats_log_images() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO stats_changes
             (kind, image_id, registry_id, name, folder_id, delta, compressed, digests, sizes, config)
-        SELECT 'i', id, registry_id, name, folder_id, 1, compressed_size,
+        SELECT 'i', id, split_part(name, '/', 1), name, folder_id, 1, compressed_size,
                blob_digests, blob_sizes, blob_config
         FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO stats_changes
             (kind, image_id, registry_id, name, delta, compressed, digests, sizes, config)
-        SELECT 'i', id, registry_id, name, -1, -compressed_size, blob_digests, blob_sizes, blob_config
+        SELECT 'i', id, split_part(name, '/', 1), name, -1, -compressed_size, blob_digests,
+               blob_sizes, blob_config
         FROM old_rows;
     ELSE
         -- name and registry are immutable upstream: only the compressed size, the
         -- folder (learned from a folder walk) and the blob references matter
         INSERT INTO stats_changes
             (kind, image_id, registry_id, name, folder_id, delta, compressed, digests, sizes, config)
-        SELECT v.kind, n.id, n.registry_id, n.name, v.folder_id, v.delta, v.compressed,
+        SELECT v.kind, n.id, split_part(n.name, '/', 1), n.name, v.folder_id, v.delta, v.compressed,
                v.digests, v.sizes, v.config
         FROM new_rows n JOIN old_rows o ON o.id = n.id
         CROSS JOIN LATERAL (VALUES
@@ -535,9 +537,9 @@ BEGIN
 
     -- what was learned of registries' folders stays (images that told it may be gone)
     INSERT INTO stats_registry_folders AS m (registry_id, folder_id)
-    SELECT DISTINCT ON (registry_id) registry_id, folder_id FROM images
+    SELECT DISTINCT ON (1) split_part(name, '/', 1), folder_id FROM images
     WHERE folder_id IS NOT NULL
-    ORDER BY registry_id, folder_id
+    ORDER BY 1, folder_id
     ON CONFLICT (registry_id) DO NOTHING;
     INSERT INTO stats_registry_folders AS m (registry_id, folder_id)
     SELECT registry_id, folder_id FROM registries ORDER BY registry_id
@@ -556,7 +558,8 @@ BEGIN
     -- every blob reference of the index, once
     DROP TABLE IF EXISTS pg_temp.stats_recompute_refs;
     CREATE TEMP TABLE stats_recompute_refs AS
-    SELECT u.digest, i.registry_id::text AS registry_id, i.name::text AS repository, u.size
+    SELECT u.digest, split_part(i.name, '/', 1)::text AS registry_id, i.name::text AS repository,
+           u.size
     FROM images i CROSS JOIN LATERAL unnest(i.blob_digests, i.blob_sizes) AS u(digest, size);
 
     INSERT INTO stats_registry_refs AS t (registry_id, digest, refs)
@@ -592,7 +595,8 @@ BEGIN
 
     INSERT INTO stats_totals (scope_key, images, compressed, logical)
     SELECT v.k, sum(x.n), sum(x.c), sum(x.l)
-    FROM (SELECT i.registry_id, i.name, count(*) AS n, sum(i.compressed_size) AS c,
+    FROM (SELECT split_part(i.name, '/', 1) AS registry_id, i.name, count(*) AS n,
+                 sum(i.compressed_size) AS c,
                  sum((SELECT coalesce(sum(s), 0) FROM unnest(i.blob_sizes) AS s)) AS l
           FROM images i
           GROUP BY 1, 2) x

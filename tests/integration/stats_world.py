@@ -20,11 +20,12 @@ from mirror.stats.reference import ReferenceIndex
 
 # an image's blob references (the hex of each 32-byte digest key, and the sizes) travel
 # as one comma-joined text per image (arrays of arrays must be rectangular); its tags are
-# its JSON's
+# its JSON's. Since sql/120 the digest is its key and the registry its number ({registry},
+# {digest}: a world may span the upgrade).
 INSERT_IMAGES = """
-INSERT INTO images (id, name, registry_id, folder_id, digest, compressed_size, created_ns,
+INSERT INTO images (id, name, {registry}, folder_id, digest, compressed_size, created_ns,
                     doc, content_hash, blob_digests, blob_sizes, blob_config)
-SELECT id, name, registry_id, folder_id, digest, compressed_size,
+SELECT id, name, {registry_id}, folder_id, {digest}, compressed_size,
        mirror_rfc3339_ns(doc ->> 'createdAt'), doc, content_hash,
        ARRAY(SELECT decode(h, 'hex') FROM unnest(string_to_array(digests, ',')) WITH ORDINALITY
                  AS u(h, o) ORDER BY o),
@@ -33,6 +34,10 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigi
             $7::json[], $8::bytea[], $9::text[], $10::text[], $11::boolean[])
      AS x(id, name, registry_id, folder_id, digest, compressed_size, doc, content_hash,
           digests, sizes, config)
+"""
+DIGEST_IS_KEY = """
+SELECT atttypid = 'bytea'::regtype FROM pg_attribute
+WHERE attrelid = 'images'::regclass AND attname = 'digest'
 """
 ADD_REFS = """
 INSERT INTO blobs AS b (digest, size, ref_count)
@@ -113,8 +118,16 @@ class IndexWriter:
         if not images:
             return
         async with self.conn.transaction():
+            keyed = await self.conn.fetchval(DIGEST_IS_KEY)
+            columns = (
+                {"registry": "registry", "registry_id": "image_registry(registry_id)"}
+                if keyed
+                else {"registry": "registry_id", "registry_id": "registry_id"}
+            )
             await self.conn.execute(
-                INSERT_IMAGES,
+                INSERT_IMAGES.format(
+                    digest="mirror_digest_key(digest)" if keyed else "digest", **columns
+                ),
                 [i.id for i in images],
                 [i.name for i in images],
                 [i.registry_id for i in images],

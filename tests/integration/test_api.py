@@ -95,7 +95,7 @@ async def indexed_ids(
 ) -> set[str]:
     """The ids the index holds in a scope (and passing a name filter)."""
     sql = {
-        "registry_id": "SELECT id, name FROM images WHERE registry_id = $1",
+        "registry_id": "SELECT id, name FROM images WHERE split_part(name, '/', 1) = $1",
         "folder_id": "SELECT id, name FROM images WHERE folder_id = $1",
     }[column]
     return {r["id"] for r in await pool.fetch(sql, value) if matches(name_filter, r["name"])}

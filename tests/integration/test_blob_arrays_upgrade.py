@@ -157,14 +157,26 @@ async def api_answers(
 
 # This code's List and Get read the columns an image's JSON is made of (sql/104, 111); on
 # the schema of 080 every row holds its doc, so what they answer there comes from the
-# stored doc alone. Dropped before the migrations.
+# stored doc alone. They also read the digest as its key and the registry as its number
+# (sql/120): copies of the two beside the columns of then (no trigger sees them). Dropped
+# before the migrations.
 READERS_ON_080 = """
 ALTER TABLE images ADD COLUMN doc_template text, ADD COLUMN blob_digests bytea[],
     ADD COLUMN blob_sizes bigint[], ADD COLUMN blob_ids text;
+CREATE TABLE image_registries (id serial PRIMARY KEY, name text COLLATE "C" UNIQUE);
+INSERT INTO image_registries (name) SELECT DISTINCT registry_id FROM images ORDER BY 1;
+ALTER TABLE images RENAME COLUMN digest TO digest_080;
+ALTER TABLE images ADD COLUMN digest bytea, ADD COLUMN registry integer;
+SET session_replication_role = replica;
+UPDATE images SET digest = decode(substr(digest_080, 8), 'hex'),
+    registry = (SELECT r.id FROM image_registries AS r WHERE r.name = registry_id);
+RESET session_replication_role;
 """
 READERS_ON_080_DROPPED = """
 ALTER TABLE images DROP COLUMN doc_template, DROP COLUMN blob_digests,
-    DROP COLUMN blob_sizes, DROP COLUMN blob_ids;
+    DROP COLUMN blob_sizes, DROP COLUMN blob_ids, DROP COLUMN digest, DROP COLUMN registry;
+ALTER TABLE images RENAME COLUMN digest_080 TO digest;
+DROP TABLE image_registries;
 """
 
 

@@ -23,6 +23,7 @@ from mirror.ingest.staging import page_images
 from mirror.model import digest_key
 from mirror.settings import Settings
 from mirror.store.migrate import apply_migrations
+from tests.integration.ingest_before_120 import ingest_before_120
 from tests.integration.test_ingest_merge import img
 from tests.postgres_fixture import ROUTINES_113, schema_before, scratch_database
 
@@ -106,12 +107,13 @@ async def index_before_112(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[a
 
 
 async def test_the_upgrade_leaves_the_planner_the_statistics_it_needs(
-    index_before_112: asyncpg.Connection,
+    index_before_112: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without statistics for the index's expression the planner walked the primary key
     for every digest (~460 ms a lookup at 1,000,000 images): the upgrade gathers them,
     and a digest few images hold is read through the new index."""
     conn = index_before_112
+    ingest_before_120(monkeypatch)
     writer = PageWriter(conn, folder_id="f1")
     await writer.prepare()
     # untagged: today's tag writers need the tables of sql/116

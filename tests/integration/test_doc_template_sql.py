@@ -24,9 +24,9 @@ text = st.text(
 ) | st.sampled_from(["%", "%%", "%1$s", "$s", "100%", "é", string.printable])
 
 INSERT = """
-INSERT INTO images (id, name, registry_id, digest, doc, doc_template, content_hash, created_ns,
+INSERT INTO images (id, name, registry, digest, doc, doc_template, content_hash, created_ns,
                     blob_digests, blob_sizes, blob_ids)
-VALUES ($1, coalesce($8, 'crp1/app'), 'crp1', $2, $3::json, $4, '\\x00', 0, $5,
+VALUES ($1, coalesce($8, 'crp1/app'), image_registry('crp1'), $2, $3::json, $4, '\\x00', 0, $5,
         coalesce($6::bigint[], '{}'), $7)
 """
 # the function (the outbox's readers), and the parts the API fills in itself
@@ -87,15 +87,19 @@ async def test_a_row_written_before_keeps_its_doc_and_a_row_holds_one_form(
 ) -> None:
     digest = "sha256:" + "ab" * 32
     doc = orjson.dumps({"id": "crpold", "digest": digest}).decode()
-    await db_pool.execute(INSERT, "crpold", digest, doc, None, [], None, None, None)
+    await db_pool.execute(INSERT, "crpold", digest_key(digest), doc, None, [], None, None, None)
     assert await both_docs(db_pool, "crpold") == (doc, doc)
     template = doc_template(doc, digest, [digest_key(digest)])
     assert "%1$s" in template
-    await db_pool.execute(INSERT, "crpnew", digest, None, template, [], None, None, None)
+    await db_pool.execute(
+        INSERT, "crpnew", digest_key(digest), None, template, [], None, None, None
+    )
     assert await both_docs(db_pool, "crpnew") == (doc, doc)
     for both_or_neither in ((doc, template), (None, None)):
         with pytest.raises(asyncpg.CheckViolationError, match="images_doc_or_template"):
-            await db_pool.execute(INSERT, "crpbad", digest, *both_or_neither, [], None, None, None)
+            await db_pool.execute(
+                INSERT, "crpbad", digest_key(digest), *both_or_neither, [], None, None, None
+            )
 
 
 async def test_a_template_of_the_second_kind_and_the_sizes_it_reads(db_pool: asyncpg.Pool) -> None:

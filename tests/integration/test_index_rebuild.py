@@ -31,10 +31,10 @@ JOIN pg_class t ON t.oid = i.indrelid
 JOIN pg_am a ON a.oid = c.relam
 WHERE t.relnamespace = 'public'::regnamespace
 """
-# The rows the index on (registry_id, name, id) gives in its order.
+# The rows the index on (registry, name, id) gives in its order.
 BY_NAME = """
-SELECT id FROM images WHERE registry_id = (SELECT min(registry_id) FROM images)
-ORDER BY registry_id, name, id LIMIT 500
+SELECT id FROM images WHERE registry = (SELECT min(registry) FROM images)
+ORDER BY registry, name, id LIMIT 500
 """
 
 

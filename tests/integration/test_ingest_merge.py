@@ -48,7 +48,8 @@ async def test_first_merge_creates_images_blobs_and_events(db_pool: asyncpg.Pool
         result = await writer.apply(page_images(images))
         assert (result.created, result.updated, result.blobs_added) == (2, 0, 5)
         row = await conn.fetchrow(
-            "SELECT image_doc(images) AS doc, folder_id, registry_id FROM images WHERE id = $1",
+            "SELECT image_doc(images) AS doc, folder_id, r.name AS registry_id FROM images"
+            " JOIN image_registries AS r ON r.id = images.registry WHERE images.id = $1",
             images[0]["id"],
         )
         assert orjson.loads(row["doc"]) == images[0]

@@ -23,7 +23,15 @@ import pytest
 
 from bench.api_dataset import load_registry
 from mirror.api.image_list import fetch_generic
-from mirror.api.list_query import generic_plan, list_params, list_sql, shape_of, sort_values
+from mirror.api.list_query import (
+    RegistryNumbers,
+    generic_plan,
+    list_params,
+    list_sql,
+    registries_named,
+    shape_of,
+    sort_values,
+)
 from mirror.listing import ListRequest, parse_list_request
 from tests.postgres_fixture import dsn_with_database, new_database_name
 
@@ -35,9 +43,9 @@ ORDERS = ("", "created_at desc", "name, digest desc", "name desc, created_at")
 SCANS = {"Index Scan", "Index Only Scan"}
 # The columns that are one value throughout a scope (a query parameter's scope).
 CONSTANT = {
-    "registryId": frozenset({"registry_id"}),
-    "folderId": frozenset({"folder_id", "registry_id"}),  # registry_id: one per merged scan
-    "repositoryName": frozenset({"registry_id", "name"}),
+    "registryId": frozenset({"registry"}),
+    "folderId": frozenset({"folder_id", "registry"}),  # registry: one per merged scan
+    "repositoryName": frozenset({"registry", "name"}),
 }
 
 
@@ -66,7 +74,7 @@ async def listing_db(postgres_dsn: str, template_database: str) -> AsyncIterator
 async def _scopes(conn: asyncpg.Connection) -> dict[str, str]:
     """The biggest registry, folder and repository: the most a page could sort."""
     registry = await conn.fetchval(
-        "SELECT registry_id FROM images GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+        "SELECT split_part(name, '/', 1) FROM images GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
     )
     folder = await conn.fetchval(
         "SELECT folder_id FROM images GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
@@ -75,6 +83,14 @@ async def _scopes(conn: asyncpg.Connection) -> dict[str, str]:
         "SELECT name FROM images GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
     )
     return {"registryId": registry, "folderId": folder, "repositoryName": repository}
+
+
+async def _params(
+    conn: asyncpg.Connection, request: ListRequest, cursor: Any, limit: int
+) -> list[Any]:
+    """``list_params`` with the numbers of the registries the request names (sql/120)."""
+    numbers = await RegistryNumbers().of(conn, registries_named(request))
+    return list_params(request, cursor, limit, numbers)
 
 
 def _request(scope: str, value: str, order: str) -> ListRequest:
@@ -112,12 +128,12 @@ def _equal_columns(read: dict[str, Any]) -> set[str]:
 
 
 def _column(key: str) -> str:
-    """``images_1.registry_id COLLATE "C" DESC`` -> ``registry_id``."""
+    """``images_1.name COLLATE "C" DESC`` -> ``name``."""
     return key.split()[0].rsplit(".", 1)[-1]
 
 
 def plan_problems(
-    plan: dict[str, Any], constant: frozenset[str] = frozenset({"registry_id", "folder_id"})
+    plan: dict[str, Any], constant: frozenset[str] = frozenset({"registry", "folder_id"})
 ) -> tuple[list[str], list[str]]:
     """What makes a page plan more than an index-ordered read, and the tolerated sorts.
 
@@ -162,9 +178,11 @@ def indexes_used(plan: dict[str, Any]) -> list[str]:
 
 
 def _literal(value: Any) -> str:
-    """A parameter as SQL text (test data only: ids, names, digests, integers)."""
+    """A parameter as SQL text (test data only: ids, names, digest keys, integers)."""
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, bytes):
+        return f"'\\x{value.hex()}'::bytea"
     if isinstance(value, list):
         return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]"
     return "'" + str(value).replace("'", "''") + "'"
@@ -205,14 +223,19 @@ async def shape_plans(conn: asyncpg.Connection) -> list[tuple[str, str, str, str
             first_sql = list_sql(shape_of(request, after_cursor=False))
             # the cursor: the row in the middle of the scope, in the page's order
             total = await conn.fetchval(
-                f"SELECT count(*) FROM ({first_sql}) AS page", *list_params(request, None, 10**9)
+                f"SELECT count(*) FROM ({first_sql}) AS page",
+                *await _params(conn, request, None, 10**9),
             )
-            rows = await conn.fetch(first_sql, *list_params(request, None, total // 2 + 1))
+            rows = await conn.fetch(first_sql, *await _params(conn, request, None, total // 2 + 1))
             cursor = sort_values(request.order, rows[-1])
             deep_sql = list_sql(shape_of(request, after_cursor=True))
             for mode in ("force_custom_plan", "force_generic_plan"):
-                first = await _explain(conn, first_sql, list_params(request, None, LIMIT), mode)
-                deep = await _explain(conn, deep_sql, list_params(request, cursor, LIMIT), mode)
+                first = await _explain(
+                    conn, first_sql, await _params(conn, request, None, LIMIT), mode
+                )
+                deep = await _explain(
+                    conn, deep_sql, await _params(conn, request, cursor, LIMIT), mode
+                )
                 out.append((scope, order or "(id)", "first", mode, first))
                 out.append((scope, order or "(id)", "deep", mode, deep))
     await conn.execute("RESET plan_cache_mode")
@@ -245,12 +268,12 @@ def test_a_sort_over_a_whole_scan_is_caught() -> None:
              "Recheck Cond": "((name = 'r/a'::text) AND (id > 'x'::text))"}]}  # fmt: skip
     assert plan_problems(group) == ([], ["a Sort of one repository's rows (keys ['id'])"])
     whole = {
-        "Node Type": "Incremental Sort", "Sort Key": ["registry_id DESC", "created_ns"],
-        "Presorted Key": ["images.registry_id"], "Plans": [
+        "Node Type": "Incremental Sort", "Sort Key": ["registry DESC", "created_ns"],
+        "Presorted Key": ["images.registry"], "Plans": [
             {"Node Type": "Index Scan", "Relation Name": "images", "Index Name": "i",
              "Scan Direction": "Backward"}]}  # fmt: skip
     assert plan_problems(whole)[0] == [
-        "an Incremental Sort of the whole scope (keys ['registry_id DESC', 'created_ns'])"
+        "an Incremental Sort of the whole scope (keys ['registry DESC', 'created_ns'])"
     ]
 
 
@@ -304,20 +327,20 @@ async def test_the_shapes_run_generically_have_index_ordered_generic_plans(listi
                 first_sql = list_sql(first)
                 total = await conn.fetchval(
                     f"SELECT count(*) FROM ({first_sql}) AS page",
-                    *list_params(request, None, 10**9),
+                    *await _params(conn, request, None, 10**9),
                 )
                 pages: list[tuple[str, list[Any]]] = [
-                    (first_sql, list_params(request, None, LIMIT))
+                    (first_sql, await _params(conn, request, None, LIMIT))
                 ]
                 for share in (10, 50, 90):
                     rows = await conn.fetch(
-                        first_sql, *list_params(request, None, total * share // 100)
+                        first_sql, *await _params(conn, request, None, total * share // 100)
                     )
                     cursor = sort_values(request.order, rows[-1])
                     pages.append(
                         (
                             list_sql(shape_of(request, after_cursor=True)),
-                            list_params(request, cursor, LIMIT),
+                            await _params(conn, request, cursor, LIMIT),
                         )
                     )
                 for sql, params in pages:
@@ -380,9 +403,9 @@ async def test_orders_against_the_index_read_a_page_not_whole_repositories(
         scopes = await _scopes(conn)
         checked = 0
         for scope in ("registryId", "folderId"):
-            column = "registry_id" if scope == "registryId" else "folder_id"
+            column = "split_part(name, '/', 1)" if scope == "registryId" else "folder_id"
             repository, biggest, registries = await conn.fetchrow(
-                f"SELECT name, count(*), (SELECT count(DISTINCT registry_id) FROM images"
+                f"SELECT name, count(*), (SELECT count(DISTINCT registry) FROM images"
                 f" WHERE {column} = $1) FROM images WHERE {column} = $1"
                 " GROUP BY name ORDER BY count(*) DESC, name LIMIT 1",
                 scopes[scope],
@@ -395,13 +418,13 @@ async def test_orders_against_the_index_read_a_page_not_whole_repositories(
                 request = parse_list_request(query)
                 first_sql = list_sql(shape_of(request, after_cursor=False))
                 # the cursor: the first row of the biggest repository, in the page's order
-                rows = await conn.fetch(first_sql, *list_params(request, None, 10**9))
+                rows = await conn.fetch(first_sql, *await _params(conn, request, None, 10**9))
                 at = next(i for i, row in enumerate(rows) if row["name"] == repository)
                 cursor = sort_values(request.order, rows[at])
                 deep_sql = list_sql(shape_of(request, after_cursor=True))
                 for sql, params in (
-                    (first_sql, list_params(request, None, SMALL_PAGE + 1)),
-                    (deep_sql, list_params(request, cursor, SMALL_PAGE + 1)),
+                    (first_sql, await _params(conn, request, None, SMALL_PAGE + 1)),
+                    (deep_sql, await _params(conn, request, cursor, SMALL_PAGE + 1)),
                 ):
                     for mode in ("force_custom_plan", "force_generic_plan"):
                         plan = await _explain(conn, sql, params, mode, analyze=True)

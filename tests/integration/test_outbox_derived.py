@@ -35,6 +35,7 @@ from mirror.settings import Settings
 from mirror.store.migrate import apply_migrations
 from mirror.store.outbox import append_events
 from mirror.store.pool import init_connection
+from tests.integration.ingest_before_120 import UPSERT_IMAGES_119
 from tests.integration.legacy_index import old_schema
 from tests.integration.relay_support import CLAIM_BATCH_BEFORE_100, read_topics
 from tests.integration.test_ingest_merge import img
@@ -361,7 +362,7 @@ def _at_096(sql: str, *replacements: tuple[str, str]) -> str:
 # The ingest's upsert at schema 096: each image's doc stored whole (no template, sql/104;
 # no blob ids, sql/111).
 UPSERT_IMAGES_096 = _at_096(
-    merge.UPSERT_IMAGES,
+    UPSERT_IMAGES_119,
     ("doc_template, content_hash", "doc, content_hash"),
     ("s.doc_template,", "s.doc_template::json,"),
     ("doc = NULL,\n    doc_template = EXCLUDED.doc_template,", "doc = EXCLUDED.doc,"),

@@ -14,9 +14,9 @@ from mirror.store.migrate import SQL_DIR
 
 # images with 0, 1, 3 and 300 layers (over the 256 a chain keeps), a config or not
 INSERT_IMAGES = """
-INSERT INTO images (id, name, registry_id, digest, doc, content_hash, created_ns,
+INSERT INTO images (id, name, registry, digest, doc, content_hash, created_ns,
                     blob_digests, blob_sizes, blob_config)
-SELECT 'crp' || n, 'reg/app', 'reg', 'sha256:' || encode(sha256(n::text::bytea), 'hex'),
+SELECT 'crp' || n, 'reg/app', image_registry('reg'), sha256(n::text::bytea),
        '{}', '\\x00', 0,
        ARRAY(SELECT sha256((n * 1000 + k)::text::bytea) FROM generate_series(1, blobs) AS k),
        ARRAY(SELECT 10::bigint FROM generate_series(1, blobs)), n % 2 = 0

@@ -12,8 +12,9 @@ from mirror.api import page_cache
 from mirror.api.page_cache import VersionReads
 
 INSERT_IMAGE = """
-INSERT INTO images (id, name, registry_id, digest, doc, content_hash, created_ns)
-VALUES ($1, 'crp1/app', 'crp1', 'sha256:' || repeat('0', 64), '{}', '\\x00', 0)
+INSERT INTO images (id, name, registry, digest, doc, content_hash, created_ns)
+VALUES ($1, 'crp1/app', image_registry('crp1'), mirror_digest_key('sha256:' || repeat('0', 64)),
+        '{}', '\\x00', 0)
 """
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from mirror.api.image_list import page_body
-from mirror.api.list_query import SELECT_LIST, list_params, list_sql, shape_of
+from mirror.api.list_query import SELECT_LIST, list_params, list_sql, registries_named, shape_of
 from mirror.listing import parse_list_request
 
 SCOPES = [
@@ -50,9 +50,10 @@ def test_parameters_match_the_sql(
     query = dict(scope, filter=filter_text, orderBy=order_by)
     request = parse_list_request(query)
     sql = list_sql(shape_of(request, after_cursor=after))
-    params = list_params(request, _cursor(order_by) if after else None, 101)
-    numbers = {int(n) for n in re.findall(r"\$(\d+)", sql)}
-    assert numbers == set(range(1, len(params) + 1))
+    numbers = dict.fromkeys(registries_named(request), 3)
+    params = list_params(request, _cursor(order_by) if after else None, 101, numbers)
+    placeholders = {int(n) for n in re.findall(r"\$(\d+)", sql)}
+    assert placeholders == set(range(1, len(params) + 1))
     assert params[-1] == 101
     # values never reach the SQL text
     assert "crpregistry" not in sql and "b1gfolder" not in sql and "crpid" not in sql
@@ -63,7 +64,18 @@ def test_parameters_match_the_sql(
 
 def test_repository_scope_uses_the_registry_of_its_name() -> None:
     request = parse_list_request({"repositoryName": "crpregistry/team/app"})
-    assert list_params(request, None, 11) == ["crpregistry", "crpregistry/team/app", 11]
+    assert registries_named(request) == ["crpregistry"]
+    assert list_params(request, None, 11, {"crpregistry": 4}) == [4, "crpregistry/team/app", 11]
+
+
+def test_a_filter_names_its_repositories_registries() -> None:
+    """Each wanted repository's registry number goes beside its name (None: never indexed)."""
+    request = parse_list_request(
+        {"registryId": "crpa", "filter": 'name IN ("crpa/x", "crpb/y", "crpa/x")'}
+    )
+    assert sorted(set(registries_named(request))) == ["crpa", "crpb"]
+    params = list_params(request, None, 5, {"crpa": 1})
+    assert params == [1, ["crpa/x", "crpb/y"], [1, None], 5]
 
 
 def test_shapes_share_their_sql() -> None:

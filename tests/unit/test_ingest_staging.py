@@ -65,13 +65,13 @@ def test_image_record_columns() -> None:
         "reg1/team/app",
         "reg1",
         "f1",
-        "sha256:ff",
+        digest_key("sha256:ff"),  # the digest's key (sql/120): an odd digest's text, padded
         300,
         1_704_067_200_123_456_789,  # created_ns: exact nanoseconds, as the API sorts
     )
-    assert render_doc_template(record[7], doc_template_values(record[4], record[9])) == (
-        item.doc.decode()
-    )
+    assert render_doc_template(
+        record[7], doc_template_values(digest_text(record[4]), record[9])
+    ) == (item.doc.decode())
     assert record[8] == item.content_hash
     real = IMAGE | {
         "digest": "sha256:" + "ab" * 32,
@@ -80,7 +80,7 @@ def test_image_record_columns() -> None:
     }
     [item] = page_images([real])
     record = image_record(item, None)
-    values = doc_template_values(record[4], record[9])
+    values = doc_template_values(digest_text(record[4]), record[9])
     assert record[7] == '{"id":"crpb","name":"reg1/team/app%1$s%4$s",' + (
         '"compressedSize":"300","config":{"id":"c1%1$s%5$s%3$s10"},'
         '"layers":[{"id":"l1%1$s1%3$s100"},{"digest":"sha256:2%3$s200"}],'
@@ -134,7 +134,9 @@ def test_a_template_of_the_second_kind_holds_each_blob_as_one_placeholder() -> N
         '"compressedSize":"300","config":%7$s,"layers":[%8$s,%9$s,%10$s],'
         '"tags":["100%%"],"createdAt":"2024-01-01T00:00:00.123456789Z"}'
     )
-    values = doc_template_values(record[4], record[9], record[10], record[12], *record[:2])
+    values = doc_template_values(
+        digest_text(record[4]), record[9], record[10], record[12], *record[:2]
+    )
     assert values[4:7] == [
         "crpb",
         "reg1/team/app",
@@ -146,5 +148,5 @@ def test_a_template_of_the_second_kind_holds_each_blob_as_one_placeholder() -> N
     [item] = page_images([urls])
     record = image_record(item, None)
     assert record[12] is None and "%5$s%3$s10" in record[7] and '"id":"crpb"' in record[7]
-    values = doc_template_values(record[4], record[9], record[10], record[12])
+    values = doc_template_values(digest_text(record[4]), record[9], record[10], record[12])
     assert render_doc_template(record[7], values) == item.doc.decode()
