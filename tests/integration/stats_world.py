@@ -35,10 +35,11 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigi
      AS x(id, name, registry_id, folder_id, digest, compressed_size, doc, content_hash,
           digests, sizes, config)
 """
-DIGEST_IS_KEY = """
-SELECT atttypid = 'bytea'::regtype FROM pg_attribute
-WHERE attrelid = 'images'::regclass AND attname = 'digest'
-"""
+# Whether the index is at sql/120 or later.
+IMAGES_KEYED = "SELECT to_regclass('image_registries') IS NOT NULL"
+# The columns of an image row for each: (registry column, its value, the digest's value).
+IMAGE_COLUMNS_120 = ("registry", "image_registry(registry_id)", "mirror_digest_key(digest)")
+IMAGE_COLUMNS_BEFORE_120 = ("registry_id", "registry_id", "digest")
 ADD_REFS = """
 INSERT INTO blobs AS b (digest, size, ref_count)
 SELECT d, s, n FROM unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS x(d, s, n) ORDER BY d
@@ -118,16 +119,10 @@ class IndexWriter:
         if not images:
             return
         async with self.conn.transaction():
-            keyed = await self.conn.fetchval(DIGEST_IS_KEY)
-            columns = (
-                {"registry": "registry", "registry_id": "image_registry(registry_id)"}
-                if keyed
-                else {"registry": "registry_id", "registry_id": "registry_id"}
-            )
+            keyed = await self.conn.fetchval(IMAGES_KEYED)
+            column, registry, digest = IMAGE_COLUMNS_120 if keyed else IMAGE_COLUMNS_BEFORE_120
             await self.conn.execute(
-                INSERT_IMAGES.format(
-                    digest="mirror_digest_key(digest)" if keyed else "digest", **columns
-                ),
+                INSERT_IMAGES.format(registry=column, registry_id=registry, digest=digest),
                 [i.id for i in images],
                 [i.name for i in images],
                 [i.registry_id for i in images],
