@@ -37,6 +37,7 @@ from mirror.model import (
     EventType,
     Scope,
     ScopeKind,
+    digest_key,
     folder_registry_numbers,
     registry_number,
 )
@@ -79,11 +80,10 @@ numbers AS (
 )
 INSERT INTO tags AS t (repository_id, tag, image_id, digest, released_at)
 SELECT n.id, r.tag, r.image_id,
-       CASE WHEN mirror_digest_key(r.digest)
-                 IS DISTINCT FROM (SELECT i.digest FROM images i WHERE i.id = r.image_id)
-            THEN mirror_digest_key(r.digest) END,
+       CASE WHEN r.digest IS DISTINCT FROM (SELECT i.digest FROM images i WHERE i.id = r.image_id)
+            THEN r.digest END,
        CASE WHEN r.released THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[])
      AS r (repository, tag, image_id, digest, released)
 JOIN numbers AS n ON n.name = r.repository
 ORDER BY n.id, r.tag
@@ -244,7 +244,7 @@ async def tag_changes(
             [k[0] for k, _ in ordered],
             [k[1] for k, _ in ordered],
             [r.image_id for _, r in ordered],
-            [r.digest for _, r in ordered],
+            [digest_key(r.digest) for _, r in ordered],  # keys, as the image rows hold them
             [r.released for _, r in ordered],
         )
     return events

@@ -377,7 +377,8 @@ UPSERT_IMAGES_096 = _at_096(
 
 
 # The tags statements at schema 096 (repositories by name, digests as text; sql/108 and
-# 116 changed both), taking the parameters today's writers pass.
+# 116 changed both), taking the parameters today's writers pass (a digest as its key
+# since sql/120).
 TAGS_096 = {
     "SELECT_TAGS": """
 SELECT t.repository, t.tag, t.image_id, t.digest, t.released_at IS NOT NULL AS released
@@ -387,8 +388,9 @@ JOIN unnest($1::text[], $2::text[]) AS k (repository, tag)
 """,
     "UPSERT_TAGS": """
 INSERT INTO tags AS t (repository, tag, image_id, digest, released_at)
-SELECT r.repository, r.tag, r.image_id, r.digest, CASE WHEN r.released THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+SELECT r.repository, r.tag, r.image_id, mirror_digest_text(r.digest),
+       CASE WHEN r.released THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bool[])
      AS r (repository, tag, image_id, digest, released)
 ORDER BY r.repository, r.tag
 ON CONFLICT (repository, tag) DO UPDATE SET
