@@ -127,9 +127,10 @@ FROM (SELECT u.digest, count(*) AS rows, max(u.size) AS size
 """
 
 # The image as the index holds it now (its layers, live), its registry (its name's first
-# segment) and that registry's folder as folded, and whether the folded counts include its own rows yet. The lookups use
-# $1, not i.id: images.id sorts by "C" (sql/020), the other tables' keys by the
-# database's collation, and a comparison across the two cannot use their indexes.
+# segment) and that registry's folder as folded, and whether the folded counts include
+# its own rows yet. The lookups use $1, not i.id: images.id sorts by "C" (sql/020), the
+# other tables' keys by the database's collation, and a comparison across the two
+# cannot use their indexes.
 SELECT_IMAGE = """
 SELECT i.name, split_part(i.name, '/', 1) AS registry_id,
        (SELECT m.folder_id FROM stats_registry_folders m
