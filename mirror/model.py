@@ -177,6 +177,11 @@ def render_doc_template(template: str, values: list[str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[int(m[1]) - 1] if m[1] else "%", template)
 
 
+def registry_of_name(name: str) -> str:
+    """The registry id of an image or repository name (``<registryId>/<repository path>``)."""
+    return name.split("/", 1)[0]
+
+
 def registry_number(registry_id: str) -> str:
     """SQL: the number ``images.registry`` holds for a registry whose id is the SQL
     expression ``registry_id`` (sql/120), NULL for a registry never indexed. Uncorrelated,
@@ -249,7 +254,7 @@ class Image:
 
     @property
     def registry_id(self) -> str:
-        return self.name.split("/", 1)[0]
+        return registry_of_name(self.name)
 
     @property
     def blobs(self) -> tuple[Blob, ...]:

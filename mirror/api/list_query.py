@@ -36,7 +36,7 @@ from typing import Any
 import asyncpg
 
 from mirror.listing import FilterOp, ListRequest, NameFilter, SortField, SortKey
-from mirror.model import ScopeKind, digest_key, digest_text
+from mirror.model import ScopeKind, digest_key, digest_text, registry_of_name
 
 COLUMNS = {SortField.NAME: "name", SortField.DIGEST: "digest", SortField.CREATED_AT: "created_ns"}
 # What an image's JSON is made of (``mirror.api.image_list.row_json``): the doc of a
@@ -130,11 +130,6 @@ def sort_values(order: Sequence[SortKey], row: Any) -> list[str | int]:
     ] + [row["id"]]
 
 
-def registry_of(repository: str) -> str:
-    """The registry id of a repository name (``<registryId>/<path>``)."""
-    return repository.split("/", 1)[0]
-
-
 def registries_named(request: ListRequest) -> list[str]:
     """The registry ids whose numbers (sql/120) ``list_params`` needs: the scope's
     registry, and the registries of the repositories a filter selects."""
@@ -142,9 +137,9 @@ def registries_named(request: ListRequest) -> list[str]:
     if request.scope.kind is ScopeKind.REGISTRY:
         ids.append(request.scope.id)
     elif request.scope.kind is ScopeKind.REPOSITORY:
-        ids.append(registry_of(request.scope.id))
+        ids.append(registry_of_name(request.scope.id))
     if request.filter is not None and request.filter.op in (FilterOp.EQ, FilterOp.IN):
-        ids += (registry_of(name) for name in request.filter.values)
+        ids += (registry_of_name(name) for name in request.filter.values)
     return ids
 
 
@@ -162,7 +157,7 @@ def list_params(
     params: list[Any] = []
     if request.scope.kind is ScopeKind.REPOSITORY:
         name = request.scope.id
-        params += [numbers.get(registry_of(name)), name]
+        params += [numbers.get(registry_of_name(name)), name]
     elif request.scope.kind is ScopeKind.REGISTRY:
         params.append(numbers.get(request.scope.id))
     else:
@@ -171,13 +166,13 @@ def list_params(
         wanted = _filter_param(request.filter)
         params.append(wanted)
         if request.filter.op in (FilterOp.EQ, FilterOp.IN):
-            params.append([numbers.get(registry_of(name)) for name in wanted])
+            params.append([numbers.get(registry_of_name(name)) for name in wanted])
     if cursor is not None:
-        # a digest is compared as its stored key (sql/120)
-        fields = [key.field for key in request.order]
+        # a digest is compared as its stored key (sql/120); the cursor ends with the id
+        fields = [key.field for key in request.order] + [None]
         params += [
-            digest_key(str(value)) if i < len(fields) and fields[i] is SortField.DIGEST else value
-            for i, value in enumerate(cursor)
+            digest_key(str(value)) if field is SortField.DIGEST else value
+            for field, value in zip(fields, cursor, strict=True)
         ]
     params.append(limit)
     return params

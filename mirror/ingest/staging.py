@@ -22,7 +22,7 @@ import orjson
 
 from mirror.errors import MalformedImage
 from mirror.listing import created_at_ns
-from mirror.model import digest_key, image_template
+from mirror.model import digest_key, image_template, registry_of_name
 
 CONTENT_HASH_BYTES = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -93,7 +93,7 @@ def page_images(images: list[dict[str, Any]]) -> list[PageImage]:
 
 def registry_of(image: dict[str, Any]) -> str:
     """The registry id: the first segment of ``name`` (``<registryId>/<repository path>``)."""
-    return str(image.get("name", "")).split("/", 1)[0]
+    return registry_of_name(str(image.get("name", "")))
 
 
 def _size(value: Any, image_id: str) -> int:

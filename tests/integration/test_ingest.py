@@ -82,6 +82,7 @@ async def row_versions(conn: asyncpg.Connection) -> dict[str, set[tuple[str, str
         ("outbox", "id::text"),
         ("tags", "repository_id || ':' || tag"),  # tag events' state (sql/070, 116)
         ("tag_repositories", "name"),
+        ("image_registries", "name"),  # the registries' numbers (sql/120)
         ("stats_changes", "id::text"),  # the stats folder's change log (sql/080)
     ):
         rows = await conn.fetch(f"SELECT {key} AS k, xmin::text AS x, ctid::text AS c FROM {table}")
