@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import orjson
@@ -31,22 +31,33 @@ TYPE_CODES = (
 SOURCE_CODES = ("/registry-mirror/ingest", "/registry-mirror/api")
 # The one type whose payload can be derived from its subject's row (sql/100).
 DERIVED_TYPE_CODE = TYPE_CODES.index(EventType.IMAGE_CREATED) + 1
+_TYPE_CODE = {t: n for n, t in enumerate(TYPE_CODES, 1)}
+_SOURCE_CODE = {s: n for n, s in enumerate(SOURCE_CODES, 1)}
 # The types keyed by a blob's digest (sql/107: such a key may be stored as bytes).
-_BLOB_TYPES = (EventType.BLOB_ADDED, EventType.BLOB_ORPHANED)
-_BLOB_TYPE_CODES = ", ".join(str(TYPE_CODES.index(t) + 1) for t in _BLOB_TYPES)
+_BLOB_TYPE_CODES = frozenset(_TYPE_CODE[t] for t in (EventType.BLOB_ADDED, EventType.BLOB_ORPHANED))
 # The types whose payload names a digest that may be stored as bytes (sql/117).
-_TAG_TYPES = (EventType.TAG_ADDED, EventType.TAG_REMOVED)
-_TAG_TYPE_CODES = ", ".join(str(TYPE_CODES.index(t) + 1) for t in _TAG_TYPES)
+_TAG_TYPE_CODES = frozenset(_TYPE_CODE[t] for t in (EventType.TAG_ADDED, EventType.TAG_REMOVED))
+# What precedes the digits of a tag event's digest in its tail (sql/117, outbox_tail).
+_DIGEST_MARKER = '"digest":"sha256:'
+_HEX_DIGITS = 2 * SHA256_KEY_BYTES
 
 
-def _array(values: Iterable[str]) -> str:
-    """A text[] literal of known, quote-free values."""
-    return "ARRAY[" + ", ".join(f"'{v}'" for v in values) + "]::text[]"
+def key_prefix(type_code: int, key: str) -> str | None:
+    """What a payload of this type starts with, said by its key: the SQL
+    ``outbox_key_prefix`` (sql/101), which readers put back before a stored tail.
+    tests/integration/test_outbox_derived.py holds the two equal."""
+    if type_code in _BLOB_TYPE_CODES:
+        return '{"digest":"' + key + '"'
+    if type_code in _TAG_TYPE_CODES:
+        repository, _, tag = key.rpartition(":")
+        return '{"repository":"' + repository + '","tag":"' + tag + '"'
+    return None
 
 
-# The payloads go as text[] and become json in the statement: a json[] parameter
-# would take the pool's text-format json codec, and asyncpg would send the whole
-# array as one quoted, escaped literal for the server to parse back.
+# Each row's stored form is decided here (``outbox_columns``); the statement inserts
+# it. The payloads go as text[] and become json in the statement: a json[]
+# parameter would take the pool's text-format json codec, and asyncpg would send
+# the whole array as one quoted, escaped literal for the server to parse back.
 #
 # Some payloads are stored as a tail only (data NULL), each only when the reader's
 # reconstruction is the payload byte for byte:
@@ -54,41 +65,34 @@ def _array(values: Iterable[str]) -> str:
 #   origin, e.g. ',"runId":"N"'); sql/100: outbox_events derives it, and the images
 #   triggers write it out before the doc changes or goes. Proven one of two ways:
 #   - by the writer, for an image it inserted in this transaction (``inserted``: the
-#     doc's bytes as it wrote them): the tail comes as $5, and nobody else can change
+#     doc's bytes as it wrote them; ``_derived_tail``), and nobody else can change
 #     the row before we commit;
 #   - here (the d join's WHERE), against the image's doc as this transaction sees
 #     it, the row share-locked so that nobody changes it before we commit;
-# * blob and tag events: outbox_key_prefix(type, key) (sql/101: '{"digest":"<key>"'
-#   or '{"repository":"<r>","tag":"<t>"'), then the tail; nothing to write out later.
+# * blob and tag events: ``key_prefix`` (sql/101's outbox_key_prefix: '{"digest":
+#   "<key>"' or '{"repository":"<r>","tag":"<t>"'), then the tail, when the payload
+#   starts with that prefix; nothing to write out later.
 #
 # A blob event's key of the form "sha256:" and 64 lowercase hex digits is stored as
-# its 32 bytes (key_digest, key NULL; sql/107), when the statement finds that
-# encoding them again (outbox_subject) gives the key byte for byte; any other key is
-# stored as text. The bytes come from here ($6, ``digest_key``): in PostgreSQL a
-# regular expression that picks out such keys cost ~7 µs a key.
+# its 32 bytes (key_digest, key NULL; sql/107): ``digest_key`` gives 32 bytes for
+# exactly those keys, and outbox_subject encodes them back to the key.
 #
 # A tag event's tail (after its key's prefix) names the tagged image's digest: when
 # that is such a digest, the row keeps its 32 bytes in key_digest (the key stays
-# text) and the tail without its 64 hex digits (the g join), when they follow the
-# tail's first '"digest":"sha256:', where outbox_tail (sql/117) puts them back; else
-# the whole tail. (outbox_tail itself is not called here: given an expression rather
-# than a column, PostgreSQL would not inline it, ~5 µs a row.)
+# text) and the tail without its 64 hex digits, when they follow the tail's first
+# '"digest":"sha256:', where outbox_tail (sql/117) puts them back; else the whole
+# tail.
+#
+# Deciding these in PostgreSQL (until 2026-12-03) cost ~3 µs of its CPU a row, a
+# first mirror's ~4.7 rows an image (bench/RESULTS.md, "## Ingest").
 INSERT_EVENTS = f"""
 INSERT INTO outbox (key, key_digest, type_code, source_code, other_source, data, data_tail)
-SELECT CASE WHEN b.digest IS NULL THEN e.key END,
-       coalesce(b.digest, CASE WHEN g.tail IS NOT NULL THEN e.key_digest END),
-       t.code, s.code, CASE WHEN s.code IS NULL THEN e.source END,
-       CASE WHEN coalesce(e.tail, d.tail, k.tail) IS NULL THEN e.data::json END,
-       coalesce(e.tail, d.tail, g.tail, k.tail)
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
-     AS e (key, type, source, data, tail, key_digest)
-CROSS JOIN LATERAL (SELECT array_position({_array(TYPE_CODES)}, e.type) AS code) AS t
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN t.code IN ({_BLOB_TYPE_CODES})
-                 AND 'sha256:' || encode(e.key_digest, 'hex') = e.key THEN e.key_digest END
-           AS digest
-) AS b
-CROSS JOIN LATERAL (SELECT array_position({_array(SOURCE_CODES)}, e.source) AS code) AS s
+SELECT e.key, e.key_digest, e.type_code, e.source_code, e.other_source,
+       CASE WHEN coalesce(e.tail, d.tail) IS NULL THEN e.data::json END,
+       coalesce(e.tail, d.tail)
+FROM unnest($1::text[], $2::bytea[], $3::smallint[], $4::smallint[], $5::text[], $6::text[],
+            $7::text[])
+     AS e (key, key_digest, type_code, source_code, other_source, data, tail)
 LEFT JOIN LATERAL (
     SELECT x.tail
     FROM images AS i
@@ -97,25 +101,10 @@ LEFT JOIN LATERAL (
         SELECT substr(e.data, length(doc.text),
                       greatest(0, length(e.data) - length(doc.text))) AS tail
     ) AS x
-    WHERE t.code = {DERIVED_TYPE_CODE} AND e.tail IS NULL AND i.id = e.key
+    WHERE e.type_code = {DERIVED_TYPE_CODE} AND e.tail IS NULL AND i.id = e.key
       AND left(doc.text, -1) || x.tail || '}}' = e.data
     FOR SHARE OF i
 ) AS d ON true
-LEFT JOIN LATERAL (
-    SELECT substr(e.data, length(p.prefix) + 1) AS tail
-    FROM (SELECT outbox_key_prefix(t.code::smallint, e.key) AS prefix) AS p
-    WHERE e.tail IS NULL
-      AND starts_with(e.data, p.prefix)  -- then prefix || tail is e.data, by construction
-) AS k ON true
-LEFT JOIN LATERAL (
-    SELECT overlay(k.tail PLACING '' FROM m.at + 17 FOR 64) AS tail
-    FROM (SELECT strpos(k.tail, '"digest":"sha256:') AS at) AS m
-    WHERE t.code IN ({_TAG_TYPE_CODES}) AND e.key_digest IS NOT NULL AND m.at > 0
-      -- the 64 characters after the first marker are the digest's digits: outbox_tail
-      -- puts them back there (the text before them is unchanged, so the marker stays
-      -- the first), giving k.tail byte for byte
-      AND substr(k.tail, m.at + 17, 64) = encode(e.key_digest, 'hex')
-) AS g ON true
 """
 NOTIFY_OUTBOX = "SELECT pg_notify('mirror_outbox', '')"
 
@@ -135,17 +124,67 @@ def _derived_tail(event: Event, payload: bytes, inserted: Mapping[str, bytes]) -
     return payload[len(doc) - 1 : -1].decode()
 
 
-def _key_digest(event: Event) -> bytes | None:
-    """A blob event's key, or a tag event's digest, as its 32 bytes, when it is a sha256
-    digest in lower-case hex."""
-    if event.type in _BLOB_TYPES:
-        digest = event.subject
-    elif event.type in _TAG_TYPES and isinstance(event.data.get("digest"), str):
-        digest = event.data["digest"]
-    else:
-        return None
+# A batch of events as INSERT_EVENTS's parameters: keys, key digests, type codes,
+# source codes, other sources, payloads stored whole, tails.
+OutboxColumns = tuple[
+    list[str | None],
+    list[bytes | None],
+    list[int],
+    list[int | None],
+    list[str | None],
+    list[str | None],
+    list[str | None],
+]
+
+
+def outbox_columns(
+    events: Sequence[Event], inserted: Mapping[str, bytes] | None = None
+) -> OutboxColumns:
+    """The events as the outbox stores them (see ``INSERT_EVENTS``), column by column."""
+    columns: OutboxColumns = ([], [], [], [], [], [], [])
+    keys, key_digests, types, sources, others, whole, tails = columns
+    for event in events:
+        code = _TYPE_CODE[event.type]
+        source = _SOURCE_CODE.get(event.source)
+        types.append(code)
+        sources.append(source)
+        others.append(None if source is not None else event.source)
+        key: str | None = event.subject
+        key_digest: bytes | None = None
+        payload = orjson.dumps(event.data)
+        tail = _derived_tail(event, payload, inserted) if inserted else None
+        text = None
+        if tail is None:
+            text = payload.decode()
+            prefix = key_prefix(code, event.subject)
+            if prefix is not None and text.startswith(prefix):
+                tail = text[len(prefix) :]
+            if code in _BLOB_TYPE_CODES:
+                digest = digest_key(event.subject)
+                if len(digest) == SHA256_KEY_BYTES:
+                    key, key_digest = None, digest
+            elif tail is not None and code in _TAG_TYPE_CODES:
+                tail, key_digest = _without_digest(tail, event.data.get("digest"))
+        keys.append(key)
+        key_digests.append(key_digest)
+        whole.append(text if tail is None else None)
+        tails.append(tail)
+    return columns
+
+
+def _without_digest(tail: str, digest: object) -> tuple[str, bytes | None]:
+    """A tag event's tail without the digits of its digest, and the digest's 32 bytes,
+    when the digits follow the tail's first marker (where outbox_tail puts them back);
+    else the tail as it is."""
+    if not isinstance(digest, str):
+        return tail, None
     key = digest_key(digest)
-    return key if len(key) == SHA256_KEY_BYTES else None
+    at = tail.find(_DIGEST_MARKER) + len(_DIGEST_MARKER)
+    if len(key) != SHA256_KEY_BYTES or at < len(_DIGEST_MARKER):
+        return tail, None
+    if tail[at : at + _HEX_DIGITS] != key.hex():
+        return tail, None
+    return tail[:at] + tail[at + _HEX_DIGITS :], key
 
 
 async def append_events(
@@ -163,19 +202,7 @@ async def append_events(
         return
     if not conn.is_in_transaction():
         raise RuntimeError("append_events must run inside the transaction of the change")
-    payloads = [orjson.dumps(e.data) for e in events]
-    tails = [
-        _derived_tail(e, p, inserted) if inserted else None
-        for e, p in zip(events, payloads, strict=True)
-    ]
+    columns = outbox_columns(events, inserted)
     await conn.execute(LOCK_OUTBOX, OUTBOX_LOCK_KEY)
-    await conn.execute(
-        INSERT_EVENTS,
-        [e.subject for e in events],
-        [e.type.value for e in events],
-        [e.source for e in events],
-        [None if t is not None else p.decode() for p, t in zip(payloads, tails, strict=True)],
-        tails,
-        [_key_digest(e) for e in events],
-    )
+    await conn.execute(INSERT_EVENTS, *columns)
     await conn.execute(NOTIFY_OUTBOX)

@@ -33,7 +33,7 @@ from mirror.ingest.staging import page_images
 from mirror.model import Event, EventType
 from mirror.settings import Settings
 from mirror.store.migrate import apply_migrations
-from mirror.store.outbox import append_events
+from mirror.store.outbox import TYPE_CODES, append_events, key_prefix
 from mirror.store.pool import init_connection
 from tests.integration.ingest_before_120 import UPSERT_IMAGES_119
 from tests.integration.legacy_index import old_schema
@@ -264,6 +264,35 @@ async def test_blob_and_tag_payloads_are_stored_after_their_key(db_pool: asyncpg
     assert [r["data"].encode() for r in stored[4:]] == expected[4:]
     published = await claim_outbox_batch(db_pool, 100)
     assert [e.data.encode() for e in published] == expected
+
+
+# Keys of every shape a prefix is made of: the separator last, twice, missing, at an
+# end; characters JSON escapes; non-ASCII.
+PREFIX_KEYS = [
+    "r1/app:v1",
+    "r1/a:b:v1",
+    "r1/app",
+    "r1/app:",
+    ":v1",
+    ":",
+    "",
+    'q"uote:t\\1',
+    "é/ü:ß",
+]
+
+
+async def test_the_writers_prefix_is_the_readers(db_pool: asyncpg.Pool) -> None:
+    """``key_prefix`` decides what a writer stores as a tail; readers put back the SQL
+    ``outbox_key_prefix`` (sql/101): the two must be one function."""
+    cases = [(code, key) for code in range(1, len(TYPE_CODES) + 1) for key in PREFIX_KEYS]
+    sql = await db_pool.fetch(
+        "SELECT outbox_key_prefix(c, k) AS prefix"
+        " FROM unnest($1::smallint[], $2::text[]) WITH ORDINALITY AS u (c, k, n) ORDER BY n",
+        [c for c, _ in cases],
+        [k for _, k in cases],
+    )
+    assert [key_prefix(c, k) for c, k in cases] == [r["prefix"] for r in sql]
+    assert sum(r["prefix"] is not None for r in sql) == 4 * len(PREFIX_KEYS)
 
 
 @pytest.mark.parametrize(
