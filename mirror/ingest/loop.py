@@ -25,7 +25,7 @@ from mirror.ingest.head import run_head_watch
 from mirror.ingest.leases import DEFAULT_LEASE_S, new_owner_id
 from mirror.ingest.progress import NullProgress, WalkProgress
 from mirror.ingest.summary import IngestSummary, ScopeResult, WalkStatus
-from mirror.ingest.walker import PageSource, WalkOptions, walk_scope
+from mirror.ingest.walker import MERGE_CONNECTIONS, PageSource, WalkOptions, walk_scope
 from mirror.model import Scope
 from mirror.settings import Settings
 from mirror.store.maintenance import after_pass
@@ -68,6 +68,7 @@ async def ingest_once(
         progress=progress or NullProgress(),
         delete_guard=delete_guard,
         confirm_max=confirm_max,
+        merge_connections=merge_connections(pool, len(dict.fromkeys(scopes))),
     )
     started = time.monotonic()
     results = await asyncio.gather(
@@ -78,6 +79,18 @@ async def ingest_once(
         await database_down(pool) if any(r.status is WalkStatus.FAILED for r in results) else None
     )
     return IngestSummary.of(results, seconds, down)
+
+
+# Connections of the pool a pass leaves to others: the stats folder, the relay, the API.
+POOL_RESERVE = 4
+
+
+def merge_connections(pool: asyncpg.Pool, walks: int) -> int:
+    """How many page merges each walk may have in flight on connections of its own
+    (``mirror.ingest.walker.MERGE_CONNECTIONS`` at most): as many as the pool holds for
+    every walk beside the walks' own connections and ``POOL_RESERVE``."""
+    room = pool.get_max_size() - walks - POOL_RESERVE
+    return max(0, min(MERGE_CONNECTIONS, room // max(1, walks)))
 
 
 async def _walk(

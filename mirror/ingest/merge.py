@@ -286,17 +286,26 @@ class PageWriter:
 
     async def apply(self, items: Sequence[PageImage]) -> MergeResult:
         """Record the page as seen and merge what differs from the index (one transaction)."""
+        changed = await self.compare(items)
+        return await self.merge(changed) if changed else MergeResult()
+
+    async def compare(self, items: Sequence[PageImage]) -> list[PageImage]:
+        """Record the page's images as seen in this walk; those the index lacks or holds
+        differently (what ``merge`` must write)."""
         if not items:
-            return MergeResult()
+            return []
         changed_rows = await self.conn.fetch(
             COMPARE_PAGE, [i.id for i in items], [i.content_hash for i in items], self.folder_id
         )
         if self.folder_id is not None:
             await self.remember_registries(registry_of(i.image) for i in items)
-        if not changed_rows:
-            return MergeResult()
         changed_ids = {r["id"] for r in changed_rows}
-        changed = [i for i in items if i.id in changed_ids]
+        return [i for i in items if i.id in changed_ids]
+
+    async def merge(self, changed: Sequence[PageImage]) -> MergeResult:
+        """Merge images ``compare`` found changed, in one transaction on this writer's
+        connection (which may be another than the one that compared them: the walk's
+        pipeline, mirror/ingest/walker.py)."""
         for attempt in range(1, DEADLOCK_RETRIES + 1):
             try:
                 async with self.conn.transaction():

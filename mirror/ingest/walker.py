@@ -2,9 +2,11 @@
 
 ``walk_scope`` takes the scope's lease, streams the List pages (the next page
 is fetched while the current one is merged; at most ``PREFETCH`` pages wait in
-memory, whatever the registry's size), merges each page in its own
-transaction, and only when the walk saw the last page does it look for
-deletions. A failure or a stop anywhere before that deletes nothing; so does a
+memory, whatever the registry's size), compares each page with the index on
+the walk's connection and merges what changed in its own transaction (up to
+``MERGE_CONNECTIONS`` of them in flight, each on a connection of its own, while
+the walk compares the next pages: ``_Merges``), and only when the walk saw the
+last page and every merge has ended does it look for deletions. A failure or a stop anywhere before that deletes nothing; so does a
 *suspect* walk (one that listed far fewer images than the index holds for the
 scope, or ended on an empty page: see ``mirror.ingest.deletions``), which is
 reported as failed with its reason.
@@ -13,13 +15,14 @@ Every page was checked against the cloud's message shapes by the client before
 it gets here (a malformed page stops the walk). An image listed twice, on one
 page or on two pages of the walk, is counted once and reported as an anomaly.
 
-A stop request (SIGTERM) is honoured between pages: a page merge that started
-finishes and commits, then the walk ends as ``cancelled``.
+A stop request (SIGTERM) is honoured between pages: the page merges that started
+finish and commit, then the walk ends as ``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -59,6 +62,14 @@ from mirror.upstream.client import MAX_PAGE_SIZE, KnownPage, Page, RememberedNex
 log = logging.getLogger(__name__)
 
 PREFETCH = 2
+# Page merges a walk may have in flight, each on a connection of its own, while the
+# walk compares the next page on its own connection: the merges' statements run in
+# PostgreSQL while the ingest process prepares the next page, instead of one waiting
+# for the other (bench/RESULTS.md, "## Ingest", 2026-12-03, "A walk alone").
+# ``ingest_once`` gives each walk as many as the pool has room for.
+MERGE_CONNECTIONS = 2
+# How long a walk waits for a merge connection before it merges on its own.
+MERGE_ACQUIRE_S = 1.0
 
 # What the deletion guard decided (migration 050), beside the run's other figures.
 SET_RUN_GUARD = "UPDATE sync_runs SET suspect = $2, unchecked = $3 WHERE id = $1"
@@ -88,6 +99,7 @@ class WalkOptions:
     progress: WalkProgress = field(default_factory=NullProgress)
     delete_guard: float = DEFAULT_GUARD
     confirm_max: int = DEFAULT_CONFIRM_MAX
+    merge_connections: int = 0  # a walk's page merges in flight beside it (``_Merges``)
 
 
 @dataclass(slots=True)
@@ -179,7 +191,7 @@ async def walk_scope(
             await writer.prepare()
             await memo.load(conn)
             held = await holds_images(conn, scope)
-            await _walk_pages(client, scope, writer, memo, lease, options, counts)
+            await _walk_pages(pool, client, scope, writer, memo, lease, options, counts)
             await memo.prune(conn)
             total = distinct = counts.images
             if counts.out_of_order:
@@ -275,6 +287,7 @@ async def walk_scope(
 
 
 async def _walk_pages(
+    pool: asyncpg.Pool,
     client: PageSource,
     scope: Scope,
     writer: PageWriter,
@@ -289,52 +302,189 @@ async def _walk_pages(
         scope, options.page_size, known=memo.next_token, remembered=memo.remembered_next
     )
     producer = asyncio.create_task(_prefetch(pages, queue))
-    try:
-        while (fetched := await _next_page(queue, options.stop)) is not None:
-            merged, images, listed, (first_id, last_id) = await _merge_page(writer, memo, *fetched)
-            if images:
-                counts.out_of_order |= first_id <= counts.max_id
-                counts.max_id = max(counts.max_id, last_id)
-            if listed > images:
-                counts.duplicates += listed - images
-                log.warning(
-                    "%s: a page listed %d image(s) twice (counted once; request id %s)",
-                    name,
-                    listed - images,
-                    fetched[0].request_id,
+    async with contextlib.AsyncExitStack() as stack:
+        merges = _Merges(writer, memo, counts, _Connections(pool, stack, options.merge_connections))
+        try:
+            while (fetched := await _next_page(queue, options.stop)) is not None:
+                page, items = fetched
+                images, listed, (first_id, last_id) = await _compare_page(
+                    writer, memo, merges, page, items
                 )
-            counts.pages += 1
-            counts.last_empty = listed == 0
-            counts.images += images
-            counts.merged.add(merged)
-            metrics.PAGES.labels(name).inc()
-            metrics.IMAGES.labels(name).inc(images)
-            _count_changes(merged)
-            options.progress.advance(name, images)
-            await lease.keep()
-    finally:
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+                if images:
+                    counts.out_of_order |= first_id <= counts.max_id
+                    counts.max_id = max(counts.max_id, last_id)
+                if listed > images:
+                    counts.duplicates += listed - images
+                    log.warning(
+                        "%s: a page listed %d image(s) twice (counted once; request id %s)",
+                        name,
+                        listed - images,
+                        page.request_id,
+                    )
+                counts.pages += 1
+                counts.last_empty = listed == 0
+                counts.images += images
+                metrics.PAGES.labels(name).inc()
+                metrics.IMAGES.labels(name).inc(images)
+                options.progress.advance(name, images)
+                await merges.reap()
+                await lease.keep()
+            await merges.drain()
+        except asyncio.CancelledError:
+            await merges.cancel()
+            raise
+        except _Stopped:
+            await merges.drain()  # what started finishes and commits; a failure is the walk's
+            raise
+        except BaseException:
+            await merges.drain(quiet=True)  # the walk's own failure is what it reports
+            raise
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
 
 
-async def _merge_page(
-    writer: PageWriter, memo: PageMemo, page: Page, items: list[PageImage] | None
-) -> tuple[MergeResult, int, int, tuple[str, str]]:
-    """Merge one page; returns what changed, how many distinct images the page listed,
-    how many it listed in all (more when an image appears twice), and its smallest and
-    largest image id."""
+@dataclass(slots=True)
+class _Connections:
+    """Where a walk's merge connections come from, and how many it may take."""
+
+    pool: asyncpg.Pool
+    stack: contextlib.AsyncExitStack  # releases them when the walk's pages are done
+    wanted: int
+
+
+class _Merges:
+    """A walk's page merges: in flight on merge connections of their own while the walk
+    goes on, or, without any, on the walk's connection before it goes on. The
+    connections are taken when the first page with a change comes (an unchanged
+    re-sync takes none), each if the pool has one within ``MERGE_ACQUIRE_S``.
+
+    Each merge records its page in the memo after it commits, on its own connection,
+    and adds what it changed to the walk's counts when it is reaped: the counts are
+    sums, so the order merges end in does not matter. Pages of one walk hold distinct
+    images (an image listed twice waits on the other merge's row lock, then finds
+    nothing to change), and concurrent merges take row locks in key order as two
+    ingest processes do.
+    """
+
+    def __init__(
+        self, writer: PageWriter, memo: PageMemo, counts: _Counts, connections: _Connections
+    ) -> None:
+        self.writer = writer
+        self.memo = memo
+        self.counts = counts
+        self.connections: _Connections | None = connections
+        self.free: list[PageWriter] = []
+        self.inflight: collections.deque[tuple[asyncio.Task[MergeResult], PageWriter]] = (
+            collections.deque()
+        )
+
+    async def _take_connections(self, source: _Connections) -> None:
+        for _ in range(source.wanted):
+            try:
+                conn = await source.stack.enter_async_context(
+                    source.pool.acquire(timeout=MERGE_ACQUIRE_S)
+                )
+            except TimeoutError:
+                return
+            merger = PageWriter(conn, folder_id=self.writer.folder_id, origin=self.writer.origin)
+            source.stack.push_async_callback(_close_quietly, merger)
+            await merger.prepare()
+            self.free.append(merger)
+
+    async def start(self, page: Page, changed: list[PageImage], items: list[PageImage]) -> None:
+        """Merge ``changed`` (and remember the page) on a merge connection, waiting for the
+        oldest merge when all are busy; on the walk's connection when there are none."""
+        if self.connections is not None:
+            source, self.connections = self.connections, None
+            await self._take_connections(source)
+        if not self.free and not self.inflight:
+            merged = await self.writer.merge(changed)
+            await self.memo.record(
+                self.writer.conn, page.page_token, page.body, page.next_page_token, items
+            )
+            self._count(merged)
+            return
+        if not self.free:
+            await self._finish()
+        merger = self.free.pop()
+        task = asyncio.create_task(self._merge(merger, page, changed, items))
+        self.inflight.append((task, merger))
+
+    async def _merge(
+        self, merger: PageWriter, page: Page, changed: list[PageImage], items: list[PageImage]
+    ) -> MergeResult:
+        merged = await merger.merge(changed)
+        await self.memo.record(merger.conn, page.page_token, page.body, page.next_page_token, items)
+        return merged
+
+    async def reap(self) -> None:
+        """Count the merges that have ended (raising the first one's failure)."""
+        while self.inflight and self.inflight[0][0].done():
+            await self._finish()
+
+    async def drain(self, *, quiet: bool = False) -> None:
+        """Wait for every merge in flight; the first failure is raised unless ``quiet``."""
+        first: BaseException | None = None
+        while self.inflight:
+            try:
+                await self._finish()
+            except Exception as exc:
+                first = first or exc
+        if first is not None and not quiet:
+            raise first
+
+    async def cancel(self) -> None:
+        for task, _ in self.inflight:
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in self.inflight), return_exceptions=True)
+        self.inflight.clear()
+
+    async def _finish(self) -> None:
+        task, merger = self.inflight.popleft()
+        try:
+            merged = await task
+        finally:
+            self.free.append(merger)
+        self._count(merged)
+
+    def _count(self, merged: MergeResult) -> None:
+        self.counts.merged.add(merged)
+        _count_changes(merged)
+
+
+async def _close_quietly(writer: PageWriter) -> None:
+    """Drop a merge connection's walk table before it goes back to the pool; a database
+    that went away meanwhile is the walk's failure to report, not this."""
+    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        await writer.close()
+
+
+async def _compare_page(
+    writer: PageWriter,
+    memo: PageMemo,
+    merges: _Merges,
+    page: Page,
+    items: list[PageImage] | None,
+) -> tuple[int, int, tuple[str, str]]:
+    """Record one page as seen, and start the merge of what it changed (``merges``);
+    returns how many distinct images the page listed, how many it listed in all (more
+    when an image appears twice), and its smallest and largest image id."""
     if items is None:  # the memo recognised the body
         hit = await memo.check(writer.conn, page.page_token, page.body, writer.folder_id)
         if hit is not None:
             await writer.remember_registries(hit.registries)
-            return MergeResult(), hit.images, hit.images, (hit.first_id, hit.last_id)
+            return hit.images, hit.images, (hit.first_id, hit.last_id)
         page = parse_page(page.body, page.page_token, page.request_id)
         items = page_images(page.images)
-    merged = await writer.apply(items)
-    await memo.record(writer.conn, page.page_token, page.body, page.next_page_token, items)
+    changed = await writer.compare(items)
+    if changed:
+        await merges.start(page, changed, items)
+    else:
+        await memo.record(writer.conn, page.page_token, page.body, page.next_page_token, items)
     span = (items[0].id, items[-1].id) if items else ("", "")  # items are sorted by id
-    return merged, len(items), len(page.images), span
+    return len(items), len(page.images), span
 
 
 def _count_changes(merged: MergeResult) -> None:
