@@ -442,12 +442,13 @@ class _Merges:
         self.inflight.clear()
 
     async def _finish(self) -> None:
-        task, merger = self.inflight.popleft()
-        try:
-            merged = await task
-        finally:
-            self.free.append(merger)
-        self._count(merged)
+        """Wait for the oldest merge and count it (raising its failure). A walk cancelled
+        meanwhile leaves it in flight, for ``cancel``."""
+        task, merger = self.inflight[0]
+        await asyncio.wait([task])
+        self.inflight.popleft()
+        self.free.append(merger)
+        self._count(task.result())
 
     def _count(self, merged: MergeResult) -> None:
         self.counts.merged.add(merged)

@@ -215,3 +215,73 @@ async def test_a_merge_that_fails_fails_the_walk_and_the_others_commit(
     again = await ingest_once(big_pool, client, [FOLDER], page_size=PAGE_SIZE)
     assert again.scopes[0].status is WalkStatus.COMPLETE
     assert again.created == IMAGES - len(got["images"])
+
+
+async def test_a_cancelled_walk_cancels_its_merges_and_the_next_pass_completes(
+    big_pool: asyncpg.Pool, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walk: asyncio.Task[Any] | None = None
+
+    async def cancel_the_walk() -> None:
+        assert walk is not None
+        walk.cancel()  # while both merges are in flight (the first waits for this one)
+
+    overlap = Overlap(on_second=cancel_the_walk)
+    overlap.install(monkeypatch)
+    walk = asyncio.create_task(ingest_once(big_pool, client, [FOLDER], page_size=PAGE_SIZE))
+    with pytest.raises(asyncio.CancelledError):
+        await walk
+    assert overlap.most == MERGE_CONNECTIONS and overlap.running == 0  # none left running
+    async with big_pool.acquire() as conn:
+        got = await state(conn)
+        # a merge commits whole or not at all, its events with it
+        assert len(got["images"]) == len(got["created"])
+        assert await ref_count_mismatches(conn) == 0
+
+    monkeypatch.undo()
+    again = await ingest_once(big_pool, client, [FOLDER], page_size=PAGE_SIZE)
+    assert again.scopes[0].status is WalkStatus.COMPLETE
+    async with big_pool.acquire() as conn:
+        final = await state(conn)
+        assert len(final["images"]) == len(final["created"]) == IMAGES
+        assert await ref_count_mismatches(conn) == 0
+
+
+async def test_a_walk_cancelled_while_it_waits_for_a_merge_cancels_that_merge(
+    big_pool: asyncpg.Pool, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk waits for its oldest merge when every merge connection is busy; cancelled
+    there, it must not leave that merge running on a connection it gives back."""
+    from mirror.ingest import walker
+
+    held = asyncio.Event()  # never set while the walk runs: the first merge hangs
+    waiting = asyncio.Event()
+    running = 0
+    merge = PageWriter.merge
+    finish = walker._Merges._finish
+
+    async def held_merge(writer: PageWriter, changed: Sequence[PageImage]) -> MergeResult:
+        nonlocal running
+        running += 1
+        try:
+            if not held.is_set() and running == 1 and not waiting.is_set():
+                await held.wait()
+            return await merge(writer, changed)
+        finally:
+            running -= 1
+
+    async def finishing(self: Any) -> None:
+        waiting.set()
+        await finish(self)
+
+    monkeypatch.setattr(PageWriter, "merge", held_merge)
+    monkeypatch.setattr(walker._Merges, "_finish", finishing)
+    walk = asyncio.create_task(ingest_once(big_pool, client, [FOLDER], page_size=PAGE_SIZE))
+    await asyncio.wait_for(waiting.wait(), BARRIER_S)
+    walk.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await walk
+        assert running == 0  # the held merge was cancelled with the walk
+    finally:
+        held.set()
