@@ -400,11 +400,7 @@ class _Merges:
             source, self.connections = self.connections, None
             await self._take_connections(source)
         if not self.free and not self.inflight:
-            merged = await self.writer.merge(changed)
-            await self.memo.record(
-                self.writer.conn, page.page_token, page.body, page.next_page_token, items
-            )
-            self._count(merged)
+            self._count(await self._merge(self.writer, page, changed, items))
             return
         if not self.free:
             await self._finish()

@@ -179,9 +179,10 @@ def _without_digest(tail: str, digest: object) -> tuple[str, bytes | None]:
     if not isinstance(digest, str):
         return tail, None
     key = digest_key(digest)
-    at = tail.find(_DIGEST_MARKER) + len(_DIGEST_MARKER)
-    if len(key) != SHA256_KEY_BYTES or at < len(_DIGEST_MARKER):
+    marker = tail.find(_DIGEST_MARKER)
+    if len(key) != SHA256_KEY_BYTES or marker < 0:
         return tail, None
+    at = marker + len(_DIGEST_MARKER)
     if tail[at : at + _HEX_DIGITS] != key.hex():
         return tail, None
     return tail[:at] + tail[at + _HEX_DIGITS :], key

@@ -21,7 +21,7 @@ from mirror.ingest.loop import POOL_RESERVE, ingest_once, merge_connections
 from mirror.ingest.merge import MergeResult, PageWriter
 from mirror.ingest.staging import PageImage
 from mirror.ingest.summary import WalkStatus
-from mirror.ingest.walker import MERGE_CONNECTIONS
+from mirror.ingest.walker import MERGE_CONNECTIONS, PREFETCH
 from mirror.model import Scope
 from mirror.settings import Settings
 from mirror.store.pool import create_pool
@@ -30,6 +30,7 @@ from mirror.upstream.retry import RetryPolicy
 from mirror.upstream.throttle import Throttle
 from tests.integration.ingest_fake_upstream import FakeUpstream, make_image, serving
 from tests.integration.refcounts import ref_count_mismatches
+from tests.integration.test_ingest import REG1, CountingProgress, CountingSource
 
 FOLDER = Scope.parse("folder:f1")
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.01, max_retry_after=0.05)
@@ -285,3 +286,20 @@ async def test_a_walk_cancelled_while_it_waits_for_a_merge_cancels_that_merge(
         assert running == 0  # the held merge was cancelled with the walk
     finally:
         held.set()
+
+
+async def test_invariant_7_merges_in_flight_keep_the_walk_streaming(
+    big_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a walk holds stays a few pages whatever the registry's size, with merges in
+    flight too: the pages ahead of the compare (as with one merge at a time) and at most
+    ``MERGE_CONNECTIONS`` pages being merged."""
+    overlap = Overlap()
+    overlap.install(monkeypatch)
+    source = CountingSource(pages=40, page_size=50)
+    summary = await ingest_once(
+        big_pool, source, [REG1], page_size=50, progress=CountingProgress(source)
+    )
+    assert summary.images == 2000 and source.consumed == 40 and source.closed
+    assert source.max_lead <= PREFETCH + 2
+    assert overlap.most == MERGE_CONNECTIONS  # and no more pages merged at once
