@@ -6,10 +6,11 @@ memory, whatever the registry's size), compares each page with the index on
 the walk's connection and merges what changed in its own transaction (up to
 ``MERGE_CONNECTIONS`` of them in flight, each on a connection of its own, while
 the walk compares the next pages: ``_Merges``), and only when the walk saw the
-last page and every merge has ended does it look for deletions. A failure or a stop anywhere before that deletes nothing; so does a
-*suspect* walk (one that listed far fewer images than the index holds for the
-scope, or ended on an empty page: see ``mirror.ingest.deletions``), which is
-reported as failed with its reason.
+last page and every merge has ended does it look for deletions. A failure or a
+stop anywhere before that deletes nothing; so does a *suspect* walk (one that
+listed far fewer images than the index holds for the scope, or ended on an empty
+page: see ``mirror.ingest.deletions``), which is reported as failed with its
+reason.
 
 Every page was checked against the cloud's message shapes by the client before
 it gets here (a malformed page stops the walk). An image listed twice, on one

@@ -13,11 +13,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from mirror.settings import Settings
+from mirror.upstream.client import UpstreamClient
+from mirror.upstream.retry import RetryPolicy
+from mirror.upstream.throttle import Throttle
+
 LAYER_POOL = 40
+# Retries as a walk makes them, without the waits: a fault test's retries end at once.
+FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.01, max_retry_after=0.05)
 
 
 def make_image(
@@ -134,3 +142,14 @@ async def serving(fake: FakeUpstream) -> AsyncIterator[FakeUpstream]:
         yield fake
     finally:
         await server.close()
+
+
+@asynccontextmanager
+async def fast_client(upstream_url: str) -> AsyncIterator[UpstreamClient]:
+    """A client of the upstream at ``upstream_url`` (List and operations) that retries
+    with ``FAST_RETRY`` and is never throttled."""
+    settings = Settings.load(env={}, upstream_url=upstream_url, operation_url=upstream_url)
+    async with aiohttp.ClientSession() as session:
+        yield UpstreamClient(
+            session, settings, retry=FAST_RETRY, throttle=Throttle(rate=100_000, concurrency=8)
+        )

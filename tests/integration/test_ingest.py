@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -21,14 +20,18 @@ from mirror.ingest.walker import PREFETCH
 from mirror.model import Scope
 from mirror.settings import Settings
 from mirror.upstream.client import KnownPage, Page, RememberedNext, UpstreamClient
-from mirror.upstream.retry import RetryPolicy
-from mirror.upstream.throttle import Throttle
-from tests.integration.ingest_fake_upstream import FakeUpstream, error, make_image, serving
+from tests.integration.ingest_fake_upstream import (
+    FAST_RETRY,
+    FakeUpstream,
+    error,
+    fast_client,
+    make_image,
+    serving,
+)
 from tests.integration.refcounts import ref_count_mismatches
 
 FOLDER = Scope.parse("folder:f1")
 REG1 = Scope.parse("registry:reg1")
-FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.01, max_retry_after=0.05)
 
 
 @pytest.fixture
@@ -39,11 +42,8 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def client(fake: FakeUpstream) -> AsyncIterator[UpstreamClient]:
-    settings = Settings.load(env={}, upstream_url=fake.url, operation_url=fake.url)
-    async with aiohttp.ClientSession() as session:
-        yield UpstreamClient(
-            session, settings, retry=FAST_RETRY, throttle=Throttle(rate=100_000, concurrency=8)
-        )
+    async with fast_client(fake.url) as upstream_client:
+        yield upstream_client
 
 
 def populate(fake: FakeUpstream, n: int, start: int = 0) -> None:

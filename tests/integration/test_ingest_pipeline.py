@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -23,17 +22,13 @@ from mirror.ingest.staging import PageImage
 from mirror.ingest.summary import WalkStatus
 from mirror.ingest.walker import MERGE_CONNECTIONS, PREFETCH
 from mirror.model import Scope
-from mirror.settings import Settings
 from mirror.store.pool import create_pool
 from mirror.upstream.client import UpstreamClient
-from mirror.upstream.retry import RetryPolicy
-from mirror.upstream.throttle import Throttle
-from tests.integration.ingest_fake_upstream import FakeUpstream, make_image, serving
+from tests.integration.ingest_fake_upstream import FakeUpstream, fast_client, make_image, serving
 from tests.integration.refcounts import ref_count_mismatches
 from tests.integration.test_ingest import REG1, CountingProgress, CountingSource
 
 FOLDER = Scope.parse("folder:f1")
-FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.01, max_retry_after=0.05)
 IMAGES = 120
 PAGE_SIZE = 10
 BARRIER_S = 20.0
@@ -51,11 +46,8 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def client(fake: FakeUpstream) -> AsyncIterator[UpstreamClient]:
-    settings = Settings.load(env={}, upstream_url=fake.url, operation_url=fake.url)
-    async with aiohttp.ClientSession() as session:
-        yield UpstreamClient(
-            session, settings, retry=FAST_RETRY, throttle=Throttle(rate=100_000, concurrency=8)
-        )
+    async with fast_client(fake.url) as upstream_client:
+        yield upstream_client
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -20,19 +19,15 @@ from hypothesis import strategies as st
 
 from mirror.ingest.loop import ingest_once
 from mirror.model import Image, Scope
-from mirror.settings import Settings
 from mirror.stats.reference import ReferenceIndex
 from mirror.upstream.client import UpstreamClient
-from mirror.upstream.retry import RetryPolicy
-from mirror.upstream.throttle import Throttle
-from tests.integration.ingest_fake_upstream import FakeUpstream, serving
+from tests.integration.ingest_fake_upstream import FakeUpstream, fast_client, serving
 from tests.integration.test_stats_property import assert_served_equals_reference
 
 FOLDERS = {"reg1": "f1", "reg2": "f1", "reg3": "f2"}
 FOLDER_SCOPES = [Scope.parse("folder:f1"), Scope.parse("folder:f2")]
 REGISTRY_SCOPES = [Scope.parse(f"registry:{r}") for r in FOLDERS]
 LAYERS = [f"sha256:a{x:063x}" for x in range(10)]
-FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.01, max_retry_after=0.05)
 
 
 def upstream_image(
@@ -86,11 +81,8 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def client(upstream: FakeUpstream) -> AsyncIterator[UpstreamClient]:
-    settings_ = Settings.load(env={}, upstream_url=upstream.url, operation_url=upstream.url)
-    async with aiohttp.ClientSession() as session:
-        yield UpstreamClient(
-            session, settings_, retry=FAST_RETRY, throttle=Throttle(rate=100_000, concurrency=8)
-        )
+    async with fast_client(upstream.url) as upstream_client:
+        yield upstream_client
 
 
 RESET = """
